@@ -1,0 +1,98 @@
+"""Atomic file writes: write to a temporary file beside the target, then rename.
+
+An interrupted step therefore leaves either the old file or the new one, never
+half of one (os.replace is atomic on POSIX and Windows within one folder).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes(path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def _json_safe(value):
+    """NaN/inf are not JSON: write them as null so every reader can parse the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
+        return _json_safe(value.item())
+    if hasattr(value, "tolist"):
+        return _json_safe(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path, obj) -> Path:
+    return write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path, rows: Iterable[Mapping], columns: Sequence[str]) -> Path:
+    """Write dict rows with a fixed column order (missing keys are empty cells)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _format_cell(row.get(k)) for k in columns})
+    return write_text(path, buffer.getvalue())
+
+
+def _format_cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # shortest repr that round-trips exactly
+    return value
+
+
+def save_torch(path, obj) -> Path:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def save_figure(path, fig, dpi: int = 150) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return path

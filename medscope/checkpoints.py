@@ -1,0 +1,61 @@
+"""Checkpoints: saving them atomically and rebuilding models from a run folder.
+
+A checkpoint is a plain dict of tensors and JSON-like values, so it loads with
+``torch.load(..., weights_only=True)``: a results folder may come from
+someone else, and unpickling arbitrary objects would run their code.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from . import atomic
+from .cli import UsageError
+from .models import build_model, load_pretrained
+from .runs import Run
+
+BEST = "best.pt"
+LAST = "last.pt"
+
+
+def save(path, checkpoint: dict) -> Path:
+    return atomic.save_torch(path, checkpoint)
+
+
+def load(path, map_location="cpu") -> dict:
+    """Load a checkpoint safely; a missing or damaged file is a UsageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path} not found; the run has no saved weights (was training interrupted "
+                         "before the first epoch ended?)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise UsageError(f"{path} is not a readable medscope checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "spec" not in checkpoint:
+        raise UsageError(f"{path} is not a medscope checkpoint (no model state or spec)")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, device="cpu") -> torch.nn.Module:
+    model = build_model(**checkpoint["spec"])
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval()
+
+
+def load_run_model(run: Run, which: str = "best", device="cpu"):
+    """The run's model (``best`` or ``last``) in eval mode, and its checkpoint."""
+    checkpoint = load(run.path / (BEST if which == "best" else LAST))
+    return model_from_checkpoint(checkpoint, device), checkpoint
+
+
+def initial_model(spec: dict, seed: int, pretrained_state: dict | None = None) -> torch.nn.Module:
+    """The model exactly as training started: built under ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    model = build_model(**spec)
+    if pretrained_state is not None:
+        load_pretrained(model, pretrained_state, spec["spatial_dims"])
+    return model

@@ -1,0 +1,135 @@
+"""Command-line plumbing shared by every script: errors, exit codes, common flags.
+
+Every script exposes ``main(argv) -> int`` that raises :class:`UsageError` for
+bad input. :func:`run` turns that into the contract of DESIGN.md: one clear
+line on stderr and exit code 2 for bad input, 130 for Ctrl-C, 1 (with a
+traceback) for an unexpected failure.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class RunFailed(Exception):
+    """A run that started but could not finish (e.g. the loss diverged): one line, exit code 1."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as a UsageError instead of exiting."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Call ``main(argv)`` and map its outcome to an exit code."""
+    try:
+        return main(argv) or EXIT_OK
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RunFailed as exc:
+        print(f"failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:  # --help and friends
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except Exception:  # noqa: BLE001 - last line of defence, keep the traceback
+        traceback.print_exc()
+        return EXIT_FAILURE
+
+
+def default_data_dir() -> str:
+    return os.environ.get("MEDMNIST_DIR") or str(Path.home() / ".medmnist")
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, run_arg: str | None = "one") -> None:
+    """Flags every script shares (DESIGN.md, Conventions).
+
+    ``run_arg``: ``"one"`` adds ``--run NAME`` (default: newest), ``"many"``
+    adds ``--run NAME [NAME ...]``, ``None`` adds nothing.
+    """
+    parser.add_argument("--data-dir", default=default_data_dir(),
+                        help="folder of MedMNIST .npz files (env MEDMNIST_DIR, default ~/.medmnist)")
+    parser.add_argument("--results-dir", default="results", help="results folder (default: results)")
+    parser.add_argument("--runs-dir", default="runs", help="TensorBoard folder (default: runs)")
+    if run_arg == "one":
+        parser.add_argument("--run", default=None, help="run name or path (default: the newest run)")
+    elif run_arg == "many":
+        parser.add_argument("--run", nargs="+", default=None,
+                            help="run names or paths (default: the newest run)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def resolve_device(spec: str):
+    """``auto`` -> cuda if available else cpu; refuse a CUDA device that is not there."""
+    import torch
+
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+        index = spec.partition(":")[2]
+        if index:
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise UsageError(f"--device {spec}: no such GPU (found {torch.cuda.device_count()})")
+        return torch.device(spec)
+    raise UsageError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def progress(iterable=None, **kwargs):
+    """tqdm that draws a bar on a terminal and stays silent in logs and pipes."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", not sys.stderr.isatty())
+    kwargs.setdefault("leave", False)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)

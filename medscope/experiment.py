@@ -1,0 +1,340 @@
+"""One training run from start (or resume) to a complete run folder.
+
+:func:`train_run` is what ``train.py`` calls once per dataset x model. It owns
+the epoch loop, checkpoints, TensorBoard logging and the final evaluation that
+writes ``metrics.json``, ``inference_outputs.pt`` and the figures.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import atomic, augment, checkpoints, plots
+from .activations import collect_outputs
+from .cli import RunFailed, UsageError
+from .data import DatasetInfo, Split
+from .metrics import evaluate, predictions
+from .models import build_model, imagenet_state_dict, load_pretrained, model_spec
+from .runs import Run, now_iso
+from .training import (EpochConfig, NonFiniteLoss, amp_dtype_for, evaluate_split, make_optimizer,
+                       make_scheduler, memory_format_for, seed_epoch, train_one_epoch)
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_auc", "train_acc", "val_loss", "val_auc", "val_acc", "lr",
+                   "images_per_s", "epoch_seconds"]
+SUMMARY_COLUMNS = ["run", "dataset", "size", "model", "task", "epochs_run", "best_epoch", "val_auc", "val_acc",
+                   "test_auc", "test_acc", "test_macro_f1", "wall_seconds", "device", "amp", "seed"]
+
+
+def environment(device: torch.device, amp_dtype) -> dict:
+    import medmnist
+    import torchvision
+
+    env = {
+        "python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "numpy": np.__version__,
+        "medmnist": getattr(medmnist, "__version__", "unknown"), "device": str(device),
+        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+        "threads": torch.get_num_threads(), "cpu": _cpu_name(), "hostname": platform.node(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@dataclass
+class TrainState:
+    """Everything that changes from epoch to epoch and must survive a resume."""
+
+    epoch: int = 0  # epochs completed
+    best_auc: float = -math.inf
+    best_epoch: int = 0
+    stale_epochs: int = 0
+    history: list = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+def _checkpoint(model, spec, cfg, state: TrainState, optimizer, scheduler, scaler) -> dict:
+    return {
+        "model": model.state_dict(), "spec": spec, "config": cfg, "epoch": state.epoch,
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "best_auc": state.best_auc, "best_epoch": state.best_epoch, "stale_epochs": state.stale_epochs,
+        "history": state.history, "wall_seconds": state.wall_seconds,
+    }
+
+
+def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], device: torch.device,
+              *, resume: dict | None = None, log=print) -> dict:
+    """Train (or resume) one run and write its complete folder. Returns final metrics."""
+    spec = model_spec(cfg["model"], info.n_channels, info.num_classes, info.spatial_dims, info.size, cfg["dropout"])
+    amp_dtype = amp_dtype_for(device, cfg["amp"])
+    memory_format = memory_format_for(info.spatial_dims, device)
+
+    torch.manual_seed(cfg["seed"])
+    model = build_model(**spec)
+    if cfg.get("pretrained") and resume is None:
+        _load_pretrained_weights(model, cfg, info)
+    model = model.to(device)
+    if memory_format is not None:
+        model = model.to(memory_format=memory_format)
+
+    steps_per_epoch = max(1, len(data["train"]) // cfg["batch_size"]) if len(data["train"]) > cfg["batch_size"] else 1
+    total_steps = steps_per_epoch * cfg["epochs"]
+    warmup_steps = int(round(cfg["warmup_epochs"] * steps_per_epoch))
+    optimizer = make_optimizer(model, cfg["optimizer"], cfg["lr"], cfg["weight_decay"])
+    scheduler = make_scheduler(optimizer, total_steps, warmup_steps, cfg["schedule"])
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    state = TrainState()
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        state = TrainState(resume["epoch"], resume["best_auc"], resume["best_epoch"], resume["stale_epochs"],
+                           list(resume["history"]), resume["wall_seconds"])
+
+    epoch_cfg = EpochConfig(
+        task=info.task, num_classes=info.num_classes, batch_size=cfg["batch_size"],
+        augment=augment.make_config(info.flag, cfg["augment"], info.spatial_dims),
+        label_smoothing=cfg["label_smoothing"], mixup_alpha=cfg["mixup"], clip_grad=cfg["clip_grad"],
+        amp_dtype=amp_dtype, memory_format=memory_format)
+
+    env = environment(device, amp_dtype)
+    if resume is None:
+        run.update(name=run.name, created=now_iso(), status="running", config=cfg, environment=env,
+                   model=spec, dataset=_dataset_record(info, data), artifacts=[])
+    else:
+        run.update(status="running", resumed=now_iso(), environment=env)
+
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+    tb_dir = Path(cfg["runs_dir"]) / run.name
+    writer = SummaryWriter(log_dir=str(tb_dir), purge_step=state.epoch + 1 if resume is not None else None)
+    stopped_early = False
+    try:
+        while state.epoch < cfg["epochs"]:
+            epoch = state.epoch + 1
+            generator = seed_epoch(cfg["seed"], epoch)
+            started = time.perf_counter()
+            train = train_one_epoch(model, data["train"], epoch_cfg, optimizer, scheduler, scaler, device,
+                                    generator, description=f"epoch {epoch}/{cfg['epochs']}")
+            val = evaluate_split(model, data["val"], epoch_cfg, device)
+            seconds = time.perf_counter() - started
+            row = {"epoch": epoch, "train_loss": train["loss"], "train_auc": train["auc"], "train_acc": train["acc"],
+                   "val_loss": val["loss"], "val_auc": val["auc"], "val_acc": val["acc"],
+                   "lr": optimizer.param_groups[0]["lr"], "images_per_s": train["images_per_s"],
+                   "epoch_seconds": seconds}
+            _log_epoch(writer, row)
+            state.epoch, state.wall_seconds = epoch, state.wall_seconds + seconds
+            state.history.append(row)
+            improved = val["auc"] > state.best_auc or state.best_epoch == 0
+            if improved:
+                state.best_auc, state.best_epoch, state.stale_epochs = val["auc"], epoch, 0
+                checkpoints.save(run.path / checkpoints.BEST,
+                                 {"model": model.state_dict(), "spec": spec, "config": cfg, "epoch": epoch,
+                                  "val_auc": val["auc"]})
+            else:
+                state.stale_epochs += 1
+            checkpoints.save(run.path / checkpoints.LAST,
+                             _checkpoint(model, spec, cfg, state, optimizer, scheduler, scaler))
+            atomic.write_csv(run.path / "history.csv", state.history, HISTORY_COLUMNS)
+            log(f"epoch {epoch:3d}/{cfg['epochs']}  train loss {train['loss']:.4f} auc {train['auc']:.3f}  "
+                f"val loss {val['loss']:.4f} auc {val['auc']:.3f} acc {val['acc']:.3f}  "
+                f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s{'  *' if improved else ''}")
+            if cfg["patience"] and state.stale_epochs >= cfg["patience"]:
+                log(f"early stop: validation AUC has not improved for {cfg['patience']} epochs")
+                stopped_early = True
+                break
+    except KeyboardInterrupt:
+        writer.close()
+        run.update(status="interrupted", epochs_completed=state.epoch)
+        log(f"\ninterrupted after {state.epoch} complete epoch(s); the checkpoint is intact.\n"
+            f"resume with: python train.py --resume {run.path}")
+        raise
+    except NonFiniteLoss as exc:
+        writer.close()
+        run.update(status="failed", failure=str(exc), epochs_completed=state.epoch)
+        kept = f"last good checkpoint: {run.path / checkpoints.LAST}" if state.epoch else "no epoch completed"
+        raise RunFailed(f"{exc} in epoch {state.epoch + 1}; training stopped ({kept}). "
+                        "Try a lower --lr or --clip-grad 1.0") from None
+
+    result = _finish(run, cfg, info, data, device, spec, state, writer, amp_dtype, memory_format, stopped_early)
+    writer.close()
+    return result
+
+
+def _load_pretrained_weights(model, cfg, info):
+    if cfg.get("weights"):
+        state = checkpoints_load_state_dict(cfg["weights"])
+        source = cfg["weights"]
+    else:
+        try:
+            state, source = imagenet_state_dict(info.spatial_dims)
+        except Exception as exc:  # noqa: BLE001 - no network, proxy, hub errors: all mean "not available"
+            raise UsageError(f"--pretrained: could not download torchvision's weights ({exc.__class__.__name__}); "
+                             "pass a local state dict with --weights PATH") from None
+    missing = load_pretrained(model, state, info.spatial_dims)
+    loaded = len(model.backbone.state_dict()) - len(missing)
+    if loaded == 0:
+        raise UsageError(f"--weights {source}: no tensor matches a ResNet-18 "
+                         f"{'2D' if info.spatial_dims == 2 else '3D (r3d_18)'} backbone")
+
+
+def checkpoints_load_state_dict(path) -> dict:
+    """A plain state dict (e.g. torchvision's resnet18-*.pth) loaded safely."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--weights {path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input here
+        raise UsageError(f"--weights {path}: not a readable state dict ({str(exc).splitlines()[0]})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"--weights {path}: expected a state dict of tensors")
+    return state
+
+
+def _dataset_record(info: DatasetInfo, data) -> dict:
+    return {"flag": info.flag, "size": info.size, "task": info.task, "n_channels": info.n_channels,
+            "class_names": info.class_names, "spatial_dims": info.spatial_dims,
+            "n_samples": {k: len(v) for k, v in data.items()}, "md5": info.md5, "url": info.url}
+
+
+def _log_epoch(writer, row: dict) -> None:
+    step = row["epoch"]
+    for key in ("loss", "auc", "acc"):
+        writer.add_scalar(f"{key}/train", row[f"train_{key}"], step)
+        writer.add_scalar(f"{key}/val", row[f"val_{key}"], step)
+    writer.add_scalar("lr", row["lr"], step)
+    writer.add_scalar("speed/images_per_s", row["images_per_s"], step)
+    writer.flush()
+
+
+def _finish(run, cfg, info, data, device, spec, state, writer, amp_dtype, memory_format, stopped_early) -> dict:
+    """Evaluate the best checkpoint on val and test and write every output file."""
+    best = checkpoints.load(run.path / checkpoints.BEST, map_location=device)
+    model = checkpoints.model_from_checkpoint(best, device)
+    if memory_format is not None:
+        model = model.to(memory_format=memory_format)
+    tta = info.flag if cfg["tta"] else None
+    names = info.class_names
+    val_out = collect_outputs(model, data["val"], info.task, device, amp_dtype=amp_dtype, activations=False,
+                              tta_flag=tta, memory_format=memory_format)
+    test_out = collect_outputs(model, data["test"], info.task, device, amp_dtype=amp_dtype, tta_flag=tta,
+                               memory_format=memory_format)
+    val_metrics = evaluate(info.task, val_out["labels"].numpy(), val_out["probabilities"].numpy(), names)
+    test_metrics = evaluate(info.task, test_out["labels"].numpy(), test_out["probabilities"].numpy(), names)
+    metrics = {"val": val_metrics, "test": test_metrics, "best_epoch": state.best_epoch,
+               "epochs_run": state.epoch, "stopped_early": stopped_early, "tta": bool(cfg["tta"]),
+               "task": info.task, "class_names": names}
+    written = [atomic.write_json(run.path / "metrics.json", metrics)]
+
+    outputs = dict(test_out, split="test", task=info.task, class_names=names, tta=bool(cfg["tta"]),
+                   indices=torch.arange(len(data["test"])), best_epoch=state.best_epoch)
+    written.append(atomic.save_torch(run.path / "inference_outputs.pt", outputs))
+    written.append(atomic.write_json(run.path / "inference_mean.json", inference_means(test_out)))
+
+    summary = {"run": run.name, "dataset": info.flag, "size": info.size, "model": cfg["model"], "task": info.task,
+               "epochs_run": state.epoch, "best_epoch": state.best_epoch, "val_auc": val_metrics["auc"],
+               "val_acc": val_metrics["acc"], "test_auc": test_metrics["auc"], "test_acc": test_metrics["acc"],
+               "test_macro_f1": test_metrics["macro_f1"], "wall_seconds": round(state.wall_seconds, 2),
+               "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+               "seed": cfg["seed"]}
+    written.append(atomic.write_csv(run.path / "summary.csv", [summary], SUMMARY_COLUMNS))
+
+    title = f"{run.name}"
+    written.append(plots.training_curves(run.path / "training_curves.png", state.history, title))
+    if info.task == "multi-label, binary-class":
+        matrix = np.sum([np.asarray(m) for m in test_metrics["confusion_matrix"].values()], axis=0)
+        written.append(plots.confusion_matrix(run.path / "confusion_matrix.png", matrix, ["negative", "positive"],
+                                              f"test, all labels pooled — {title}"))
+    else:
+        written.append(plots.confusion_matrix(run.path / "confusion_matrix.png", test_metrics["confusion_matrix"],
+                                              names, f"test — {title}"))
+    written.append(_prediction_grid(run, info, data["test"], test_out, title))
+
+    _log_final(writer, cfg, spec, summary, model)
+    written.append(run.path / "history.csv")
+    written += [run.path / checkpoints.BEST, run.path / checkpoints.LAST]
+    run.update(status="completed", finished=now_iso(), epochs_completed=state.epoch,
+               metrics={"val_auc": val_metrics["auc"], "val_acc": val_metrics["acc"],
+                        "test_auc": test_metrics["auc"], "test_acc": test_metrics["acc"],
+                        "best_epoch": state.best_epoch, "wall_seconds": round(state.wall_seconds, 2)},
+               tensorboard_dir=str(Path(cfg["runs_dir"]) / run.name))
+    run.add_artifacts([Path(p).name for p in written], created_by="train.py")
+    return summary
+
+
+def inference_means(outputs: dict) -> dict:
+    """Per-layer mean activation (over samples and channels) and per-channel means."""
+    layers = {}
+    labels = outputs["labels"]
+    for name in outputs["layer_names"]:
+        acts = outputs["activations"][name]
+        entry = {"mean": float(acts.mean()), "std": float(acts.std()), "channels": int(acts.shape[1]),
+                 "channel_means": acts.mean(dim=0).tolist()}
+        if labels.shape[1] == 1:
+            entry["class_means"] = {str(int(c)): float(acts[labels[:, 0] == c].mean())
+                                    for c in torch.unique(labels[:, 0])}
+        layers[name] = entry
+    return {"split": "test", "n": int(outputs["logits"].shape[0]), "layers": layers,
+            "embedding_mean": float(outputs["embeddings"].mean())}
+
+
+def _prediction_grid(run, info, split, outputs, title, n: int = 32):
+    count = min(n, len(split))
+    index = torch.linspace(0, len(split) - 1, count).round().long().unique()
+    images = split.images[index].numpy()
+    probs = outputs["probabilities"][index].numpy()
+    pred = predictions(info.task, probs)
+    labels = outputs["labels"][index].numpy()
+    if info.task == "multi-label, binary-class":
+        conf = np.where(pred == 1, probs, 1 - probs).mean(axis=1)
+        truth = [row for row in labels]
+        shown = [row for row in pred]
+    else:
+        conf = probs[np.arange(len(pred)), pred] if info.task != "binary-class" else np.where(pred == 1, probs[:, -1], 1 - probs[:, -1])
+        truth, shown = labels[:, 0], pred
+    return plots.prediction_grid(run.path / "sample_predictions.png", images, truth, shown, conf,
+                                 info.class_names, f"test samples — {title}")
+
+
+def _log_final(writer, cfg, spec, summary, model) -> None:
+    from torch.utils.tensorboard.summary import hparams
+
+    hparam_dict = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                   for k, v in cfg.items() if k not in ("data_dir", "results_dir", "runs_dir", "run_name")}
+    metric_dict = {"hparam/test_auc": summary["test_auc"], "hparam/test_acc": summary["test_acc"],
+                   "hparam/val_auc": summary["val_auc"]}
+    experiment, session_start, session_end = hparams(hparam_dict, metric_dict)
+    file_writer = writer._get_file_writer()  # one folder per run: add_hparams would make a sub-run
+    for event in (experiment, session_start, session_end):
+        file_writer.add_summary(event)
+    for key, value in metric_dict.items():
+        writer.add_scalar(key, value, summary["epochs_run"])
+    for name, param in model.named_parameters():
+        writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), summary["epochs_run"])
+    writer.flush()

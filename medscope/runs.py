@@ -1,0 +1,170 @@
+"""The run folder: the contract between scripts (see DESIGN.md).
+
+``results/<run>/`` holds everything about one trained model and ``runs/<run>/``
+its TensorBoard events. Names look like ``0007_breastmnist28_resnet18``: a
+four-digit sequence number keeps them sortable, and a name is reserved with an
+atomic ``mkdir`` so two processes can never get the same one.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import atomic
+from .cli import UsageError
+
+RUN_JSON = "run.json"
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_SEQ = re.compile(r"^(\d{4,})_")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Run:
+    """An existing run folder."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def json_path(self) -> Path:
+        return self.path / RUN_JSON
+
+    def info(self) -> dict:
+        try:
+            return json.loads(self.json_path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"{self.path} is not a run folder (no {RUN_JSON}); "
+                             "train one with: python train.py --dataset breastmnist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{self.json_path} is not valid JSON ({exc})") from None
+
+    def update(self, **fields) -> dict:
+        """Merge ``fields`` into run.json (atomically) and return the new content."""
+        info = self.info()
+        info.update(fields)
+        atomic.write_json(self.json_path, info)
+        return info
+
+    def add_artifacts(self, paths, *, created_by: str) -> None:
+        """Record files a script wrote (relative to the run folder) in run.json."""
+        info = self.info()
+        artifacts = [a for a in info.get("artifacts", [])]
+        known = {a["path"]: i for i, a in enumerate(artifacts)}
+        stamp = now_iso()
+        for p in paths:
+            rel = str(Path(p).resolve().relative_to(self.path.resolve())) if Path(p).is_absolute() else str(p)
+            entry = {"path": rel, "created_by": created_by, "created": stamp}
+            if rel in known:
+                artifacts[known[rel]] = entry
+            else:
+                known[rel] = len(artifacts)
+                artifacts.append(entry)
+        info["artifacts"] = artifacts
+        atomic.write_json(self.json_path, info)
+
+    def tensorboard_dir(self, runs_dir: str | os.PathLike) -> Path:
+        return Path(runs_dir) / self.name
+
+
+def sequence_number(name: str) -> int | None:
+    match = _SEQ.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _taken_names(*dirs) -> set[str]:
+    names = set()
+    for d in dirs:
+        if d and Path(d).is_dir():
+            names.update(p.name for p in Path(d).iterdir())
+    return names
+
+
+def create_run(results_dir, runs_dir, description: str, run_name: str | None = None) -> Run:
+    """Reserve a new, never-used run folder under ``results_dir``.
+
+    ``description`` is the readable part (``breastmnist28_resnet18``); the
+    sequence number is one more than the largest in use in either folder.
+    An explicit ``run_name`` that is already taken is refused.
+    """
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if run_name is not None:
+        if not _NAME_OK.match(run_name):
+            raise UsageError(f"--run-name {run_name!r}: use letters, digits, '.', '_', '+' or '-'")
+        if run_name in _taken_names(results_dir, runs_dir):
+            raise UsageError(f"--run-name {run_name!r} is already used in {results_dir} or {runs_dir}; "
+                             "run names are never reused")
+        path = results_dir / run_name
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise UsageError(f"--run-name {run_name!r} is already used") from None
+        return _initialized(Run(path))
+    while True:
+        taken = _taken_names(results_dir, runs_dir)
+        seq = max((sequence_number(n) or 0 for n in taken), default=0) + 1
+        path = results_dir / f"{seq:04d}_{description}"
+        try:
+            path.mkdir()
+            return _initialized(Run(path))
+        except FileExistsError:  # another process took it first; try the next number
+            continue
+
+
+def _initialized(run: Run) -> Run:
+    atomic.write_json(run.json_path, {"name": run.name, "created": now_iso(), "status": "created", "artifacts": []})
+    return run
+
+
+def discard_run(run: Run, runs_dir=None) -> None:
+    """Remove a run folder that never got a usable result (bad input found late)."""
+    shutil.rmtree(run.path, ignore_errors=True)
+    if runs_dir is not None:
+        shutil.rmtree(Path(runs_dir) / run.name, ignore_errors=True)
+
+
+def list_runs(results_dir) -> list[Run]:
+    """Run folders (those with a run.json), newest first."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        return []
+    runs = [Run(p) for p in results_dir.iterdir() if (p / RUN_JSON).is_file()]
+
+    def key(run: Run):
+        seq = sequence_number(run.name)
+        return (seq if seq is not None else -1, run.json_path.stat().st_mtime)
+
+    return sorted(runs, key=key, reverse=True)
+
+
+def resolve_run(results_dir, spec: str | None) -> Run:
+    """A run by name, by path, or (``spec`` None) the newest one."""
+    if spec is None:
+        runs = list_runs(results_dir)
+        if not runs:
+            raise UsageError(f"no runs in {results_dir}/; train one first: python train.py --dataset breastmnist")
+        return runs[0]
+    candidates = [Path(spec), Path(results_dir) / spec]
+    for path in candidates:
+        if (path / RUN_JSON).is_file():
+            return Run(path.resolve() if path.is_absolute() else path)
+    # a unique prefix such as "0007" is accepted too
+    matches = [r for r in list_runs(results_dir) if r.name.startswith(spec)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        names = ", ".join(r.name for r in matches[:5])
+        raise UsageError(f"run {spec!r} is ambiguous in {results_dir}/: {names}")
+    raise UsageError(f"no run named {spec!r} in {results_dir}/ (list them with: ls {results_dir})")

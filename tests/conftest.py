@@ -1,0 +1,104 @@
+"""Shared fixtures: the real MedMNIST files and short real training runs.
+
+Runs are trained once per test session (session-scoped) into a temporary
+results folder and shared by every test that only reads them. Tests that
+modify a run copy it first with :func:`copy_run`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _medmnist_dir() -> Path:
+    env = os.environ.get("MEDMNIST_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "medmnist"
+
+
+@pytest.fixture(scope="session")
+def medmnist_dir() -> Path:
+    path = _medmnist_dir()
+    if not (path / "breastmnist.npz").is_file():
+        pytest.fail(f"real MedMNIST files not found in {path}; set MEDMNIST_DIR")
+    return path
+
+
+def pytest_configure(config):
+    """Keep the MD5 memo and memory-map cache out of the user's home."""
+    import tempfile
+
+    os.environ["MEDSCOPE_CACHE"] = tempfile.mkdtemp(prefix="medscope-cache-")
+
+
+def train_run(workdir: Path, medmnist_dir: Path, *args: str) -> Path:
+    """Train with train.main() into ``workdir`` and return the single run folder."""
+    import train
+
+    results, runs = workdir / "results", workdir / "runs"
+    before = set(results.iterdir()) if results.is_dir() else set()
+    code = train.main(["--data-dir", str(medmnist_dir), "--results-dir", str(results), "--runs-dir", str(runs),
+                       *args])
+    assert code == 0
+    (new,) = set(results.iterdir()) - before
+    return new
+
+
+@pytest.fixture(scope="session")
+def session_workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("session-runs")
+
+
+@pytest.fixture(scope="session")
+def run_2d(session_workdir, medmnist_dir) -> Path:
+    """breastmnist, ResNet-18, 2 short epochs: a real 2D run folder."""
+    return train_run(session_workdir, medmnist_dir, "--dataset", "breastmnist", "--model", "resnet18",
+                     "--epochs", "2", "--subset", "256", "--seed", "1")
+
+
+@pytest.fixture(scope="session")
+def run_3d(session_workdir, medmnist_dir) -> Path:
+    """adrenalmnist3d, 3D ResNet-18, 1 short epoch: a real 3D run folder."""
+    return train_run(session_workdir, medmnist_dir, "--dataset", "adrenalmnist3d", "--model", "resnet18",
+                     "--epochs", "1", "--subset", "96", "--batch-size", "32", "--seed", "1")
+
+
+def copy_run(run: Path, dest_root: Path) -> Path:
+    """A private copy of a run folder (and nothing else) for tests that change it."""
+    dest = dest_root / "results" / run.name
+    shutil.copytree(run, dest)
+    return dest
+
+
+def write_fake_medmnist(path: Path, *, n_channels: int, size: int, n_labels: int, multilabel: bool = False,
+                        n_per_split=(96, 32, 32), seed: int = 0, is_3d: bool = False) -> Path:
+    """A small .npz in the official MedMNIST format, with a learnable signal.
+
+    Class k images are brighter in a k-dependent quadrant, so a short training
+    run learns something and metrics are not degenerate.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in zip(("train", "val", "test"), n_per_split):
+        shape = (n,) + ((size,) * (3 if is_3d else 2)) + ((3,) if n_channels == 3 else ())
+        images = rng.integers(0, 90, size=shape, dtype=np.uint8)
+        if multilabel:
+            labels = (rng.random((n, n_labels)) < 0.4).astype(np.uint8)
+            for j in range(n_labels):
+                rows = labels[:, j] == 1
+                images[rows, (j * 3) % size: (j * 3) % size + 3] = 230
+        else:
+            labels = np.arange(n, dtype=np.uint8)[:, None] % n_labels
+            for k in range(n_labels):
+                rows = labels[:, 0] == k
+                lo = (k * size) // n_labels
+                images[rows, lo: lo + max(2, size // n_labels)] = 220
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = labels
+    np.savez_compressed(path, **arrays)
+    return path
