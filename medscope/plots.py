@@ -75,7 +75,7 @@ def prediction_grid(path, images: np.ndarray, labels, predictions, confidences, 
     for i, ax in enumerate(np.atleast_1d(axes).ravel()[:n]):
         image = display_image(images[i])
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-        ok = labels[i] == predictions[i]
+        ok = np.array_equal(labels[i], predictions[i])
         ax.set_title(f"T:{_short(labels[i], class_names)}\nP:{_short(predictions[i], class_names)} "
                      f"{confidences[i]:.2f}", fontsize=7, color="black" if ok else "red")
     fig.suptitle(title)

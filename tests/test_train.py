@@ -1,0 +1,288 @@
+"""train.py end to end: the run folder contract, reproducibility, resume, and bad input."""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from medmnist.evaluator import getACC, getAUC
+
+import train
+from medscope import cli, data, training
+from tests.conftest import ROOT, train_run, write_fake_medmnist
+
+RUN_FILES = ["run.json", "history.csv", "summary.csv", "metrics.json", "best.pt", "last.pt",
+             "inference_outputs.pt", "inference_mean.json", "training_curves.png", "confusion_matrix.png",
+             "sample_predictions.png"]
+
+
+def _csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _quick(*extra):
+    return ["--model", "cnn", "--epochs", "1", "--subset", "128", *extra]
+
+
+# ---------------------------------------------------------------- the run folder
+
+def test_2d_run_folder_is_complete(run_2d):
+    for name in RUN_FILES:
+        assert (run_2d / name).is_file(), name
+    info = json.loads((run_2d / "run.json").read_text())
+    assert info["status"] == "completed" and info["config"]["dataset"] == "breastmnist"
+    assert info["config"]["epochs"] == 2 and info["environment"]["torch"] == torch.__version__
+    assert {a["path"] for a in info["artifacts"]} >= set(RUN_FILES) - {"run.json"}
+    assert run_2d.name.endswith("_breastmnist28_resnet18") and run_2d.name[:4].isdigit()
+    history = _csv(run_2d / "history.csv")
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    assert set(history[0]) >= {"train_loss", "val_auc", "val_acc", "lr", "images_per_s"}
+    (summary,) = _csv(run_2d / "summary.csv")
+    assert summary["dataset"] == "breastmnist" and float(summary["test_auc"]) == info["metrics"]["test_auc"]
+
+
+def test_test_metrics_equal_medmnist_on_the_saved_predictions(run_2d):
+    outputs = torch.load(run_2d / "inference_outputs.pt", weights_only=True)
+    metrics = json.loads((run_2d / "metrics.json").read_text())
+    labels, probs = outputs["labels"].numpy(), outputs["probabilities"].numpy()
+    assert metrics["test"]["auc"] == getAUC(labels, probs, "binary-class")
+    assert metrics["test"]["acc"] == getACC(labels, probs, "binary-class")
+    assert np.allclose(probs, torch.softmax(outputs["logits"], 1).numpy(), atol=1e-6)
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 156
+
+
+def test_inference_outputs_hold_embeddings_and_activations(run_2d):
+    outputs = torch.load(run_2d / "inference_outputs.pt", weights_only=True)
+    assert outputs["logits"].shape == (156, 2) and outputs["embeddings"].shape == (156, 512)
+    assert outputs["layer_names"][0] == "backbone.relu" and len(outputs["layer_names"]) == 9
+    assert outputs["activations"]["backbone.layer4.1"].shape == (156, 512)
+    means = json.loads((run_2d / "inference_mean.json").read_text())
+    layer = means["layers"]["backbone.layer1.0"]
+    assert layer["mean"] == pytest.approx(outputs["activations"]["backbone.layer1.0"].mean().item(), rel=1e-5)
+
+
+def test_best_checkpoint_reproduces_the_saved_logits(run_2d, medmnist_dir):
+    from medscope.checkpoints import load_run_model
+    from medscope.runs import Run
+
+    model, checkpoint = load_run_model(Run(run_2d))
+    split = data.load_split(data.dataset_info("breastmnist"), medmnist_dir, "test")
+    with torch.no_grad():
+        logits = model(data.normalize(split.images[:16]))
+    saved = torch.load(run_2d / "inference_outputs.pt", weights_only=True)["logits"][:16]
+    assert torch.allclose(logits, saved, atol=1e-4)
+    assert checkpoint["spec"]["dropout"] == 0.2
+
+
+def test_tensorboard_events_hold_the_logged_scalars(run_2d):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = run_2d.parent.parent / "runs" / run_2d.name
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"loss/train", "loss/val", "auc/val", "acc/val", "lr", "speed/images_per_s"} <= set(tags["scalars"])
+    assert any(t.startswith("weights/") for t in tags["histograms"])
+    history = _csv(run_2d / "history.csv")
+    logged = [e.value for e in acc.Scalars("auc/val")]
+    assert logged == [float(np.float32(float(r["val_auc"]))) for r in history]
+
+
+def test_3d_run_folder_is_complete(run_3d):
+    for name in RUN_FILES:
+        assert (run_3d / name).is_file(), name
+    outputs = torch.load(run_3d / "inference_outputs.pt", weights_only=True)
+    assert outputs["logits"].shape == (298, 2)
+    assert outputs["layer_names"][0] == "backbone.stem"
+    assert json.loads((run_3d / "run.json").read_text())["dataset"]["spatial_dims"] == 3
+
+
+@pytest.mark.parametrize("flag,channels,labels,multilabel", [
+    ("pathmnist", 3, 9, False),        # RGB multi-class
+    ("chestmnist", 1, 14, True),       # multi-label, BCE
+    ("retinamnist", 3, 5, False),      # ordinal regression, evaluated as multi-class
+])
+def test_generated_files_of_every_task_type_train(tmp_path, flag, channels, labels, multilabel):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_fake_medmnist(folder / f"{flag}.npz", n_channels=channels, size=28, n_labels=labels, multilabel=multilabel)
+    run = train_run(tmp_path, folder, "--dataset", flag, "--skip-md5", "--epochs", "2", "--model", "cnn")
+    metrics = json.loads((run / "metrics.json").read_text())
+    outputs = torch.load(run / "inference_outputs.pt", weights_only=True)
+    task = data.dataset_info(flag).task
+    assert metrics["test"]["auc"] == getAUC(outputs["labels"].numpy(), outputs["probabilities"].numpy(), task)
+    assert metrics["test"]["acc"] == getACC(outputs["labels"].numpy(), outputs["probabilities"].numpy(), task)
+    assert outputs["probabilities"].shape == (32, labels)
+    assert metrics["test"]["auc"] > 0.6  # the generated images carry a learnable signal
+
+
+def test_one_call_trains_every_dataset_and_model(tmp_path, medmnist_dir):
+    code = train.main(["--dataset", "breastmnist", "adrenalmnist3d", "--model", "cnn", "--epochs", "1",
+                       "--subset", "32", "--data-dir", str(medmnist_dir),
+                       "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")])
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert names == ["0001_breastmnist28_cnn", "0002_adrenalmnist3d28_cnn"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == names
+
+
+def test_pretrained_weights_load_from_a_local_file(tmp_path, medmnist_dir):
+    import torchvision
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    run = train_run(tmp_path, medmnist_dir, "--dataset", "breastmnist", "--weights", str(weights),
+                    "--epochs", "1", "--subset", "64")
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert config["pretrained"] is True and config["weights"] == str(weights)
+
+
+# ---------------------------------------------------------------- reproducibility & resume
+
+def test_same_seed_same_metrics(tmp_path, medmnist_dir):
+    a = train_run(tmp_path / "a", medmnist_dir, "--dataset", "breastmnist", *_quick("--epochs", "2"))
+    b = train_run(tmp_path / "b", medmnist_dir, "--dataset", "breastmnist", *_quick("--epochs", "2"))
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "epoch_seconds")} for r in rows]
+    assert strip(_csv(a / "history.csv")) == strip(_csv(b / "history.csv"))
+    assert json.loads((a / "metrics.json").read_text())["test"] == json.loads((b / "metrics.json").read_text())["test"]
+
+
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, medmnist_dir, monkeypatch):
+    args = ["--dataset", "breastmnist", *_quick("--epochs", "3")]
+    whole = train_run(tmp_path / "whole", medmnist_dir, *args)
+
+    real_epoch = training.train_one_epoch
+    calls = {"n": 0}
+
+    def interrupted_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr("medscope.experiment.train_one_epoch", interrupted_in_epoch_2)
+    results = tmp_path / "cut" / "results"
+    common = ["--data-dir", str(medmnist_dir), "--results-dir", str(results), "--runs-dir", str(tmp_path / "cut/runs")]
+    assert cli.run(train.main, [*args, *common]) == cli.EXIT_INTERRUPTED
+    (cut,) = list(results.iterdir())
+    assert json.loads((cut / "run.json").read_text())["status"] == "interrupted"
+    assert torch.load(cut / "last.pt", weights_only=True)["epoch"] == 1
+
+    monkeypatch.setattr("medscope.experiment.train_one_epoch", real_epoch)
+    assert cli.run(train.main, ["--resume", cut.name, *common]) == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "epoch_seconds")} for r in rows]
+    assert strip(_csv(cut / "history.csv")) == strip(_csv(whole / "history.csv"))
+    final_a = torch.load(whole / "last.pt", weights_only=True)["model"]
+    final_b = torch.load(cut / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    assert json.loads((cut / "run.json").read_text())["status"] == "completed"
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, medmnist_dir, monkeypatch, capsys):
+    real_loss = training.loss_fn
+    calls = {"n": 0}
+
+    def diverging(*a, **k):
+        loss = real_loss(*a, **k)
+        if not torch.is_grad_enabled():  # validation
+            return loss
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] > 2 else loss  # epoch 1 has 2 training steps
+
+    monkeypatch.setattr(training, "loss_fn", diverging)
+    results = tmp_path / "results"
+    code = cli.run(train.main, ["--dataset", "breastmnist", *_quick("--epochs", "3"), "--data-dir", str(medmnist_dir),
+                                "--results-dir", str(results), "--runs-dir", str(tmp_path / "runs")])
+    assert code == cli.EXIT_FAILURE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "loss is nan" in err[0] and "epoch 2" in err[0]
+    (run,) = list(results.iterdir())
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+
+
+# ---------------------------------------------------------------- bad input
+
+def _cli(tmp_path, *args, data_dir=None):
+    env = {"PATH": "/usr/bin:/bin", "MEDSCOPE_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    cmd = [sys.executable, str(ROOT / "train.py"), "--results-dir", str(tmp_path / "results"),
+           "--runs-dir", str(tmp_path / "runs"), *args]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+
+
+def _assert_bad_input(proc, tmp_path, needle):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr and needle in lines[0], proc.stderr
+    results = tmp_path / "results"
+    assert not results.exists() or not any(results.iterdir())
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--dataset", "nosuchmnist"], "unknown dataset"),
+    (["--dataset", "breastmnist", "--size", "32"], "sizes"),
+    (["--dataset", "adrenalmnist3d", "--size", "224"], "sizes"),
+    (["--dataset", "breastmnist", "--epochs", "0"], "positive integer"),
+    (["--dataset", "breastmnist", "--model", "vgg"], "invalid choice"),
+    (["--dataset", "breastmnist", "--device", "cuda"], "CUDA is not available"),
+    (["--dataset", "breastmnist", "--device", "tpu"], "--device"),
+    ([], "choose a dataset"),
+    (["--resume", "0099_nope"], "no run named"),
+    (["--dataset", "breastmnist", "--model", "cnn", "--pretrained"], "resnet18 only"),
+    (["--dataset", "breastmnist", "--weights", "/no/such/file.pth"], "file not found"),
+])
+def test_bad_arguments_are_one_line_exit_2_and_leave_nothing(tmp_path, medmnist_dir, args, needle, capsys):
+    code = cli.run(train.main, [*args, "--data-dir", str(medmnist_dir), "--results-dir", str(tmp_path / "results"),
+                                "--runs-dir", str(tmp_path / "runs")])
+    captured = capsys.readouterr()
+    _assert_bad_input(subprocess.CompletedProcess([], code, captured.out, captured.err), tmp_path, needle)
+
+
+def test_bad_input_from_a_real_process_has_no_traceback(tmp_path, medmnist_dir):
+    _assert_bad_input(_cli(tmp_path, "--dataset", "nosuchmnist", data_dir=medmnist_dir), tmp_path, "unknown dataset")
+
+
+def test_bad_files_are_one_line_exit_2_and_leave_nothing(tmp_path, medmnist_dir):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    raw = bytearray((medmnist_dir / "breastmnist.npz").read_bytes())
+    raw[1000] ^= 0xFF
+    (bad / "breastmnist.npz").write_bytes(bytes(raw))
+    _assert_bad_input(_cli(tmp_path, "--dataset", "breastmnist", data_dir=bad), tmp_path, "MD5")
+    (bad / "breastmnist.npz").write_bytes(bytes(raw[:30000]))
+    _assert_bad_input(_cli(tmp_path, "--dataset", "breastmnist", "--skip-md5", data_dir=bad), tmp_path,
+                      "not a readable")
+
+
+def test_offline_missing_file_names_path_and_url(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    code = cli.run(train.main, ["--dataset", "breastmnist", "--data-dir", str(tmp_path / "empty"),
+                                "--results-dir", str(tmp_path / "results")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert str(tmp_path / "empty" / "breastmnist.npz") in err[0] and "zenodo.org" in err[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_used_run_name_is_refused(tmp_path, medmnist_dir):
+    train_run(tmp_path, medmnist_dir, "--dataset", "breastmnist", *_quick("--run-name", "mine"))
+    proc = _cli(tmp_path, "--dataset", "breastmnist", *_quick("--run-name", "mine"), data_dir=medmnist_dir)
+    assert proc.returncode == 2 and "already used" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["mine"]
+
+
+def test_help_exits_0():
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--dataset" in proc.stdout
