@@ -9,12 +9,18 @@ from __future__ import annotations
 import sys
 
 from medscope import cli
-from medscope.augment import LEVELS
+from medscope.augment import LEVELS, SAFE_FLIPS
 from medscope.models import MODELS
 from medscope.training import OPTIMIZERS, SCHEDULES
 
-# Defaults chosen so a 28 px run meets the targets in docs/BENCHMARKS.md on a 2-core CPU.
-DEFAULT_EPOCHS = {2: 12, 3: 10}
+# Default epochs: enough passes to see about IMAGE_BUDGET training images, between 3 and 15,
+# so a default 28 px run takes minutes on a laptop CPU (docs/BENCHMARKS.md). --epochs overrides.
+IMAGE_BUDGET = 8000
+MIN_EPOCHS, MAX_EPOCHS = 3, 15
+
+
+def default_epochs(n_train: int) -> int:
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(IMAGE_BUDGET / max(n_train, 1)))))
 
 
 def get_args_parser() -> cli.ArgumentParser:
@@ -25,7 +31,8 @@ def get_args_parser() -> cli.ArgumentParser:
     parser.add_argument("--model", nargs="+", default=["resnet18"], choices=MODELS, metavar="MODEL",
                         help=f"one or more of {', '.join(MODELS)} (default: resnet18)")
     parser.add_argument("--epochs", type=cli.positive_int, default=None,
-                        help=f"epochs (default: {DEFAULT_EPOCHS[2]} for 2D, {DEFAULT_EPOCHS[3]} for 3D)")
+                        help=f"epochs (default: about {IMAGE_BUDGET} training images' worth, "
+                             f"{MIN_EPOCHS} to {MAX_EPOCHS}: 15 for breastmnist, 3 for pneumoniamnist)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=64)
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     parser.add_argument("--lr", type=cli.non_negative_float, default=None,
@@ -102,11 +109,14 @@ def main(argv=None) -> int:
         raise cli.UsageError("--pretrained is for resnet18 only; the plain CNN has no pretrained weights")
 
     for info in infos:
+        if args.tta and not SAFE_FLIPS.get(info.flag):
+            print(f"note: --tta averages over flips, and no flip is anatomically safe for {info.flag}; "
+                  "its predictions use the image alone")
         dataset = data.load_dataset(info, args.data_dir, check_md5=not args.skip_md5)  # bad files end here
         if args.subset:
             dataset["train"] = data.subset(dataset["train"], args.subset, args.seed)
         for model_name in args.model:
-            cfg = _config(args, info, model_name)
+            cfg = _config(args, info, model_name, len(dataset["train"]))
             run = runs.create_run(args.results_dir, args.runs_dir, f"{info.flag}{info.size}_{model_name}",
                                   args.run_name)
             print(f"run {run.name}: {info.flag} ({info.task}, {len(dataset['train'])} train images, "
@@ -120,10 +130,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def _config(args, info, model_name: str) -> dict:
+def _config(args, info, model_name: str, n_train: int) -> dict:
     """The full, JSON-able configuration of one run (enough to re-run it)."""
     lr = args.lr if args.lr is not None else (2e-3 if args.optimizer == "adamw" else 0.05)
-    epochs = args.epochs or DEFAULT_EPOCHS[info.spatial_dims]
+    epochs = args.epochs or default_epochs(n_train)
     return {
         "dataset": info.flag, "size": info.size, "model": model_name, "epochs": epochs,
         "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr, "weight_decay": args.weight_decay,

@@ -35,7 +35,7 @@ __all__ = [
 R_FACTOR = 0.2
 
 # Event blocks this small are counted by direct comparison inside the
-# divide-and-conquer of the 3-D count (cheaper than a Fenwick tree there).
+# divide-and-conquer of the 3-D count (cheaper than the counter there).
 _BASE_BLOCK = 64
 
 
@@ -46,7 +46,7 @@ _BASE_BLOCK = 64
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _match_bounds(s, r, inclusive):
     """For sorted ``s`` return ``lo, hi`` such that value ``s[t]`` is within
     ``r`` of ``s[k]`` exactly when ``lo[k] <= t <= hi[k]``.
@@ -84,7 +84,7 @@ def _match_bounds(s, r, inclusive):
     return lo, hi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fw_add(tree, i, v, size):
     """Fenwick tree over positions ``0 .. size-1`` (``tree[1..size]``; the
     array may be longer): add ``v`` at 0-based position ``i``."""
@@ -94,7 +94,7 @@ def _fw_add(tree, i, v, size):
         i += i & (-i)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fw_range(tree, lo_, hi_):
     """Fenwick tree: sum of positions ``lo_ .. hi_-1`` (``lo_ <= hi_``); the
     two prefix walks stop where they meet."""
@@ -108,7 +108,7 @@ def _fw_range(tree, lo_, hi_):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _popcount(x):
     """Number of set bits of a uint64 (SWAR)."""
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
@@ -117,7 +117,7 @@ def _popcount(x):
     return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bs_flip(bits, coarse, nw, i, v):
     """Bit-set counter over distinct positions: toggle position ``i`` (``v``:
     +1 when setting, -1 when clearing) and update the per-word Fenwick
@@ -126,7 +126,7 @@ def _bs_flip(bits, coarse, nw, i, v):
     _fw_add(coarse, i >> 6, v, nw)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bs_count(bits, coarse, lo_, hi_):
     """Number of set positions in ``lo_ .. hi_-1``: popcounts of the two end
     words plus a Fenwick range over the full words between.  The structure is
@@ -146,7 +146,7 @@ def _bs_count(bits, coarse, lo_, hi_):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _blocks(hi, n):
     """Cut the sorted values (rank space ``0..n-1``) greedily into blocks: a
     block starts at the first rank not within ``r`` of the previous block's
@@ -174,7 +174,7 @@ def _blocks(hi, n):
     return bstart[: nb + 1].copy(), blk, nb
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _a_order(a, hi, n):
     """Blocks of the rank space and the points (distinct ranks ``a``) listed in
     ascending ``a``; a block's points are the contiguous positions
@@ -201,7 +201,7 @@ def _a_order(a, hi, n):
     return bstart, nb, perm, pblk, goff
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _local_ranks(key, pblk, nb, lo, hi, n):
     """One sweep over the rank space of a coordinate (``key[pos]``: distinct
     ranks of the points at positions ``pos`` in ``a`` order, ``pblk[pos]``:
@@ -212,47 +212,58 @@ def _local_ranks(key, pblk, nb, lo, hi, n):
       ``<= hi[key]`` -- its matching keys are local ranks ``olo .. ohi-1``;
     * ``plo, phi``: the same counts in the previous block.
 
-    O(n), no binary searches.
+    O(n), no binary searches; results are recorded in rank order and
+    gathered back to positions once (cache-friendlier than scattering).
     """
     npt = key.size
+    # at[u]: (position << 32 | block) of the key with rank u, or -1
     at = np.full(n, -1, np.int64)
     for p in range(npt):
-        at[key[p]] = p
-    rk = np.empty(npt, np.int32)
-    olo = np.empty(npt, np.int32)
-    ohi = np.empty(npt, np.int32)
-    plo = np.empty(npt, np.int32)
-    phi = np.empty(npt, np.int32)
+        at[key[p]] = (np.int64(p) << 32) | np.int64(pblk[p])
+    rec = np.empty((n, 5), np.int32)  # by rank: rk, olo, ohi, plo, phi
     counter = np.zeros(nb + 1, np.int64)  # counter[k + 1]: keys of block k seen
+    m32 = np.int64(0xFFFFFFFF)
     j1 = 0
     j2 = 0
     for t in range(n + 1):
         # keys whose matching range starts at t: count keys < t
         while j1 < n and lo[j1] <= t:
-            p = at[j1]
-            if p >= 0:
-                k = pblk[p]
-                olo[p] = counter[k + 1]
-                plo[p] = counter[k]
+            v = at[j1]
+            if v >= 0:
+                k = v & m32
+                rec[j1, 1] = counter[k + 1]
+                rec[j1, 3] = counter[k]
             j1 += 1
         # keys whose matching range ends at t - 1: count keys <= t - 1
         while j2 < n and hi[j2] < t:
-            p = at[j2]
-            if p >= 0:
-                k = pblk[p]
-                ohi[p] = counter[k + 1]
-                phi[p] = counter[k]
+            v = at[j2]
+            if v >= 0:
+                k = v & m32
+                rec[j2, 2] = counter[k + 1]
+                rec[j2, 4] = counter[k]
             j2 += 1
         if t < n:
-            p = at[t]
-            if p >= 0:
-                k = pblk[p]
-                rk[p] = counter[k + 1]
+            v = at[t]
+            if v >= 0:
+                k = v & m32
+                rec[t, 0] = counter[k + 1]
                 counter[k + 1] += 1
+    rk = np.empty(npt, np.int32)
+    olo = np.empty(npt, np.int32)
+    ohi = np.empty(npt, np.int32)
+    plo = np.empty(npt, np.int32)
+    phi = np.empty(npt, np.int32)
+    for p in range(npt):
+        u = key[p]
+        rk[p] = rec[u, 0]
+        olo[p] = rec[u, 1]
+        ohi[p] = rec[u, 2]
+        plo[p] = rec[u, 3]
+        phi[p] = rec[u, 4]
     return rk, olo, ohi, plo, phi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _query_count(ka, lo, g0, g1, limit):
     """Number of leading positions ``g0 ..`` of a block whose ``a`` matches a
     value below rank ``limit`` (``lo`` is non-decreasing)."""
@@ -262,7 +273,7 @@ def _query_count(ka, lo, g0, g1, limit):
     return t - g0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pairs_1d(a, lo, n):
     """Number of unordered pairs of points (distinct ranks ``a``) whose values
     match.  O(n)."""
@@ -278,7 +289,7 @@ def _pairs_1d(a, lo, n):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pairs_2d_sorted(ka, bstart, nb, goff, olo, ohi, rk, plo, phi, lo):
     """2-D pair count given the ``a`` order and the local ranks of ``b``.
 
@@ -316,7 +327,7 @@ def _pairs_2d_sorted(ka, bstart, nb, goff, olo, ohi, rk, plo, phi, lo):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pairs_2d(a, b, lo, hi, n):
     """Number of unordered pairs of 2-D points (rank coordinates ``a``, ``b``,
     each distinct) that match in both coordinates.  O(n log n)."""
@@ -327,7 +338,7 @@ def _pairs_2d(a, b, lo, hi, n):
     return _pairs_2d_sorted(ka, bstart, nb, goff, olo, ohi, rk, plo, phi, lo)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge_keys(src, dst, a0, a1, a2):
     """Merge the sorted runs ``src[a0:a1]`` and ``src[a1:a2]`` into
     ``dst[a0:a2]``."""
@@ -354,7 +365,7 @@ def _merge_keys(src, dst, a0, a1, a2):
         o += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge_pairs(src, srcv, dst, dstv, a0, a1, a2):
     """Like :func:`_merge_keys`, carrying the payload ``srcv`` along."""
     i = a0
@@ -382,7 +393,7 @@ def _merge_pairs(src, srcv, dst, dstv, a0, a1, a2):
         o += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cross_3d(g0, g1, q1, ka, lo, rkb, plb, phb, rkc, plc, phc, bits, coarse):
     """Pairs (i in block k: positions ``g0..g1-1``; j in block k+1: positions
     ``g1..q1-1``) with ``a_i >= lo[a_j]`` and matching ``b`` and ``c``.
@@ -446,14 +457,24 @@ def _cross_3d(g0, g1, q1, ka, lo, rkb, plb, phb, rkc, plc, phc, bits, coarse):
                 bv = v >> 32
                 cv = v & m32
                 total += (bv >= bl) & (bv < bh) & (cv >= cl) & (cv < ch)
-        if i1 - i0 > 1:
-            ins[i0:i1].sort()
-        if qb - qa > 1:
-            o = np.argsort(qk[qa:qb])
-            sk = qk[qa:qb][o]
-            sc = qc[qa:qb][o]
-            qk[qa:qb] = sk
-            qc[qa:qb] = sc
+        # insertion sorts (base blocks are small)
+        for t in range(i0 + 1, i1):
+            v = ins[t]
+            u = t - 1
+            while u >= i0 and ins[u] > v:
+                ins[u + 1] = ins[u]
+                u -= 1
+            ins[u + 1] = v
+        for t in range(qa + 1, qb):
+            v = qk[t]
+            vc = qc[t]
+            u = t - 1
+            while u >= qa and qk[u] > v:
+                qk[u + 1] = qk[u]
+                qc[u + 1] = qc[u]
+                u -= 1
+            qk[u + 1] = v
+            qc[u + 1] = vc
 
     nw = (npn + 63) >> 6
     tins = np.empty(npn, np.int64)
@@ -496,7 +517,7 @@ def _cross_3d(g0, g1, q1, ka, lo, rkb, plb, phb, rkc, plc, phc, bits, coarse):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _counts_m2(rank, lo, hi, n):
     """(A, B) for ``m = 2``: B counts pairs of points ``(r_i, r_{i+1})`` and A
     pairs of points ``(r_i, r_{i+1}, r_{i+2})``, ``0 <= i < n - 2``, matching
@@ -504,7 +525,7 @@ def _counts_m2(rank, lo, hi, n):
 
     B is the 2-D count of :func:`_pairs_2d_sorted`.  For A, with blocks on the
     first coordinate: pairs inside one block need ``b`` and ``c`` to match
-    (sliding window over the block's local ``b`` order, Fenwick tree over
+    (sliding window over the block's local ``b`` order, bit-set counter over
     local ``c`` ranks; O(n log n)); pairs in adjacent blocks go to
     :func:`_cross_3d` (O(n log^2 n)); all other pairs never match.
     """
@@ -522,27 +543,34 @@ def _counts_m2(rank, lo, hi, n):
     for k in range(nb):
         gmax = max(gmax, goff[k + 1] - goff[k])
     a_count = 0
-    # pairs inside one a-block: window over local b order
-    ob = np.empty(nt, np.int64)
+    # pairs inside one a-block: window over local b order. Gather what the
+    # window needs into b order first (one scatter pass, then sequential).
+    wlb = np.empty(nt, np.int32)  # own-block lower bound of b (local rank)
+    wc = np.empty(nt, np.int32)  # local c rank
+    wcl = np.empty(nt, np.int32)  # own-block c range
+    wch = np.empty(nt, np.int32)
     for pos in range(nt):
-        ob[goff[pblk[pos]] + rkb[pos]] = pos
+        t = goff[pblk[pos]] + rkb[pos]
+        wlb[t] = olb[pos]
+        wc[t] = rkc[pos]
+        wcl[t] = olc[pos]
+        wch[t] = ohc[pos]
     bits = np.zeros((gmax + 63) // 64 + 1, np.uint64)
     coarse = np.zeros((gmax + 63) // 64 + 2, np.int32)
     for k in range(nb):
         g0 = goff[k]
         g1 = goff[k + 1]
         nw = (g1 - g0 + 63) >> 6
-        left = 0
-        for t in range(g1 - g0):
-            pos = ob[g0 + t]
-            low = olb[pos]
+        left = g0
+        for t in range(g0, g1):
+            low = g0 + wlb[t]
             while left < low:
-                _bs_flip(bits, coarse, nw, rkc[ob[g0 + left]], -1)
+                _bs_flip(bits, coarse, nw, wc[left], -1)
                 left += 1
-            a_count += _bs_count(bits, coarse, olc[pos], ohc[pos])
-            _bs_flip(bits, coarse, nw, rkc[pos], 1)
-        for t in range(left, g1 - g0):
-            _bs_flip(bits, coarse, nw, rkc[ob[g0 + t]], -1)
+            a_count += _bs_count(bits, coarse, wcl[t], wch[t])
+            _bs_flip(bits, coarse, nw, wc[t], 1)
+        for t in range(left, g1):
+            _bs_flip(bits, coarse, nw, wc[t], -1)
     # pairs in adjacent a-blocks
     for k in range(nb - 1):
         g0 = goff[k]
@@ -555,7 +583,7 @@ def _counts_m2(rank, lo, hi, n):
     return a_count, b_count
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _brute_counts(x, m, r, inclusive):
     """Reference O(N^2) counts for any ``m``: walk every diagonal (offset
     ``d = j - i``) once, tracking the run of consecutive matching samples."""
@@ -649,25 +677,26 @@ def sample_entropy(
     ----------
     x : array_like, shape (N,)
         1-D vector, e.g. a layer's weights flattened in PyTorch memory order.
-        Converted to float64 before anything else.
+        Converted to float64 (C-contiguous) before anything else.
     m : int
         Embedding dimension (template length), ``m >= 1``. Default 2.
     r : float or None
-        Tolerance in the units of ``x`` (absolute). Default
-        ``0.2 * np.std(x, ddof=0)`` computed on the float64 vector.
+        Tolerance, absolute, in the units of ``x``. Default
+        ``0.2 * np.std(x, ddof=0)`` of the float64 vector.
     inclusive : bool
         Tie rule. ``True`` (default): two samples match when
         ``abs(x_i - x_j) <= r``; ``False``: when ``abs(x_i - x_j) < r``.
     method : {"auto", "fast", "brute"}
         ``"fast"``: sort-and-count (``m`` = 1 or 2 only). ``"brute"``: O(N^2)
-        comparison of all template pairs (any ``m``; the reference).
-        ``"auto"``: fast for ``m <= 2``, brute otherwise.
+        walk over all template pairs (any ``m``; the reference).
+        ``"auto"`` (default): fast for ``m <= 2``, brute for ``m >= 3``.
 
     Returns
     -------
     result : SampleEntropyResult
-        ``value`` in nats plus the counts ``A``, ``B``, ``n``, ``m``, ``r`` and a
-        ``reason`` (``None`` when ``value`` is defined).
+        ``value`` (nats) with the counts ``a_count`` (A), ``b_count`` (B),
+        ``n``, ``m``, ``r`` and ``reason`` (``None`` when ``value`` is defined,
+        else why it is ``nan``). ``value`` is never ``inf``.
 
     Notes
     -----
@@ -686,54 +715,62 @@ def sample_entropy(
     Self-matches (:math:`i = j`) are excluded; counting ordered pairs would
     double both counts and leave the value unchanged.
 
-    **Ties.** A pair is within tolerance when ``abs(x_i - x_j) <= r`` for every
-    position (default; Richman & Moorman's "within r", also PhysioNet's
-    ``sampen``), or ``< r`` with ``inclusive=False``. Each comparison is the
-    float64 expression as written -- never a shifted or scaled bound -- so a
-    difference that rounds to exactly ``r`` is a match if and only if
+    **Ties.** A pair of samples is within tolerance when
+    ``abs(x_i - x_j) <= r`` (default, ``inclusive=True``: Richman &
+    Moorman's "within r", as in PhysioNet's ``sampen``), or when
+    ``abs(x_i - x_j) < r`` (``inclusive=False``). The comparison is the
+    float64 expression as written -- never a shifted or rescaled bound -- so
+    a difference that evaluates to exactly ``r`` is a match if and only if
     ``inclusive``.
 
     **Relation to antropy** (``antropy.sample_entropy(x, order=m)``, 0.2.x).
     Both of its code paths use the same :math:`N - m` templates for A and B
-    and the same ``r`` (for float64 input):
+    and the same default ``r`` (for float64 input), but different tie rules:
 
-    * ``N < 5000``: a numba loop that counts a position as mismatching when
-      ``abs(diff) >= r``, i.e. matches are ``< r`` -- our ``inclusive=False``;
-    * ``N >= 5000``: ``sklearn`` ``KDTree.query_radius`` counts neighbours at
-      distance ``<= r``, i.e. our default ``inclusive=True``; it returns
-      ``-log(mean((c2-1)/(N-m-1)) / mean((c1-1)/(N-m-1)))``, equal to
-      ``-ln(A/B)`` up to rounding (~1e-15).
+    * ``N < 5000``: a numba loop that counts a position as *mismatching* when
+      ``abs(diff) >= r``, i.e. a match is ``< r`` -- our ``inclusive=False``;
+    * ``N >= 5000``: ``sklearn.neighbors.KDTree.query_radius`` counts
+      neighbours at distance ``<= r`` -- our default ``inclusive=True``; it
+      returns ``-log(mean((c2-1)/(N-m-1)) / mean((c1-1)/(N-m-1)))``, equal to
+      ``-ln(A/B)`` up to rounding (~1e-16).
 
-    The two rules differ only when some difference equals ``r`` exactly in
-    float64, which has probability ~0 on continuous data; there this function
-    equals antropy on both paths (tested to 1e-12). antropy returns ``inf``
-    when ``A = 0``; here every undefined case is ``nan`` with a ``reason``.
+    The rules differ only when some difference equals ``r`` exactly in
+    float64, which essentially never happens on continuous data (for float32
+    weights it cannot happen unless ``r`` itself has few significant bits):
+    there this function equals antropy on both paths (tested to 1e-12). On
+    tied data (e.g. integers with an integer ``r``) ``inclusive=False``
+    reproduces antropy's numba path and ``inclusive=True`` its KDTree path.
+    antropy returns ``inf`` when A = 0 and ``nan`` when B = 0; here both are
+    ``nan`` with a ``reason``.
 
-    **Algorithm.** All values are sorted once; for each value the matching
-    values form a contiguous range of ranks, found with the exact comparison
-    above (two pointers). Everything after is integer counting, so the counts
-    are exact -- no estimation, no sampling:
+    **Algorithm.** The values are sorted once; each value's matches form a
+    contiguous range of ranks, found with the exact comparison above (two
+    pointers). Everything after is integer counting, so A and B are exact --
+    no sampling, no approximation:
 
-    * ``m = 1``: B by prefix counts (O(N)), A as a 2-D count below.
-    * ``m = 2``: B is a 2-D Chebyshev range count -- sweep in order of the
-      first coordinate with a window of matching predecessors, Fenwick tree
-      over ranks of the second (O(N log N)). A is 3-D: values are cut into
-      blocks of width ~r; pairs inside a block of the first coordinate are a
-      2-D count, pairs in adjacent blocks a one-sided condition plus a 2-D box,
-      counted by offline divide and conquer (CDQ) with a Fenwick tree
-      (O(N log^2 N)).
-    * ``m >= 3``: exact O(N^2) brute force (numba) -- fine up to ~5e4 values,
-      slow beyond.
+    * ``m = 1``: B by prefix counts (O(N)); A as the 2-D count below.
+    * ``m = 2``: B is a 2-D Chebyshev range count and A a 3-D one. The sorted
+      values are cut into blocks of width ~r (any two values of a block match,
+      values two blocks apart never do). Pairs in one block of the first
+      coordinate reduce to a 1-D count (B) or a sliding window over the
+      second coordinate with a counter over ranks of the third (A); pairs in
+      adjacent blocks have a one-sided first-coordinate condition, handled
+      as an event order with a Fenwick tree (B, O(N log N)) or an offline
+      divide and conquer (CDQ) over that order with a sliding window and a
+      bit-set/Fenwick counter (A, O(N log^2 N)).
+    * ``m >= 3``: exact O(N^2) brute force (numba) -- fine up to ~5e4
+      values, minutes beyond ~5e5.
 
-    ``N`` is the vector length; ``r`` has the units of ``x``; the result is in
-    nats.
+    Memory is O(N) (peak about 110 bytes per value for ``m = 2``). The numba
+    kernels are compiled on first use (~10-20 s) and cached on disk.
 
-    Undefined cases (``value = nan``, checked in this order): ``"contains
-    NaN"``, ``"contains inf"``, ``"too short: N=3 < m+2=4"`` (fewer than two
-    templates), ``"constant vector (std = 0)"`` (default ``r`` would be 0),
-    ``"no m-matches (B = 0)"``, ``"no (m+1)-matches (A = 0)"`` (SampEn would be
-    +inf; a common finite lower bound is
-    ``-ln(2 / ((N - m - 1) * (N - m)))``).
+    Undefined results (``value = nan``), checked in this order:
+    ``"contains NaN"``, ``"contains inf"``, ``"too short: N=3 < m+2=4"``
+    (fewer than two templates), ``"constant vector (std = 0)"`` (default
+    ``r`` would be 0; with an explicit ``r`` a constant vector gives 0),
+    ``"std overflows float64"``, ``"no m-matches (B = 0)"``,
+    ``"no (m+1)-matches (A = 0)"`` (SampEn would be +inf; a common finite
+    bound is ``-ln(2 / ((N-m-1) * (N-m)))``).
 
     References
     ----------
@@ -743,17 +780,22 @@ def sample_entropy(
 
     Examples
     --------
+    Nine samples, m = 2, r = 0.5 (integers, so "match" means "equal"): the
+    seven 2-templates contain (1, 2) three times -> B = 3 pairs; the seven
+    3-templates contain (1, 2, 3) twice -> A = 1 pair; SampEn = ln 3.
+
     >>> import numpy as np
     >>> from medscope.complexity import sample_entropy
-    >>> x = np.array([1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0])
-    >>> res = sample_entropy(x, m=2, r=0.5)
+    >>> res = sample_entropy([1, 2, 3, 1, 2, 4, 1, 2, 3], m=2, r=0.5)
     >>> res.a_count, res.b_count, round(res.value, 4)
-    (3, 6, 0.6931)
+    (1, 3, 1.0986)
     >>> sample_entropy(np.ones(10)).reason
     'constant vector (std = 0)'
+    >>> sample_entropy([0.0, 1.0, 2.0]).reason
+    'too short: N=3 < m+2=4'
     >>> rng = np.random.default_rng(0)
     >>> print(f"{sample_entropy(rng.standard_normal(2000)).value:.4f}")
-    2.1741
+    2.1871
     """
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
         raise ValueError(f"m must be an integer >= 1, got {m!r}")
@@ -769,6 +811,8 @@ def sample_entropy(
 
     x = _as_vector(x)
     n = int(x.size)
+    if n >= 2**31 - 1:
+        raise ValueError(f"vector too long for the int32 counters: N={n}")
     r_out = float("nan") if r is None else r
 
     def undefined(reason, a=-1, b=-1, rr=r_out):
@@ -781,10 +825,12 @@ def sample_entropy(
     if n < m + 2:
         return undefined(f"too short: N={n} < m+2={m + 2}")
     if r is None:
-        r = R_FACTOR * np.std(x, ddof=0)  # same expression as antropy
-        r = float(r)
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = float(R_FACTOR * np.std(x, ddof=0))  # the expression antropy uses
         if r == 0.0:
             return undefined("constant vector (std = 0)", rr=0.0)
+        if not math.isfinite(r):
+            return undefined("std overflows float64", rr=r)
 
     if not inclusive and r == 0.0:
         a_count, b_count = 0, 0  # nothing is strictly closer than 0
@@ -799,7 +845,7 @@ def sample_entropy(
         return undefined("no m-matches (B = 0)", a_count, b_count, r)
     if a_count == 0:
         return undefined("no (m+1)-matches (A = 0)", a_count, b_count, r)
-    value = -math.log(a_count / b_count)
+    value = -math.log(a_count / b_count) + 0.0  # + 0.0: no "-0.0"
     return SampleEntropyResult(value, a_count, b_count, n, m, r, None)
 
 
@@ -832,8 +878,10 @@ def sample_entropy_value(x, m: int = 2, r: Optional[float] = None, **kwargs) -> 
     --------
     >>> import numpy as np
     >>> from medscope.complexity import sample_entropy_value
-    >>> round(sample_entropy_value([1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0], r=0.5), 4)
-    0.6931
+    >>> round(sample_entropy_value([1, 2, 3, 1, 2, 4, 1, 2, 3], r=0.5), 4)
+    1.0986
+    >>> sample_entropy_value(np.ones(10))
+    nan
     """
     return sample_entropy(x, m=m, r=r, **kwargs).value
 
@@ -883,7 +931,12 @@ def _rule_bins(x: np.ndarray, rule: str, max_bins: int) -> int:
     if rule == "fd":
         q75, q25 = np.percentile(x, [75.0, 25.0])
         width = 2.0 * (q75 - q25) * n ** (-1.0 / 3.0)
-        k = math.ceil(span / width) if width > 0 and span > 0 else 1
+        if span == 0:
+            k = 1
+        elif width > 0:
+            k = math.ceil(span / width)
+        else:  # IQR = 0 (e.g. mostly-zero weights): fall back to Sturges
+            k = math.ceil(math.log2(n)) + 1
     elif rule == "sturges":
         k = math.ceil(math.log2(n)) + 1
     elif rule == "sqrt":
@@ -905,9 +958,10 @@ def lmc_complexity(
         1-D vector (e.g. flattened layer weights); converted to float64.
     bins : int or {"fd", "sturges", "sqrt"}
         Number of equal-width bins B over ``[min(x), max(x)]`` (default 64), or
-        a rule: ``"fd"`` Freedman--Diaconis (width ``2 IQR N^(-1/3)``),
-        ``"sturges"`` (``ceil(log2 N) + 1``), ``"sqrt"`` (``ceil(sqrt N)``);
-        a rule's count is clipped to ``[1, max_bins]``.
+        a rule: ``"fd"`` Freedman--Diaconis (width ``2 IQR N^(-1/3)``;
+        Sturges when the IQR is 0), ``"sturges"`` (``ceil(log2 N) + 1``),
+        ``"sqrt"`` (``ceil(sqrt N)``); a rule's count is clipped to
+        ``[1, max_bins]``.
     max_bins : int
         Cap for rule-chosen bin counts (default 1024).
 
@@ -977,7 +1031,7 @@ def lmc_complexity(
         H = 0.0
     else:
         H = float(-(nz * np.log(nz)).sum() / math.log(n_bins))
-        H = min(max(H, 0.0), 1.0)
+        H = min(max(H, 0.0), 1.0) + 0.0  # clip rounding; no "-0.0"
     D = float(((p - 1.0 / n_bins) ** 2).sum())
     return LMCResult(H, D, H * D, n_bins, lo, hi, None)
 
@@ -1028,9 +1082,9 @@ def weight_statistics(
         (:math:`\sum |w|`), ``l2_norm`` (:math:`\sqrt{\sum w^2}`),
         ``frac_near_zero`` (fraction of weights at or below the threshold) and
         ``near_zero_threshold`` (the absolute threshold used). Mean, std and
-        norms have the units of ``x``; the rest are dimensionless. An empty
-        vector gives ``count = 0`` and ``nan`` elsewhere; NaN weights
-        propagate to ``nan``.
+        norms (and the threshold) have the units of ``x``; the rest are
+        dimensionless. An empty vector, or one containing NaN, gives ``nan``
+        in every field but ``count``.
 
     Examples
     --------
@@ -1045,8 +1099,8 @@ def weight_statistics(
     x = _as_vector(x)
     n = int(x.size)
     nan = float("nan")
-    if n == 0:
-        return WeightStatistics(0, nan, nan, nan, nan, nan, nan, nan)
+    if n == 0 or np.isnan(x).any():
+        return WeightStatistics(n, nan, nan, nan, nan, nan, nan, nan)
     mean = float(x.mean())
     d = x - mean
     m2 = float(np.mean(d * d))

@@ -1,0 +1,246 @@
+"""Figures of ``analyze_inference.py``, written atomically as PNG.
+
+Every figure has a fixed size (:data:`FIGURE_SIZES` inches at :data:`DPI`,
+saved without a tight bounding box), so a file's pixel size is known in
+advance: ``FIGURE_SIZES[name] * DPI``. The numbers come from
+:mod:`medscope.inference`; this module only draws them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import atomic  # noqa: E402
+from .plots import display_image  # noqa: E402
+
+DPI = 100
+FIGURE_SIZES = {
+    "layer_mean_activation.png": (10, 5),
+    "neuron_heatmap_classes.png": (12, 10),
+    "neuron_heatmap_samples.png": (10, 8),
+    "embedding_2d.png": (14, 6),
+    "reliability_diagram.png": (10, 8),
+    "confident_errors.png": (13, 6.5),
+}
+ERROR_COLUMNS = 8
+MAX_ERRORS = 24  # three rows of eight fill the fixed figure
+
+
+def figure_pixels(name: str) -> tuple[int, int]:
+    """(width, height) in pixels of the figure file ``name``."""
+    width, height = FIGURE_SIZES[name]
+    return int(round(width * DPI)), int(round(height * DPI))
+
+
+def _figure(path) -> plt.Figure:
+    return plt.figure(figsize=FIGURE_SIZES[Path(path).name], dpi=DPI, layout="constrained")
+
+
+def _save(path, fig) -> Path:
+    path = Path(path)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
+    plt.close(fig)
+    return path
+
+
+def short_layer(name: str) -> str:
+    """``backbone.layer1.0`` -> ``layer1.0``."""
+    return name.removeprefix("backbone.")
+
+
+def _short(text: str, n: int = 16) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _colours(k: int):
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(k)]
+
+
+def layer_activation_bars(path, summary: list[dict], title: str) -> Path:
+    """One bar per block (network order): mean activation ± std; dead-channel share above."""
+    fig = _figure(path)
+    ax = fig.add_subplot()
+    x = np.arange(len(summary))
+    means = [row["mean"] for row in summary]
+    stds = [row["std"] for row in summary]
+    ax.bar(x, means, yerr=stds, capsize=3, color="tab:blue", alpha=0.85, error_kw={"elinewidth": 1})
+    for i, row in enumerate(summary):
+        ax.annotate(f"{row['dead_fraction']:.0%} dead", (i, means[i] + stds[i]), xytext=(0, 3),
+                    textcoords="offset points", ha="center", fontsize=7, color="dimgray")
+    ax.set_xticks(x, [short_layer(row["layer"]) for row in summary], rotation=35, ha="right")
+    ax.set_ylabel("mean activation (channel means, ± std)")
+    ax.set_xlabel("block (network order)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    return _save(path, fig)
+
+
+def class_channel_heatmaps(path, layer_names: list[str], selectivity: list[np.ndarray], class_names: list[str],
+                           title: str) -> Path:
+    """Per block, classes x channels: how much each class raises or lowers each channel (z units)."""
+    fig = _figure(path)
+    n = max(1, len(layer_names))
+    axes = fig.subplots(n, 1, squeeze=False)[:, 0]
+    finite = [np.abs(z[np.isfinite(z)]) for z in selectivity]
+    vmax = max([float(a.max()) for a in finite if a.size] + [1e-6])
+    image = None
+    for ax, name, z in zip(axes, layer_names, selectivity):
+        image = ax.imshow(z, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_yticks(range(len(class_names)), [_short(c, 14) for c in class_names], fontsize=6)
+        ax.set_ylabel(short_layer(name), rotation=0, ha="right", va="center", fontsize=8)
+        ax.tick_params(axis="x", labelsize=6)
+    axes[-1].set_xlabel("channel")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.6,
+                     label="(class mean − mean) / std over samples")
+    fig.suptitle(title, fontsize=10)
+    return _save(path, fig)
+
+
+def sample_channel_heatmap(path, activations: np.ndarray, groups: np.ndarray, group_names: list[str],
+                           title: str) -> Path:
+    """Samples (rows, sorted by class) x channels (sorted by preferred class), z-scored per channel."""
+    fig = _figure(path)
+    ax = fig.add_subplot()
+    acts = np.asarray(activations, dtype=np.float64)
+    std = acts.std(axis=0)
+    z = (acts - acts.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    image = ax.imshow(z, aspect="auto", cmap="magma", vmin=-2, vmax=3, interpolation="nearest")
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if len(groups) else np.array([], int)
+    ends = np.r_[starts[1:], len(groups)]
+    for start in starts[1:]:
+        ax.axhline(start - 0.5, color="cyan", lw=0.8)
+    ax.set_yticks((starts + ends - 1) / 2, [f"{_short(group_names[g], 14)} ({e - s})"
+                                           for g, s, e in zip(groups[starts], starts, ends)], fontsize=7)
+    ax.set_xlabel("channel (grouped by the class that raises it most)")
+    ax.set_ylabel("samples, sorted by class")
+    fig.colorbar(image, ax=ax, label="activation, z-scored per channel (clipped to [−2, 3])")
+    ax.set_title(title, fontsize=10)
+    return _save(path, fig)
+
+
+def embedding_map(path, projection: dict, groups: np.ndarray, group_names: list[str], wrong: np.ndarray,
+                  title: str) -> Path:
+    """PCA (all points) and t-SNE (subsample) side by side, coloured by label; errors ringed."""
+    fig = _figure(path)
+    ax_pca, ax_tsne = fig.subplots(1, 2)
+    colours = _colours(len(group_names))
+    n = len(groups)
+
+    def scatter(ax, coords, rows):
+        size = 14 if len(rows) <= 1000 else 6
+        for g, name in enumerate(group_names):
+            mine = groups[rows] == g
+            if mine.any():
+                ax.scatter(coords[mine, 0], coords[mine, 1], s=size, color=colours[g], alpha=0.7, linewidths=0,
+                           label=f"{_short(name, 20)} ({int(mine.sum())})")
+        bad = wrong[rows]
+        if bad.any():
+            # a ring around the point keeps its label colour visible
+            ax.scatter(coords[bad, 0], coords[bad, 1], s=size * 3.5, marker="o", facecolors="none",
+                       edgecolors="black", linewidths=0.8, label=f"wrong prediction ({int(bad.sum())})")
+        ax.legend(fontsize=7, markerscale=1.5, loc="best")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    explained = projection["pca_explained"]
+    scatter(ax_pca, projection["pca"], np.arange(n))
+    ax_pca.set_title(f"PCA, all {n} points (PC1 {explained[0]:.1%}, PC2 {explained[1]:.1%} of variance)",
+                     fontsize=9)
+    if projection["tsne"] is None:
+        ax_tsne.text(0.5, 0.5, "too few points for t-SNE", ha="center", va="center", transform=ax_tsne.transAxes)
+        ax_tsne.set_axis_off()
+    else:
+        rows = projection["tsne_rows"]
+        scatter(ax_tsne, projection["tsne"], rows)
+        subset = (f"seeded random {len(rows)} of {n} points" if len(rows) < n else f"all {n} points")
+        ax_tsne.set_title(f"t-SNE, {subset} (PCA to ≤50 dims first, perplexity {projection['perplexity']:.0f})",
+                          fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _save(path, fig)
+
+
+def _reliability_axes(ax, bins: dict, label: str, show_legend: bool, fontsize: int = 8):
+    centers = (bins["lower"] + bins["upper"]) / 2
+    width = bins["upper"] - bins["lower"]
+    filled = bins["count"] > 0
+    ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfect calibration")
+    ax.bar(centers[filled], bins["accuracy"][filled], width=width[filled], color="tab:blue", alpha=0.8,
+           edgecolor="black", linewidth=0.5, label="accuracy")
+    gap_bottom = np.minimum(bins["accuracy"], bins["confidence"])[filled]
+    gap_height = np.abs(bins["accuracy"] - bins["confidence"])[filled]
+    ax.bar(centers[filled], gap_height, bottom=gap_bottom, width=width[filled], color="tab:red", alpha=0.3,
+           edgecolor="tab:red", hatch="//", linewidth=0.5, label="gap to mean confidence")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(label, fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize - 1)
+    if show_legend:
+        ax.legend(fontsize=fontsize, loc="upper left")
+
+
+def reliability_diagram(path, calib: dict, title: str) -> Path:
+    """Accuracy against confidence per bin, with ECE and Brier (multi-label: one panel per label)."""
+    fig = _figure(path)
+    curves = calib["curves"]
+    headline = (f"ECE {calib['ece']:.4f} ({calib['n_bins']} equal-width bins) · Brier {calib['brier']:.4f} · "
+                f"accuracy {calib['accuracy']:.4f}")
+    if len(curves) == 1:
+        top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+        bins = curves[0]["bins"]
+        _reliability_axes(top, bins, headline, show_legend=True, fontsize=10)
+        top.set_ylabel("accuracy")
+        centers = (bins["lower"] + bins["upper"]) / 2
+        bottom.bar(centers, bins["count"], width=bins["upper"] - bins["lower"], color="gray", edgecolor="black",
+                   linewidth=0.5)
+        bottom.set_ylabel("predictions")
+        bottom.set_xlabel("confidence of the predicted class")
+        fig.suptitle(title, fontsize=10)
+        return _save(path, fig)
+    cols = int(np.ceil(np.sqrt(len(curves))))
+    rows = int(np.ceil(len(curves) / cols))
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel()
+    for i, (ax, curve) in enumerate(zip(axes, curves)):
+        _reliability_axes(ax, curve["bins"], f"{_short(curve['label'], 22)}: ECE {curve['ece']:.3f}",
+                          show_legend=i == 0, fontsize=7)
+    for ax in axes[len(curves):]:
+        ax.set_axis_off()
+    fig.supxlabel("confidence of the predicted value (each label on its own)", fontsize=9)
+    fig.supylabel("accuracy", fontsize=9)
+    fig.suptitle(f"{title}\nper label; mean {headline}", fontsize=10)
+    return _save(path, fig)
+
+
+def error_grid(path, images: np.ndarray, truths: list[str], predictions: list[str], confidences, title: str,
+               sample_ids=None) -> Path:
+    """The most confident wrong predictions: image, true label, prediction and its confidence.
+
+    ``sample_ids`` (index of each image in its split) head each caption when given.
+    """
+    fig = _figure(path)
+    n = min(len(images), MAX_ERRORS)
+    if n == 0:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no wrong predictions on this split", ha="center", va="center", fontsize=14)
+        ax.set_axis_off()
+        fig.suptitle(title, fontsize=10)
+        return _save(path, fig)
+    rows = int(np.ceil(MAX_ERRORS / ERROR_COLUMNS))
+    axes = fig.subplots(rows, ERROR_COLUMNS, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for i in range(n):
+        image = display_image(images[i])
+        axes[i].imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+        head = f"#{sample_ids[i]} " if sample_ids is not None else ""
+        axes[i].set_title(f"{head}T: {_short(truths[i])}\nP: {_short(predictions[i])} {confidences[i]:.2f}",
+                          fontsize=7, color="tab:red")
+    fig.suptitle(title, fontsize=10)
+    return _save(path, fig)
