@@ -1,0 +1,52 @@
+"""Export a run's TensorBoard scalars to CSV (tidy and wide), bit-exact.
+
+    python export_scalars.py                      # the newest run
+    python export_scalars.py --run 0007 0008      # several runs, one pair of files each
+    python export_scalars.py --all                # every run -> results/tensorboard_scalars_all.csv
+
+Writes ``results/<run>/tensorboard_scalars.csv`` (columns run, tag, step,
+wall_time, value) and ``tensorboard_scalars_wide.csv`` (one row per step, one
+column per tag). Values are the logged float32 values to the last bit.
+"""
+from __future__ import annotations
+
+import sys
+
+from medscope import cli
+
+
+def get_args_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="export_scalars.py",
+                                description="Export TensorBoard scalars of runs to tidy and wide CSV files.")
+    parser.add_argument("--all", action="store_true",
+                        help="every run in --results-dir into one combined file "
+                             "(results/tensorboard_scalars_all.csv and _wide.csv)")
+    cli.add_common_args(parser, run_arg="many")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from medscope import runs, scalars
+
+    if args.all:
+        if args.run:
+            raise cli.UsageError("--run and --all exclude each other: name runs, or export all of them")
+        export = scalars.export_all(args.results_dir, args.runs_dir, warn=lambda line: print(line, file=sys.stderr))
+        print(f"{len(export.runs)} run(s), {export.tags} tag(s), {export.points} point(s)")
+        print("results: " + ", ".join(str(f) for f in export.files))
+        return 0
+
+    # resolve every name before writing anything: a typo in the third name writes nothing
+    selected = [runs.resolve_run(args.results_dir, spec) for spec in (args.run or [None])]
+    for run in selected:
+        scalars.tensorboard_logdir(run, args.runs_dir)
+    for run in dict.fromkeys(selected):
+        export = scalars.export_run(run, args.runs_dir)
+        print(f"{run.name}: {export.tags} tag(s), {export.points} point(s)")
+        print("results: " + ", ".join(str(f) for f in export.files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

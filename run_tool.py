@@ -1,0 +1,44 @@
+"""medscope's numbered terminal menu, and the whole pipeline in one command.
+
+    python run_tool.py                                   # the menu
+    printf '2\\n1\\n0\\n' | python run_tool.py            # scripted: export the newest run's scalars
+    python run_tool.py --pipeline --dataset breastmnist  # train, then every analysis, then a table
+
+Each menu item runs the same ``main(argv)`` as the script it names and prints
+that script's command line first; see medscope/menu.py.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from medscope import cli
+
+
+def get_args_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="run_tool.py", description="medscope's menu: train, export, analyze, explain, "
+                                                                "quantize. With --pipeline: all of it, no questions.")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="train one model, export its scalars, run every analysis script there is, "
+                             "and print a table of what each step produced")
+    parser.add_argument("--dataset", default=None, metavar="FLAG",
+                        help="with --pipeline: the MedMNIST flag to train on")
+    parser.add_argument("--size", type=int, default=None, help="with --pipeline: image size (default: 28)")
+    parser.add_argument("--model", default=None, help="with --pipeline: resnet18 or cnn (default: resnet18)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=None,
+                        help="with --pipeline: epochs (default: train.py's, by 2D/3D)")
+    parser.add_argument("--subset", type=cli.positive_int, default=None, metavar="N",
+                        help="train on a random N-image subset (quick runs; in the menu: the default answer)")
+    cli.add_common_args(parser, run_arg=None)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from medscope import menu
+
+    return menu.main(args, script_dir=Path(__file__).resolve().parent)
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
