@@ -1,0 +1,72 @@
+"""Export a trained run to ONNX, verify it, quantize it to INT8 and benchmark every form.
+
+    python quantize.py                      # the newest run in results/
+    python quantize.py --run 0007_breastmnist28_resnet18 --calib 512 --runs 500
+    python quantize.py --run 0007 --device cuda   # also time the CUDA execution provider
+
+Writes results/<run>/export/: model_fp32.onnx, model_int8_static.onnx,
+model_int8_dynamic.onnx, export_report.json, export_report.md, predict_onnx.py
+and example_input.npy. The graphs take raw pixels 0..255 as float32 and
+normalize them themselves.
+"""
+from __future__ import annotations
+
+import sys
+
+from medscope import cli
+
+DEFAULT_RUNS = 300
+
+
+def get_args_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="quantize.py",
+                                description="ONNX export with verification, INT8 quantization and benchmarks.")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="which weights to export (default: best)")
+    parser.add_argument("--calib", type=cli.positive_int, default=256, metavar="N",
+                        help="training images used to calibrate static INT8 (default: 256)")
+    parser.add_argument("--runs", type=cli.positive_int, default=DEFAULT_RUNS, metavar="N",
+                        help=f"timed batch-1 calls per model (default: {DEFAULT_RUNS})")
+    parser.add_argument("--warmup", type=cli.positive_int, default=20, metavar="N",
+                        help="untimed calls per model before timing (default: 20)")
+    parser.add_argument("--throughput-runs", type=cli.positive_int, default=10, metavar="N",
+                        help="timed calls per model at --batch-size (default: 10)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=64,
+                        help="batch size of the throughput measurement (default: 64)")
+    parser.add_argument("--threads", type=cli.positive_int, default=None,
+                        help="intra-op threads for ONNX Runtime and PyTorch (default: every usable CPU)")
+    parser.add_argument("--activation-type", choices=("uint8", "int8"), default="uint8",
+                        help="static INT8 activation type (default: uint8, the fast x86 U8S8 kernels)")
+    parser.add_argument("--dynamic-weight-type", choices=("uint8", "int8"), default="uint8",
+                        help="dynamic INT8 weight type (default: uint8; ConvInteger is slow with int8)")
+    parser.add_argument("--no-reduce-range", dest="reduce_range", action="store_false",
+                        help="use full 8-bit weights for static INT8 (default: 7-bit, safe on AVX2 without VNNI)")
+    parser.add_argument("--test-subset", type=cli.positive_int, default=None, metavar="N",
+                        help="evaluate on a seeded random N-image subset of the test split (quick checks)")
+    cli.add_common_args(parser, run_arg="one")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from medscope import deploy, runs
+
+    run = runs.resolve_run(args.results_dir, args.run)
+    options = deploy.ExportOptions(
+        checkpoint=args.checkpoint, calib=args.calib, runs=args.runs, warmup=args.warmup,
+        throughput_runs=args.throughput_runs, batch_size=args.batch_size, threads=args.threads or 0,
+        activation_type=args.activation_type, dynamic_weight_type=args.dynamic_weight_type,
+        reduce_range=args.reduce_range, test_subset=args.test_subset, seed=args.seed, device=args.device)
+    print(f"exporting {run.name}")
+    report = deploy.export_run(run, args.data_dir, options)
+    markdown = deploy.report_markdown(report)
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    print("\n".join(table))
+    for note in report["targets"]["notes"]:
+        print(f"note: {note}")
+    print(f"results: {run.path / deploy.EXPORT_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
