@@ -1,0 +1,191 @@
+"""Figures for explanations and uncertainty, written atomically as PNG.
+
+2D: pages of ``image | heatmap | overlay``, each image titled with its true
+label, the prediction and its probability (red when wrong). 3D: per volume,
+the three orthogonal slices through the heatmap's peak and a montage of axial
+slices with the overlay. Uncertainty: accuracy-coverage curve and the
+distributions of each measure for correct and wrong predictions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .plots import display_image, plt
+
+HEATMAP_CMAP = "jet"
+OVERLAY_ALPHA = 0.45
+
+
+def _short(name: str, limit: int = 14) -> str:
+    return name if len(name) <= limit else name[:limit - 1] + "…"
+
+
+def titles(labels, predictions, probabilities, targets, class_names, *, multilabel: bool = False) -> list[str]:
+    """``true: A / pred: B 0.87`` per image (and the explained class when it is not the prediction)."""
+    out = []
+    for i in range(len(labels)):
+        if multilabel:
+            # label indices: a row of names would be wider than the page
+            true = ",".join(str(j) for j in np.flatnonzero(labels[i])) or "none"
+            pred = ",".join(str(j) for j in np.flatnonzero(predictions[i])) or "none"
+            prob = float(probabilities[i][targets[i]])
+            text = f"true: {true}\npred: {pred}\nmap: {_short(class_names[targets[i]])} {prob:.2f}"
+        else:
+            true, pred = int(np.asarray(labels[i]).reshape(-1)[0]), int(predictions[i])
+            text = f"true: {_short(class_names[true])}\npred: {_short(class_names[pred])} {float(probabilities[i]):.2f}"
+            if int(targets[i]) != pred:
+                text += f"\nmap for: {_short(class_names[int(targets[i])])}"
+        out.append(text)
+    return out
+
+
+def wrong(labels, predictions) -> np.ndarray:
+    """True where the prediction differs from the label (multi-label: any label differs)."""
+    labels = np.asarray(labels).reshape(len(labels), -1)
+    predictions = np.asarray(predictions).reshape(len(labels), -1)
+    if labels.shape[1] == 1:
+        return labels[:, 0] != predictions[:, 0]
+    return (labels != predictions).any(axis=1)
+
+
+def _show(ax, image: np.ndarray) -> None:
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+    ax.axis("off")
+
+
+def _overlay(ax, image: np.ndarray, heat: np.ndarray) -> None:
+    _show(ax, image)
+    ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA, interpolation="bilinear")
+
+
+def heatmap_pages(folder, stem: str, images: np.ndarray, maps: np.ndarray, image_titles: list[str],
+                  is_wrong: np.ndarray, heading: str, *, per_page: int = 8, per_row: int = 2) -> list[Path]:
+    """2D: ``<stem>_page01.png`` ... with ``per_page`` images, each as image | heatmap | overlay."""
+    folder = Path(folder)
+    written = []
+    pages = int(np.ceil(len(images) / per_page))
+    for page in range(pages):
+        chunk = range(page * per_page, min(len(images), (page + 1) * per_page))
+        rows = int(np.ceil(len(chunk) / per_row))
+        fig, axes = plt.subplots(rows, 3 * per_row, figsize=(2.1 * 3 * per_row, 2.5 * rows), squeeze=False)
+        for ax in axes.ravel():
+            ax.axis("off")
+        for slot, i in enumerate(chunk):
+            row, col = divmod(slot, per_row)
+            ax_image, ax_heat, ax_overlay = axes[row, 3 * col: 3 * col + 3]
+            image = display_image(images[i])
+            _show(ax_image, image)
+            ax_image.set_title(image_titles[i], fontsize=7, color="red" if is_wrong[i] else "black")
+            ax_heat.imshow(maps[i], cmap=HEATMAP_CMAP, vmin=0, vmax=1, interpolation="bilinear")
+            ax_heat.set_title("heatmap", fontsize=7)
+            _overlay(ax_overlay, image, maps[i])
+            ax_overlay.set_title("overlay", fontsize=7)
+        fig.suptitle(f"{heading} — page {page + 1}/{pages}", fontsize=9)
+        fig.tight_layout()
+        written.append(atomic.save_figure(folder / f"{stem}_page{page + 1:02d}.png", fig))
+    return written
+
+
+def _slice_image(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """(C, D, H, W) uint8 -> the 2D slice at ``index`` along spatial ``axis`` (0 axial, 1 coronal, 2 sagittal)."""
+    plane = np.take(volume, index, axis=axis + 1)
+    return plane[0] if plane.shape[0] == 1 else np.moveaxis(plane, 0, -1)
+
+
+def peak_location(heat: np.ndarray) -> tuple[int, ...]:
+    """Index of the map's maximum (the first one when several tie)."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(heat)), heat.shape))
+
+
+def volume_figure(path, volume: np.ndarray, heat: np.ndarray, title: str, *, is_wrong: bool = False,
+                  montage: int = 12) -> Path:
+    """3D: axial, coronal and sagittal slices through the peak (image and overlay) + an axial montage."""
+    peak = peak_location(heat)
+    columns = 6
+    montage_rows = int(np.ceil(montage / columns))
+    fig, axes = plt.subplots(1 + montage_rows, columns, figsize=(1.9 * columns, 2.1 * (1 + montage_rows)),
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for axis, name in enumerate(("axial", "coronal", "sagittal")):
+        image = _slice_image(volume, axis, peak[axis])
+        heat_slice = np.take(heat, peak[axis], axis=axis)
+        _show(axes[0, 2 * axis], image)
+        axes[0, 2 * axis].set_title(f"{name} {peak[axis]}", fontsize=7)
+        _overlay(axes[0, 2 * axis + 1], image, heat_slice)
+        axes[0, 2 * axis + 1].set_title(f"{name} overlay", fontsize=7)
+    depth = heat.shape[0]
+    for k, d in enumerate(np.unique(np.linspace(0, depth - 1, montage).round().astype(int))):
+        ax = axes[1 + k // columns, k % columns]
+        _overlay(ax, _slice_image(volume, 0, d), heat[d])
+        ax.set_title(f"axial {d}" + (" (peak)" if d == peak[0] else ""), fontsize=7)
+    fig.suptitle(f"{title}\npeak at (d, h, w) = {peak}", fontsize=8, color="red" if is_wrong else "black")
+    fig.tight_layout()
+    return atomic.save_figure(path, fig)
+
+
+def faithfulness_curves(path, fa, heading: str) -> Path:
+    """Mean deletion and insertion curves of the map's order against a random order."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    x = fa.fractions
+    for ax, mode, better in zip(axes, ("deletion", "insertion"), ("lower", "higher")):
+        for key, style, label in ((mode, "-", "map order"), (f"random_{mode}", "--", "random order")):
+            auc = getattr(fa, key).mean()
+            ax.plot(x, fa.curves[key].mean(axis=0), style, label=f"{label} (AUC {auc:.3f})")
+        ax.set_xlabel(f"fraction of pixels {'removed' if mode == 'deletion' else 'inserted'}")
+        ax.set_ylabel("target-class probability")
+        ax.set_title(f"{mode} ({better} AUC is better)", fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(heading, fontsize=9)
+    fig.tight_layout()
+    return atomic.save_figure(path, fig)
+
+
+def accuracy_coverage(path, coverage: np.ndarray, accuracy: np.ndarray, *, threshold_coverage: float,
+                      threshold_accuracy: float, overall_accuracy: float, title: str) -> Path:
+    """Accuracy of the most confident fraction of predictions, for every fraction kept."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    ax.plot(coverage, accuracy, "-", color="tab:blue", label="most confident first")
+    ax.axhline(overall_accuracy, color="grey", ls="--", lw=1, label=f"all images ({overall_accuracy:.3f})")
+    if threshold_coverage > 0:
+        ax.plot([threshold_coverage], [threshold_accuracy], "o", color="tab:red",
+                label=f"confident at threshold ({threshold_coverage:.0%} kept, acc {threshold_accuracy:.3f})")
+    ax.set_xlabel("coverage (fraction of images kept)")
+    ax.set_ylabel("accuracy on the kept images")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(max(0.0, min(accuracy.min(), overall_accuracy) - 0.05), 1.01)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return atomic.save_figure(path, fig)
+
+
+def uncertainty_distributions(path, measures: dict[str, np.ndarray], correct: np.ndarray, title: str) -> Path:
+    """One histogram per measure, correct and wrong predictions overlaid (each as a density)."""
+    names = list(measures)
+    columns = min(3, len(names))
+    rows = int(np.ceil(len(names) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    correct = np.asarray(correct, dtype=bool)
+    for ax, name in zip(axes.ravel(), names):
+        values = np.asarray(measures[name], dtype=np.float64)
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 25)
+        for mask, label, color in ((correct, "correct", "tab:green"), (~correct, "wrong", "tab:red")):
+            if mask.any():
+                ax.hist(values[mask], bins=bins, density=True, alpha=0.55, color=color,
+                        label=f"{label} (n={int(mask.sum())}, mean {values[mask].mean():.3f})")
+        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return atomic.save_figure(path, fig)
