@@ -98,11 +98,12 @@ def save_torch(path, obj) -> Path:
     return Path(path)
 
 
-def save_figure(path, fig, dpi: int = 150) -> Path:
+def save_figure(path, fig, dpi: int = 150, *, tight: bool = True) -> Path:
+    """Save and close ``fig``; ``tight=False`` keeps the exact figsize x dpi pixel size."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

@@ -36,11 +36,7 @@ def short_name(row: dict) -> str:
 
 
 def _save(path, fig) -> Path:
-    path = Path(path)
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png")
-    plt.close(fig)
-    return path
+    return atomic.save_figure(path, fig, dpi=DPI, tight=False)
 
 
 def _states(rows) -> list[str]:

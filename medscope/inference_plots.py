@@ -42,11 +42,7 @@ def _figure(path) -> plt.Figure:
 
 
 def _save(path, fig) -> Path:
-    path = Path(path)
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png")
-    plt.close(fig)
-    return path
+    return atomic.save_figure(path, fig, dpi=DPI, tight=False)
 
 
 def short_layer(name: str) -> str:
