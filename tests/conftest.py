@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _medmnist_dir() -> Path:
     env = os.environ.get("MEDMNIST_DIR")
-    return Path(env) if env else ROOT.parent / "shared" / "medmnist"
+    return Path(env).resolve() if env else ROOT.parent / "shared" / "medmnist"
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +34,8 @@ def pytest_configure(config):
     import tempfile
 
     os.environ["MEDSCOPE_CACHE"] = tempfile.mkdtemp(prefix="medscope-cache-")
+    # absolute, so subprocesses started in another folder find the files too
+    os.environ["MEDMNIST_DIR"] = str(_medmnist_dir())
 
 
 def train_run(workdir: Path, medmnist_dir: Path, *args: str) -> Path:
