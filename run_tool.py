@@ -9,6 +9,7 @@ that script's command line first; see medscope/menu.py.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -41,4 +42,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it ignored; the menu
+    # promises that Ctrl-C goes back to the menu, so take the signal back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(cli.run(main))

@@ -59,3 +59,19 @@ def initial_model(spec: dict, seed: int, pretrained_state: dict | None = None) -
     if pretrained_state is not None:
         load_pretrained(model, pretrained_state, spec["spatial_dims"])
     return model
+
+
+def load_state_dict(path) -> dict:
+    """A plain state dict (e.g. torchvision's resnet18-*.pth) loaded safely."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--weights {path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input here
+        raise UsageError(f"--weights {path}: not a readable state dict ({str(exc).splitlines()[0]})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"--weights {path}: expected a state dict of tensors")
+    return state

@@ -186,7 +186,7 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
 
 def _load_pretrained_weights(model, cfg, info):
     if cfg.get("weights"):
-        state = checkpoints_load_state_dict(cfg["weights"])
+        state = checkpoints.load_state_dict(cfg["weights"])
         source = cfg["weights"]
     else:
         try:
@@ -199,22 +199,6 @@ def _load_pretrained_weights(model, cfg, info):
     if loaded == 0:
         raise UsageError(f"--weights {source}: no tensor matches a ResNet-18 "
                          f"{'2D' if info.spatial_dims == 2 else '3D (r3d_18)'} backbone")
-
-
-def checkpoints_load_state_dict(path) -> dict:
-    """A plain state dict (e.g. torchvision's resnet18-*.pth) loaded safely."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UsageError(f"--weights {path}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input here
-        raise UsageError(f"--weights {path}: not a readable state dict ({str(exc).splitlines()[0]})") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError(f"--weights {path}: expected a state dict of tensors")
-    return state
 
 
 def _dataset_record(info: DatasetInfo, data) -> dict:
@@ -316,7 +300,10 @@ def _prediction_grid(run, info, split, outputs, title, n: int = 32):
         truth = [row for row in labels]
         shown = [row for row in pred]
     else:
-        conf = probs[np.arange(len(pred)), pred] if info.task != "binary-class" else np.where(pred == 1, probs[:, -1], 1 - probs[:, -1])
+        # binary predictions come from the last column at 0.5, so that column's side is the confidence
+        positive = probs[:, -1]
+        conf = np.where(pred == 1, positive, 1 - positive) if info.task == "binary-class" \
+            else probs[np.arange(len(pred)), pred]
         truth, shown = labels[:, 0], pred
     return plots.prediction_grid(run.path / "sample_predictions.png", images, truth, shown, conf,
                                  info.class_names, f"test samples — {title}")

@@ -310,7 +310,7 @@ def torchvision_weights_url(spatial_dims: int) -> str:
 
 def _pretrained_state(run: Run, cfg: dict, spatial_dims: int) -> tuple[dict, str]:
     """The state dict a ``--pretrained`` run started from, found offline."""
-    from .experiment import checkpoints_load_state_dict
+    from .checkpoints import load_state_dict
 
     if cfg.get("weights"):
         path = Path(cfg["weights"]).expanduser()
@@ -319,7 +319,7 @@ def _pretrained_state(run: Run, cfg: dict, spatial_dims: int) -> tuple[dict, str
                              "which is not a file here; without it the initial weights cannot be rebuilt "
                              "(drop --compare-init)")
         try:
-            return checkpoints_load_state_dict(path), str(path)
+            return load_state_dict(path), str(path)
         except UsageError as exc:
             raise UsageError(f"--compare-init: {run.name}: {exc}") from None
     url = torchvision_weights_url(spatial_dims)
@@ -329,7 +329,7 @@ def _pretrained_state(run: Run, cfg: dict, spatial_dims: int) -> tuple[dict, str
                          f"which are not in the local cache ({cached}) and cannot be rebuilt offline "
                          "(drop --compare-init, or put the file there)")
     try:
-        return checkpoints_load_state_dict(cached), str(cached)
+        return load_state_dict(cached), str(cached)
     except UsageError as exc:
         raise UsageError(f"--compare-init: {run.name}: {exc}") from None
 
