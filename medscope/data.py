@@ -181,8 +181,7 @@ def _check_arrays(path: Path, info: DatasetInfo) -> None:
 
 
 def load_arrays(path: Path, info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split's (images, labels) from the archive as numpy arrays, checked."""
-    _check_arrays(path, info)
+    """Read one split's (images, labels) from a checked archive as numpy arrays, checked."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             images = archive[f"{split}_images"]
@@ -252,6 +251,7 @@ def load_split(info: DatasetInfo, data_dir, split: str, *, check_md5: bool = Tru
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose train, val or test")
     path = locate(info, data_dir, allow_download=allow_download, check_md5=check_md5)
+    _check_arrays(path, info)
     if mmap is None:
         try:
             mmap = _uncompressed_size(path, f"{split}_images") > MMAP_FRACTION * _available_ram()
@@ -269,7 +269,6 @@ def _extract_npy(path: Path, info: DatasetInfo, split: str):
     stat = path.stat()
     folder = cache_dir() / "mmap" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
     npy = folder / f"{split}_images.npy"
-    _check_arrays(path, info)
     if not npy.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(path) as zf, atomic.atomic_path(npy) as tmp:
@@ -288,8 +287,7 @@ def _extract_npy(path: Path, info: DatasetInfo, split: str):
 
 def load_dataset(info: DatasetInfo, data_dir, *, check_md5: bool = True, splits=SPLITS, mmap=None) -> dict[str, Split]:
     """All requested splits, verified once."""
-    path = locate(info, data_dir, check_md5=check_md5)
-    _check_arrays(path, info)
+    locate(info, data_dir, check_md5=check_md5)  # download and verify once, before any split
     return {s: load_split(info, data_dir, s, check_md5=False, allow_download=False, mmap=mmap) for s in splits}
 
 
