@@ -45,4 +45,5 @@ if __name__ == "__main__":
     # A shell starts background jobs with SIGINT ignored, and Python keeps it ignored; the menu
     # promises that Ctrl-C goes back to the menu, so take the signal back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a parent may also have blocked it
     sys.exit(cli.run(main))
