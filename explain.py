@@ -4,6 +4,7 @@
     python explain.py gradcam --run 0007 --method gradcam++ --target true --layer backbone.layer3.1
     python explain.py saliency --run 0007 --method smoothgrad --samples 25 --noise 0.15
     python explain.py uncertainty --run 0007 --passes 20 --threshold 0.85
+    python explain.py robustness --run 0007 --perturbations gaussian_noise jpeg --severities 1 3 5
 
 Each subcommand is a pair of functions in a library module, listed in
 SUBCOMMANDS: ``add_arguments(parser)`` and ``run(args) -> exit code``. A new
@@ -38,6 +39,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "saliency": Subcommand("medscope.explain", "vanilla-gradient and SmoothGrad saliency maps",
                            "add_saliency_arguments", "run_saliency"),
     "uncertainty": Subcommand("medscope.uncertainty", "MC-dropout uncertainty per image and per dataset"),
+    "robustness": Subcommand("medscope.robustness",
+                             "perturbation sweeps: metrics, flips and saliency shift per perturbation and severity"),
 }
 
 

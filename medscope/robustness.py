@@ -1,0 +1,761 @@
+"""Robustness: how a model degrades under realistic perturbations, and whether its saliency warns of it.
+
+Every perturbation of :mod:`medscope.perturbations` at each severity is
+applied to a whole split (batched tensor ops, seeded), and the perturbed
+images go through exactly the evaluation that training used for the run's
+``metrics.json`` (:func:`medscope.activations.collect_outputs`: same batches,
+precision, memory layout and test-time augmentation), so the clean row equals
+the run's own test metrics. Per perturbation and severity:
+
+* AUC and ACC as ``medmnist.Evaluator`` computes them, balanced accuracy,
+  the ECE of ``analyze_inference.py`` and the fraction of predictions that
+  flip relative to the clean image;
+* on a seeded subset of images, how far the saliency map (Grad-CAM, or the
+  vanilla gradient) moves: RMSE, Pearson correlation and the overlap (IoU) of
+  the 10% most salient pixels, each map explaining the class the model
+  predicted on the clean image;
+* whether that shift predicts failure: the AUROC of each shift measure for
+  telling the images whose prediction flipped from those whose did not.
+
+The summary gives, per perturbation, the mean corruption error relative to
+clean: ``mCE = mean over severities of (1 - balanced acc) / (1 - clean
+balanced acc)``. Hendrycks & Dietterich (2019) normalise by AlexNet's error on
+the same corruption; MedMNIST has no such reference model, so the run's own
+clean error is the yardstick (1 = no worse than clean, 2 = twice the errors).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import atomic, cli
+from . import perturbations as pt
+from .cli import UsageError
+from .data import TASK_MULTILABEL, Split, batches, normalize
+from .metrics import acc_score, auc_score, predictions
+
+TOP_FRACTION = 0.10  # the "most salient" pixels compared by the IoU
+PERTURB_CHUNK = 256  # images perturbed at once; fixed so that --batch-size never changes the random draws
+SALIENCY_BATCH = 64  # images per Grad-CAM / gradient pass
+SHIFT_MEASURES = {  # name -> (column of the mean, how a larger shift reads)
+    "rmse": "saliency_rmse",
+    "pearson": "saliency_pearson",
+    "iou": "saliency_iou",
+}
+SALIENCY_METHODS = ("gradcam", "gradient")
+
+
+# --------------------------------------------------------------------------- measures
+
+def _balanced(y: np.ndarray, pred: np.ndarray) -> float:
+    classes = np.unique(y)
+    if not len(classes):
+        return float("nan")
+    return float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
+
+
+def balanced_accuracy(task: str, labels, probabilities) -> float:
+    """Mean recall over the classes present in ``labels``, with the project's predictions.
+
+    ``BA = 1/|K| sum_{k in K} #(pred = k and y = k) / #(y = k)`` over the set
+    ``K`` of true classes (``sklearn.metrics.balanced_accuracy_score``);
+    binary: the mean of sensitivity and specificity. Multi-label: each label
+    is its own binary problem and the result is the mean over labels of their
+    balanced accuracies. Predictions are :func:`medscope.metrics.predictions`
+    (threshold 0.5 for binary and multi-label, arg-max otherwise). In [0, 1].
+
+    >>> balanced_accuracy("binary-class", [[0], [1], [1], [1]], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    0.6666666666666666
+    """
+    y = np.asarray(labels)
+    pred = predictions(task, np.asarray(probabilities, dtype=np.float64))
+    if task == TASK_MULTILABEL:
+        y = y.astype(np.int64)
+        return float(np.mean([_balanced(y[:, j], pred[:, j]) for j in range(y.shape[1])]))
+    return _balanced(y.reshape(-1).astype(np.int64), np.asarray(pred).reshape(-1))
+
+
+def flipped(task: str, clean_predictions: np.ndarray, new_predictions: np.ndarray) -> np.ndarray:
+    """(N,) bool: the prediction differs from the clean one (multi-label: any label differs).
+
+    >>> flipped("multi-label, binary-class", np.array([[1, 0], [0, 0]]), np.array([[1, 0], [0, 1]])).tolist()
+    [False, True]
+    """
+    a, b = np.asarray(clean_predictions), np.asarray(new_predictions)
+    if task == TASK_MULTILABEL:
+        return (a != b).any(axis=1)
+    return a.reshape(-1) != b.reshape(-1)
+
+
+def top_mask(maps: torch.Tensor, fraction: float = TOP_FRACTION) -> torch.Tensor:
+    """(N, P) bool: the ``k = ceil(fraction * P)`` largest pixels of each flattened map (ties: lower index first).
+
+    >>> top_mask(torch.tensor([[0.1, 0.9, 0.5, 0.9]]), 0.5).tolist()
+    [[False, True, False, True]]
+    """
+    flat = maps.reshape(maps.shape[0], -1)
+    k = max(1, int(math.ceil(fraction * flat.shape[1])))
+    order = torch.argsort(-flat, dim=1, stable=True)[:, :k]
+    return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, True)
+
+
+def saliency_shift(reference: torch.Tensor, maps: torch.Tensor, top_fraction: float = TOP_FRACTION) -> dict:
+    """How far each map moved from its reference: RMSE, Pearson correlation and top-pixel IoU, per image.
+
+    Parameters
+    ----------
+    reference, maps : Tensor (N, *spatial), saliency maps scaled to [0, 1]
+        (clean and perturbed image; the same class explained in both).
+    top_fraction : the share of pixels (voxels) counted as "most salient".
+
+    Returns
+    -------
+    dict of float64 arrays (N,):
+        ``rmse = sqrt(mean_p (a_p - b_p)^2)`` in map units ([0, 1]; 0 = identical);
+        ``pearson = cov(a, b) / (sd(a) sd(b))`` over pixels, in [-1, 1] (1 = same
+        pattern); a constant map has no pattern: 1 when both maps are constant,
+        0 when only one is;
+        ``iou = |T(a) & T(b)| / |T(a) | T(b)|`` of the top-``top_fraction``
+        pixel sets (:func:`top_mask`), in [0, 1] (1 = same hot spot).
+
+    >>> a = torch.tensor([[[0.0, 0.5], [1.0, 0.0]]])
+    >>> s = saliency_shift(a, a.flip(2), top_fraction=0.25)
+    >>> [round(float(s[k][0]), 4) for k in ("rmse", "pearson", "iou")]
+    [0.7906, -0.8182, 0.0]
+    """
+    a = reference.reshape(reference.shape[0], -1).double()
+    b = maps.reshape(maps.shape[0], -1).double()
+    rmse = (a - b).pow(2).mean(dim=1).sqrt()
+    da, db = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    va, vb = da.pow(2).sum(dim=1), db.pow(2).sum(dim=1)
+    constant_a, constant_b = va <= 1e-24, vb <= 1e-24
+    pearson = (da * db).sum(dim=1) / (va * vb).sqrt().clamp_min(1e-300)
+    pearson = torch.where(constant_a & constant_b, torch.ones_like(pearson),
+                          torch.where(constant_a | constant_b, torch.zeros_like(pearson), pearson.clamp(-1, 1)))
+    ta, tb = top_mask(a, top_fraction), top_mask(b, top_fraction)
+    iou = (ta & tb).sum(dim=1).double() / (ta | tb).sum(dim=1).double()
+    return {"rmse": rmse.numpy(), "pearson": pearson.numpy(), "iou": iou.numpy()}
+
+
+def shift_scores(shift: dict) -> dict:
+    """Each shift measure turned so that larger means "moved more": RMSE, 1 - Pearson, 1 - IoU."""
+    return {"rmse": np.asarray(shift["rmse"]), "pearson": 1.0 - np.asarray(shift["pearson"]),
+            "iou": 1.0 - np.asarray(shift["iou"])}
+
+
+def flip_auroc(score: np.ndarray, is_flipped: np.ndarray) -> tuple[float, str]:
+    """AUROC of a shift score for telling flipped predictions from stable ones, and why it is NaN if it is.
+
+    0.5 is chance; 1: every flipped image's map moved more than every stable
+    one's. Undefined (NaN) when the images are all flipped or all stable.
+
+    >>> flip_auroc(np.array([0.1, 0.9, 0.3]), np.array([False, True, False]))
+    (1.0, '')
+    >>> flip_auroc(np.array([0.1, 0.9]), np.array([False, False]))[1]
+    'no prediction flipped among the 2 explained images'
+    """
+    from .uncertainty import error_auroc
+
+    is_flipped = np.asarray(is_flipped, dtype=bool)
+    if not len(is_flipped):
+        return float("nan"), "no images explained (--n-saliency 0)"
+    if not is_flipped.any():
+        return float("nan"), f"no prediction flipped among the {len(is_flipped)} explained images"
+    if is_flipped.all():
+        return float("nan"), f"every prediction flipped among the {len(is_flipped)} explained images"
+    return error_auroc(score, is_flipped), ""
+
+
+def mean_corruption_error(balanced_accuracies, clean_balanced_accuracy: float) -> float:
+    """Mean corruption error relative to clean: ``mean_s (1 - BA_s) / (1 - BA_clean)``.
+
+    ``BA`` is :func:`balanced_accuracy`; the mean runs over the severities
+    evaluated. 1: as many errors as on clean images; 2: twice as many. NaN
+    when the clean error is 0 (nothing to compare with). Hendrycks &
+    Dietterich normalise by AlexNet's error instead; here the run's own clean
+    error is the reference.
+
+    >>> round(mean_corruption_error([0.8, 0.6], 0.9), 6)  # errors 0.2 and 0.4 against 0.1
+    3.0
+    """
+    clean_error = 1.0 - float(clean_balanced_accuracy)
+    values = [1.0 - float(v) for v in balanced_accuracies]
+    if clean_error <= 0 or not values:
+        return float("nan")
+    return float(np.mean(values) / clean_error)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+@dataclass
+class Evaluation:
+    """What one forward pass over a (perturbed) split gave."""
+
+    probabilities: np.ndarray
+    logits: np.ndarray
+    explained_images: torch.Tensor  # uint8 images of the explained ids, as perturbed (CPU)
+    image_rmse: float  # RMSE from the clean images, in grey levels (0-255)
+
+
+@dataclass
+class Sweep:
+    """Everything a sweep measured."""
+
+    rows: list = field(default_factory=list)  # one per condition, clean first
+    per_image: list = field(default_factory=list)  # saliency shift per explained image and condition
+    examples: dict = field(default_factory=dict)  # (name, severity) -> (display images, display maps, probs)
+    seconds: dict = field(default_factory=dict)
+
+
+def evaluation_settings(ctx) -> dict:
+    """The precision, layout and test-time augmentation training evaluated this run with (as in metrics.json)."""
+    from .training import amp_dtype_for, memory_format_for
+
+    cfg = ctx.checkpoint.get("config") or ctx.run.info().get("config") or {}
+    return {"amp_dtype": amp_dtype_for(ctx.device, bool(cfg.get("amp", False))),
+            "memory_format": memory_format_for(ctx.info.spatial_dims, ctx.device),
+            "tta_flag": ctx.info.flag if cfg.get("tta") else None}
+
+
+def evaluate_perturbed(model, split: Split, perturbation: pt.Perturbation | None, severity: int, seed: int,
+                       task: str, device, settings: dict, explain_ids: np.ndarray, batch_size: int) -> Evaluation:
+    """Perturb ``split`` chunk by chunk and run it through training's own evaluation.
+
+    Chunks of :data:`PERTURB_CHUNK` images are perturbed in order with one
+    generator per (seed, perturbation, severity), so the images do not depend
+    on ``batch_size``. ``perturbation=None`` is the clean split.
+    """
+    from .activations import collect_outputs
+
+    generator = pt.make_generator(seed, perturbation.name, severity) if perturbation else None
+    probs, logits, explained, squared = [], [], [], 0.0
+    wanted = torch.as_tensor(explain_ids, dtype=torch.long)
+    for index in batches(split, PERTURB_CHUNK):
+        images = split.images[index] if not split.memmapped else torch.from_numpy(
+            np.ascontiguousarray(split.images.numpy()[index.numpy()]))
+        if perturbation is not None:
+            perturbed = perturbation(images.to(device), severity, generator=generator).cpu()
+            squared += float((perturbed.double() - images.double()).pow(2).sum())
+        else:
+            perturbed = images
+        out = collect_outputs(model, Split(perturbed, split.labels[index]), task, device,
+                              batch_size=min(batch_size, PERTURB_CHUNK), activations=False, **settings)
+        probs.append(out["probabilities"].numpy())
+        logits.append(out["logits"].numpy())
+        inside = wanted[(wanted >= index[0]) & (wanted <= index[-1])]
+        explained.append(perturbed[inside - index[0]])
+    total = split.images[:1].numel() * len(split)
+    return Evaluation(np.concatenate(probs), np.concatenate(logits), torch.cat(explained),
+                      math.sqrt(squared / total) if total else 0.0)
+
+
+def saliency_maps(model, images: torch.Tensor, targets: torch.Tensor, method: str, layer: str | None,
+                  device) -> torch.Tensor:
+    """(N, *spatial) maps in [0, 1] of uint8 ``images`` for ``targets``: Grad-CAM at ``layer`` or vanilla gradient."""
+    from .explain import GradCAM, vanilla_gradient
+
+    out = []
+    for start in range(0, len(images), SALIENCY_BATCH):
+        x = normalize(images[start:start + SALIENCY_BATCH].to(device))
+        t = targets[start:start + SALIENCY_BATCH]
+        if method == "gradcam":
+            with GradCAM(model, layer) as cam:
+                out.append(cam(x, t).maps.float().cpu())
+        else:
+            out.append(vanilla_gradient(model, x, t).maps.float().cpu())
+    if not out:
+        return torch.zeros((0, *images.shape[2:]))
+    return torch.cat(out)
+
+
+def middle_slices(array: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """What the example grid shows: a 2D image (C, H, W) or map (H, W) as it is; a 3D volume (C, D, H, W)
+    or map (D, H, W) as its three middle slices, axial | coronal | sagittal, side by side.
+
+    >>> middle_slices(np.zeros((1, 4, 5, 6)), 3).shape  # (5 x 6) | (4 x 6) | (4 x 5), padded to 5 rows
+    (1, 5, 17)
+    """
+    a = np.asarray(array)
+    if spatial_dims == 2:
+        return a
+    d, h, w = a.shape[-3:]
+    axial, coronal, sagittal = a[..., d // 2, :, :], a[..., :, h // 2, :], a[..., :, :, w // 2]
+    height = max(h, d)
+    pad = lambda s: np.pad(s, [(0, 0)] * (s.ndim - 2) + [(0, height - s.shape[-2]), (0, 0)])  # noqa: E731
+    return np.concatenate([pad(axial), pad(coronal), pad(sagittal)], axis=-1)
+
+
+def condition_row(name: str, severity: int, parameter, task: str, labels: np.ndarray, ev: Evaluation,
+                  clean_pred: np.ndarray, class_names: list[str]) -> dict:
+    from .inference import calibration
+
+    pred = predictions(task, ev.probabilities)
+    return {"perturbation": name, "severity": int(severity), "parameter": parameter,
+            "auc": auc_score(task, labels, ev.probabilities), "acc": acc_score(task, labels, ev.probabilities),
+            "balanced_acc": balanced_accuracy(task, labels, ev.probabilities),
+            "ece": calibration(task, ev.probabilities, labels, class_names)["ece"],
+            "flip_rate": float(flipped(task, clean_pred, pred).mean()) if len(pred) else float("nan"),
+            "image_rmse": ev.image_rmse, "n": int(len(labels))}
+
+
+def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed: int, method: str,
+              layer: str | None, n_saliency: int, n_examples: int, batch_size: int) -> Sweep:
+    """Clean split, then every perturbation at every severity: metrics, flips, saliency shifts, example maps."""
+    from .explain import choose_ids, select_targets
+
+    task, names, split = ctx.info.task, ctx.info.class_names, ctx.split
+    model = ctx.model
+    settings = evaluation_settings(ctx)
+    if settings["memory_format"] is not None:
+        model = model.to(memory_format=settings["memory_format"])
+    labels = split.labels.numpy()
+    n = len(split)
+    saliency_ids = choose_ids(n, n_saliency, seed) if n_saliency else np.zeros(0, dtype=np.int64)
+    example_ids = choose_ids(n, n_examples, seed) if n_examples else np.zeros(0, dtype=np.int64)
+    explain_ids = np.union1d(saliency_ids, example_ids).astype(np.int64)
+    sal_pos = np.searchsorted(explain_ids, saliency_ids)
+    ex_pos = np.searchsorted(explain_ids, example_ids)
+    side, dims = min(ctx.input_shape[1:]), ctx.info.spatial_dims
+    sweep = Sweep()
+    start = time.perf_counter()
+
+    clean = evaluate_perturbed(model, split, None, 0, seed, task, ctx.device, settings, explain_ids, batch_size)
+    clean_pred = predictions(task, clean.probabilities)
+    targets = select_targets("pred", task, torch.from_numpy(clean.logits)[explain_ids],
+                             split.labels[torch.as_tensor(explain_ids, dtype=torch.long)])
+    if task != TASK_MULTILABEL:  # the clean prediction (threshold 0.5 for binary) is the class explained
+        targets = torch.as_tensor(np.asarray(clean_pred).reshape(-1)[explain_ids], dtype=torch.long)
+    clean_maps = saliency_maps(model, clean.explained_images, targets, method, layer, ctx.device)
+    sweep.seconds["clean"] = time.perf_counter() - start
+
+    def record(name, severity, parameter, ev: Evaluation, maps: torch.Tensor):
+        row = condition_row(name, severity, parameter, task, labels, ev, clean_pred, names)
+        pred = predictions(task, ev.probabilities)
+        is_flipped = flipped(task, clean_pred, pred)
+        sal_flipped = is_flipped[saliency_ids]
+        row["n_saliency"] = int(len(saliency_ids))
+        row["n_flipped_saliency"] = int(sal_flipped.sum())
+        if len(saliency_ids):
+            shift = saliency_shift(clean_maps[sal_pos], maps[sal_pos])
+            scores = shift_scores(shift)
+            notes = []
+            for key, column in SHIFT_MEASURES.items():
+                row[column] = float(np.mean(shift[key]))
+                row[f"flip_auroc_{key}"], note = flip_auroc(scores[key], sal_flipped)
+                if note and note not in notes:
+                    notes.append(note)
+            row["flip_auroc_note"] = "; ".join(notes)
+            for k, image_id in enumerate(saliency_ids):
+                sweep.per_image.append({
+                    "perturbation": name, "severity": int(severity), "id": int(image_id),
+                    "label": _label_text(labels[image_id]), "clean_prediction": _label_text(clean_pred[image_id]),
+                    "prediction": _label_text(pred[image_id]), "flipped": bool(is_flipped[image_id]),
+                    "target": int(targets[sal_pos[k]]), "rmse": float(shift["rmse"][k]),
+                    "pearson": float(shift["pearson"][k]), "iou": float(shift["iou"][k])})
+        else:
+            row.update({column: float("nan") for column in SHIFT_MEASURES.values()})
+            row.update({f"flip_auroc_{key}": float("nan") for key in SHIFT_MEASURES})
+            row["flip_auroc_note"] = flip_auroc(np.zeros(0), np.zeros(0, dtype=bool))[1]
+        if len(example_ids):
+            probs = ev.probabilities[example_ids]
+            sweep.examples[(name, int(severity))] = (
+                [middle_slices(img, dims) for img in ev.explained_images[ex_pos].numpy()],
+                [middle_slices(m, dims) for m in maps[ex_pos].numpy()],
+                [_prediction_text(task, p, names) for p in probs],
+                [bool(f) for f in is_flipped[example_ids]])
+        sweep.rows.append(row)
+
+    record("clean", 0, None, clean, clean_maps)
+    conditions = [(perturbation, severity) for perturbation in chosen for severity in severities]
+    for perturbation, severity in cli.progress(conditions, desc="robustness", unit="condition"):
+        t0 = time.perf_counter()
+        ev = evaluate_perturbed(model, split, perturbation, severity, seed, task, ctx.device, settings,
+                                explain_ids, batch_size)
+        maps = saliency_maps(model, ev.explained_images, targets, method, layer, ctx.device)
+        record(perturbation.name, severity, perturbation.parameter(severity, side), ev, maps)
+        sweep.seconds[perturbation.name] = sweep.seconds.get(perturbation.name, 0.0) + time.perf_counter() - t0
+    sweep.example_ids = example_ids
+    sweep.saliency_ids = saliency_ids
+    return sweep
+
+
+def _label_text(value) -> str:
+    value = np.asarray(value).reshape(-1)
+    return str(int(value[0])) if value.size == 1 else ";".join(str(int(v)) for v in value)
+
+
+def _prediction_text(task: str, probs: np.ndarray, names: list[str]) -> str:
+    if task == TASK_MULTILABEL:
+        on = [str(j) for j in np.flatnonzero(probs > 0.5)]
+        return "pred: " + (",".join(on) or "none")
+    k = int(np.asarray(predictions(task, probs[None]))[0])
+    name = names[k] if len(names[k]) <= 12 else names[k][:11] + "…"
+    return f"{name} {probs[k]:.2f}"
+
+
+# --------------------------------------------------------------------------- summary
+
+def summarize(rows: list[dict], per_image: list[dict], tolerance: float) -> list[dict]:
+    """One row per perturbation (mean over its severities) and an ``overall`` row."""
+    clean = rows[0]
+    out = []
+    by_name: dict[str, list[dict]] = {}
+    for row in rows[1:]:
+        by_name.setdefault(row["perturbation"], []).append(row)
+    for name, group in by_name.items():
+        accs = [r["acc"] for r in group]
+        worst = min(group, key=lambda r: r["acc"])
+        below = [r["severity"] for r in group if r["acc"] < clean["acc"] - tolerance]
+        images = [p for p in per_image if p["perturbation"] == name]
+        entry = {"perturbation": name, "severities": " ".join(str(r["severity"]) for r in group),
+                 "mean_ce": float(np.mean([1 - r["balanced_acc"] for r in group])), "clean_ce": 1 - clean["balanced_acc"],
+                 "mce": mean_corruption_error([r["balanced_acc"] for r in group], clean["balanced_acc"]),
+                 "mean_acc": float(np.mean(accs)), "mean_auc": float(np.nanmean([r["auc"] for r in group]))
+                 if any(r["auc"] == r["auc"] for r in group) else float("nan"),
+                 "worst_acc": worst["acc"], "worst_severity": worst["severity"],
+                 "first_severity_below": below[0] if below else None,
+                 "mean_flip_rate": float(np.mean([r["flip_rate"] for r in group])),
+                 "mean_image_rmse": float(np.mean([r["image_rmse"] for r in group]))}
+        entry.update(_pooled_shift(images, group))
+        out.append(entry)
+    if out:
+        overall = {"perturbation": "overall", "severities": out[0]["severities"],
+                   "clean_ce": 1 - clean["balanced_acc"]}
+        for key in ("mean_ce", "mce", "mean_acc", "mean_auc", "mean_flip_rate", "mean_image_rmse"):
+            values = [o[key] for o in out if o[key] == o[key]]
+            overall[key] = float(np.mean(values)) if values else float("nan")
+        worst = min(out, key=lambda o: o["worst_acc"])
+        overall.update(worst_acc=worst["worst_acc"], worst_severity=worst["worst_severity"])
+        overall.update(_pooled_shift(per_image, rows[1:]))
+        out.append(overall)
+    return out
+
+
+def _pooled_shift(images: list[dict], group: list[dict]) -> dict:
+    """Mean shift over the conditions, and the AUROC over every explained image of every condition pooled."""
+    result = {column: _nanmean([r.get(column) for r in group]) for column in SHIFT_MEASURES.values()}
+    flips = np.array([p["flipped"] for p in images], dtype=bool)
+    scores = shift_scores({k: np.array([p[k] for p in images], dtype=np.float64) for k in SHIFT_MEASURES})
+    notes = []
+    for key in SHIFT_MEASURES:
+        result[f"flip_auroc_{key}"], note = flip_auroc(scores[key], flips)
+        if note and note not in notes:
+            notes.append(note)
+    result["n_flipped_saliency"] = int(flips.sum())
+    result["n_saliency_pairs"] = int(len(flips))
+    result["flip_auroc_note"] = "; ".join(notes)
+    return result
+
+
+def _nanmean(values) -> float:
+    values = [float(v) for v in values if v is not None and v == v]
+    return float(np.mean(values)) if values else float("nan")
+
+
+RESULT_COLUMNS = ["perturbation", "severity", "parameter", "n", "auc", "acc", "balanced_acc", "ece", "flip_rate",
+                  "corruption_error", "relative_ce", "image_rmse", "n_saliency", "n_flipped_saliency",
+                  "saliency_rmse", "saliency_pearson", "saliency_iou", "flip_auroc_rmse", "flip_auroc_pearson",
+                  "flip_auroc_iou", "flip_auroc_note"]
+SUMMARY_COLUMNS = ["perturbation", "severities", "mce", "mean_ce", "clean_ce", "mean_acc", "mean_auc", "worst_acc",
+                   "worst_severity", "first_severity_below", "mean_flip_rate", "mean_image_rmse", "saliency_rmse",
+                   "saliency_pearson", "saliency_iou", "n_saliency_pairs", "n_flipped_saliency", "flip_auroc_rmse",
+                   "flip_auroc_pearson", "flip_auroc_iou", "flip_auroc_note"]
+PER_IMAGE_COLUMNS = ["perturbation", "severity", "id", "label", "clean_prediction", "prediction", "flipped", "target",
+                     "rmse", "pearson", "iou"]
+
+
+def add_relative_errors(rows: list[dict]) -> None:
+    """``corruption_error = 1 - balanced acc`` and ``relative_ce`` = that over the clean one, per row."""
+    clean_error = 1.0 - rows[0]["balanced_acc"]
+    for row in rows:
+        row["corruption_error"] = 1.0 - row["balanced_acc"]
+        row["relative_ce"] = row["corruption_error"] / clean_error if clean_error > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- the CLI
+
+def severity(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= len(pt.SEVERITIES):
+        raise argparse.ArgumentTypeError(f"expected a severity from 1 to {len(pt.SEVERITIES)}, got {text!r}")
+    return value
+
+
+def add_arguments(parser) -> None:
+    from .explain import add_run_arguments, non_negative_int
+
+    add_run_arguments(parser, batch_size=256)
+    parser.add_argument("--perturbations", nargs="+", default=None, metavar="NAME",
+                        help="perturbations to apply (default: all that apply to the run's images); 2D: "
+                             f"{', '.join(pt.available(2))}; 3D: {', '.join(pt.available(3))}")
+    parser.add_argument("--severities", nargs="+", type=severity, default=None, metavar="S",
+                        help="severities 1-5 to apply (default: all five)")
+    parser.add_argument("--saliency", choices=SALIENCY_METHODS, default="gradcam",
+                        help="saliency map whose shift is measured: gradcam (default) or gradient (vanilla)")
+    parser.add_argument("--layer", default=None, metavar="NAME",
+                        help="Grad-CAM layer (default: the last block whose output is larger than 1 pixel)")
+    parser.add_argument("--n-saliency", type=non_negative_int, default=100, metavar="N",
+                        help="images (seeded) whose saliency shift is measured; 0 skips it (default: 100)")
+    parser.add_argument("--n-examples", type=non_negative_int, default=3, metavar="N",
+                        help="images shown perturbed with their saliency at every severity (default: 3)")
+    parser.add_argument("--tolerance", type=cli.probability, default=0.05,
+                        help="the report names the first severity where ACC is more than this below clean "
+                             "(default: 0.05)")
+
+
+def parse_perturbation_names(values) -> list[str] | None:
+    """``--perturbations a b`` or ``a,b``: names, split on commas."""
+    if not values:
+        return None
+    names = [part for value in values for part in re.split(r"[,\s]+", value) if part]
+    if not names:
+        raise UsageError("--perturbations: give at least one name")
+    return names
+
+
+def run(args) -> int:
+    from . import robustness_plots
+    from .explain import open_run, resolve_layer
+
+    names = parse_perturbation_names(args.perturbations)
+    severities = sorted(set(args.severities)) if args.severities else list(pt.SEVERITIES)
+    ctx = open_run(args)
+    chosen = pt.select(names, ctx.info.spatial_dims)
+    layer = resolve_layer(ctx.model, args.layer, ctx.input_shape, ctx.device) if args.saliency == "gradcam" else None
+    if args.saliency == "gradient" and args.layer is not None:
+        raise UsageError("--layer applies to --saliency gradcam only")
+    method_label = "Grad-CAM" if args.saliency == "gradcam" else "vanilla gradient"
+    n_conditions = len(chosen) * len(severities)
+    print(f"robustness of {ctx.run.name} ({ctx.split_name}, {len(ctx.split)} images): {len(chosen)} perturbations x "
+          f"{len(severities)} severities; {method_label} shift on {min(args.n_saliency, len(ctx.split))} images "
+          f"on {ctx.device}")
+    start = time.perf_counter()
+    sweep = run_sweep(ctx, chosen, severities, seed=args.seed, method=args.saliency, layer=layer,
+                      n_saliency=args.n_saliency, n_examples=args.n_examples, batch_size=args.batch_size)
+    seconds = time.perf_counter() - start
+    add_relative_errors(sweep.rows)
+    summary_rows = summarize(sweep.rows, sweep.per_image, args.tolerance)
+
+    clean = sweep.rows[0]
+    stored = _stored_metrics(ctx, args)
+    side = min(ctx.input_shape[1:])
+    info = {
+        "run": ctx.run.name, "split": ctx.split_name, "checkpoint": args.checkpoint, "task": ctx.info.task,
+        "n_images": len(ctx.split), "seed": args.seed, "severities": severities,
+        "perturbations": {p.name: {"description": p.description, "unit": p.unit,
+                                   "parameters": [p.parameter(s, side) for s in severities],
+                                   "scales_with_size": p.scales_with_size} for p in chosen},
+        "image_side": side, "spatial_dims": ctx.info.spatial_dims, "saliency": {"method": method_label, "layer": layer, "n_images": len(sweep.saliency_ids),
+                                         "top_fraction": TOP_FRACTION,
+                                         "target": "the class predicted on the clean image"},
+        "tolerance": args.tolerance, "seconds": round(seconds, 2),
+        "clean": {k: clean[k] for k in ("auc", "acc", "balanced_acc", "ece")},
+        "run_metrics": stored,
+        "clean_matches_run_metrics": None if stored is None else bool(
+            _same(stored.get("auc"), clean["auc"]) and _same(stored.get("acc"), clean["acc"])),
+        "mce_definition": "mean over severities of (1 - balanced accuracy) / (1 - clean balanced accuracy); "
+                          "normalised by the run's clean error, not AlexNet's (Hendrycks & Dietterich 2019)",
+        "balanced_accuracy_definition": "mean recall over the true classes; multi-label: mean over labels of each "
+                                        "label's balanced accuracy",
+        "flip_definition": "prediction differs from the clean one (multi-label: any label differs)",
+        "summary": summary_rows,
+    }
+
+    folder = ctx.run.path / "robustness"
+    written = [atomic.write_csv(folder / "robustness_results.csv", sweep.rows, RESULT_COLUMNS),
+               atomic.write_csv(folder / "robustness_summary.csv", summary_rows, SUMMARY_COLUMNS),
+               atomic.write_csv(folder / "robustness_per_image.csv", sweep.per_image, PER_IMAGE_COLUMNS),
+               atomic.write_json(folder / "robustness_summary.json", info)]
+    tag = f"{ctx.run.name} ({ctx.split_name}), seed {args.seed}"
+    written.append(robustness_plots.measures_vs_severity(folder / "robustness_measures.png", sweep.rows,
+                                                         f"robustness — {tag}; saliency: {method_label}"))
+    written.append(robustness_plots.acc_heatmap(folder / "robustness_acc_heatmap.png", sweep.rows,
+                                                f"ACC per perturbation and severity — {tag}"))
+    for k, image_id in enumerate(sweep.example_ids):
+        label = ctx.info.class_names[int(ctx.split.labels[image_id].view(-1)[0])] \
+            if ctx.info.task != TASK_MULTILABEL else _label_text(ctx.split.labels[image_id].numpy())
+        written.append(robustness_plots.example_grid(
+            folder / f"robustness_examples_{int(image_id):05d}.png", sweep.examples, k,
+            [p.name for p in chosen], severities,
+            f"image {int(image_id)} (true: {label}) — {method_label} of the clean prediction — {tag}"
+            + ("\n3D: middle axial | coronal | sagittal slices" if ctx.info.spatial_dims == 3 else "")))
+    written.append(atomic.write_text(folder / "robustness_report.md", report_markdown(info, sweep.rows)))
+    _drop_stale_examples(ctx.run, folder, {Path(p).name for p in written})
+    ctx.run.add_artifacts([Path(p).resolve() for p in written], created_by="explain.py")
+
+    overall = summary_rows[-1] if summary_rows else None
+    print(f"clean: AUC {clean['auc']:.3f}  ACC {clean['acc']:.3f}"
+          + ("" if info["clean_matches_run_metrics"] is None else
+             f" ({'equal to' if info['clean_matches_run_metrics'] else 'differs from'} the run's metrics.json)"))
+    if overall:
+        print(f"mean over perturbations: ACC {overall['mean_acc']:.3f}, mCE {_fmt(overall['mce'], 2)} "
+              f"(1 = clean error), flip rate {_pct(overall['mean_flip_rate'])}; {n_conditions} conditions in "
+              f"{seconds:.1f}s")
+    print(f"wrote {len(written)} files to {folder}")
+    return 0
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return False
+    return (a != a and b != b) or a == b
+
+
+def _stored_metrics(ctx, args) -> dict | None:
+    """The run's own metrics of this split (metrics.json, best checkpoint; val and test only)."""
+    import json
+
+    if args.checkpoint != "best" or ctx.split_name not in ("val", "test"):
+        return None
+    try:
+        metrics = json.loads((ctx.run.path / "metrics.json").read_text())[ctx.split_name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {"auc": metrics.get("auc"), "acc": metrics.get("acc")}
+
+
+def _drop_stale_examples(run, folder: Path, keep: set[str]) -> None:
+    """Remove example figures of other images that an earlier call left (and their records in run.json)."""
+    pattern = re.compile(r"^robustness_examples_\d+\.png$")
+    stale = [p for p in folder.glob("robustness_examples_*.png") if pattern.match(p.name) and p.name not in keep]
+    if not stale:
+        return
+    for path in stale:
+        path.unlink(missing_ok=True)
+    gone = {str(p.resolve().relative_to(run.path.resolve())) for p in stale}
+    info = run.info()
+    run.update(artifacts=[a for a in info.get("artifacts", []) if a.get("path") not in gone])
+
+
+# --------------------------------------------------------------------------- the report
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.0f}%"
+
+
+def _auroc_words(value) -> str:
+    if value is None or value != value:
+        return "undefined"
+    if value >= 0.8:
+        return "a strong warning sign"
+    if value >= 0.65:
+        return "a useful warning sign"
+    if value > 0.55:
+        return "a weak warning sign"
+    return "no better than chance"
+
+
+def report_markdown(info: dict, rows: list[dict]) -> str:
+    """``robustness_report.md``: the sweep in plain words."""
+    clean = rows[0]
+    summary = [s for s in info["summary"] if s["perturbation"] != "overall"]
+    overall = next((s for s in info["summary"] if s["perturbation"] == "overall"), None)
+    sal = info["saliency"]
+    lines = [f"# How robust is the model? — {info['run']}", "",
+             f"{info['n_images']} {info['split']} images ({info['task']}), each perturbed in "
+             f"{len(summary)} ways at severities {', '.join(map(str, info['severities']))} (seed {info['seed']}). "
+             f"The perturbed images went through the same evaluation as the run's own test metrics.", ""]
+    match = info["clean_matches_run_metrics"]
+    check = "" if match is None else (" — the same as in the run's `metrics.json`." if match else
+                                      " — **not** the same as the run's `metrics.json` (another device or "
+                                      "software version gives slightly different numbers).")
+    lines += ["## In short", "",
+              f"- On clean images: AUC {_fmt(clean['auc'])}, ACC {_fmt(clean['acc'])}, balanced accuracy "
+              f"{_fmt(clean['balanced_acc'])}, ECE {_fmt(clean['ece'])}{check}"]
+    if summary:
+        hurt = max(summary, key=lambda s: (s["mce"] if s["mce"] == s["mce"] else -1, -s["mean_acc"]))
+        worst = min(summary, key=lambda s: s["worst_acc"])
+        lines.append(f"- The perturbation that hurts most is **{hurt['perturbation'].replace('_', ' ')}**: mean "
+                     f"corruption error {_fmt(hurt['mce'], 2)}× the clean one, mean ACC {_fmt(hurt['mean_acc'])}. "
+                     f"The lowest accuracy of all, {_fmt(worst['worst_acc'])}, comes with "
+                     f"{worst['perturbation'].replace('_', ' ')} at severity {worst['worst_severity']}.")
+        least = min(summary, key=lambda s: (s["mce"] if s["mce"] == s["mce"] else math.inf, -s["mean_acc"]))
+        lines.append(f"- The least harmful is {least['perturbation'].replace('_', ' ')} (mCE {_fmt(least['mce'], 2)}, "
+                     f"mean ACC {_fmt(least['mean_acc'])}).")
+        if overall:
+            lines.append(f"- Averaged over every perturbation and severity: ACC {_fmt(overall['mean_acc'])}, "
+                         f"mCE {_fmt(overall['mce'], 2)} (1 means as many errors as on clean images), and "
+                         f"{_pct(overall['mean_flip_rate'])} of predictions change.")
+        unchanged = [s["perturbation"].replace("_", " ") for s in summary if s["mean_image_rmse"] < 0.5]
+        if unchanged:
+            lines.append(f"- These left the images (almost) unchanged, so they test nothing here: "
+                         f"{', '.join(unchanged)} (e.g. gamma and contrast do little to black-and-white masks).")
+        if overall and sal["n_images"]:
+            best_key = max(SHIFT_MEASURES, key=lambda k: overall[f"flip_auroc_{k}"]
+                           if overall[f"flip_auroc_{k}"] == overall[f"flip_auroc_{k}"] else -1)
+            value = overall[f"flip_auroc_{best_key}"]
+            if value == value:
+                lines.append(f"- Does the saliency shift warn of failure? Pooled over all perturbations, the "
+                             f"{_measure_words(best_key)} separates flipped from stable predictions with AUROC "
+                             f"{_fmt(value)} ({_auroc_words(value)}; 0.5 is chance), over "
+                             f"{overall['n_flipped_saliency']} flips among {overall['n_saliency_pairs']} "
+                             f"explained image-perturbation pairs.")
+            else:
+                lines.append(f"- Whether the saliency shift warns of failure cannot be said: "
+                             f"{overall['flip_auroc_note']}.")
+    lines += ["", f"## When accuracy falls more than {info['tolerance']:g} below clean ({_fmt(clean['acc'])})", ""]
+    for s in summary:
+        name = s["perturbation"].replace("_", " ")
+        if s["first_severity_below"] is None:
+            lines.append(f"- {name}: never, at the severities tried (lowest ACC {_fmt(s['worst_acc'])}).")
+        else:
+            lines.append(f"- {name}: from severity {s['first_severity_below']} (lowest ACC {_fmt(s['worst_acc'])} at "
+                         f"severity {s['worst_severity']}).")
+    lines += ["", "## Per perturbation", "",
+              "| perturbation | mCE | mean ACC | worst ACC (severity) | flips | saliency RMSE | Pearson | top-10% IoU "
+              "| flip AUROC (RMSE / 1−r / 1−IoU) |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s in summary + ([overall] if overall else []):
+        lines.append(f"| {s['perturbation'].replace('_', ' ')} | {_fmt(s['mce'], 2)} | {_fmt(s['mean_acc'])} | "
+                     f"{_fmt(s['worst_acc'])} ({s['worst_severity']}) | {_pct(s['mean_flip_rate'])} | "
+                     f"{_fmt(s['saliency_rmse'])} | {_fmt(s['saliency_pearson'])} | {_fmt(s['saliency_iou'])} | "
+                     f"{_fmt(s['flip_auroc_rmse'])} / {_fmt(s['flip_auroc_pearson'])} / {_fmt(s['flip_auroc_iou'])} |")
+    lines += ["", "## The perturbations", "", "| perturbation | parameter | " +
+              " | ".join(f"severity {s}" for s in info["severities"]) + " |",
+              "| --- | --- |" + " ---: |" * len(info["severities"])]
+    for name, p in info["perturbations"].items():
+        values = " | ".join(f"{v:g}" for v in p["parameters"])
+        lines.append(f"| {p['description']} (`{name}`) | {p['unit']} | {values} |")
+    side = info["image_side"]
+    lines += ["", f"Spatial parameters are given for 28 px images and scaled by {side}/28 for these "
+              f"{side} px images.", "",
+              "## What the numbers mean", "",
+              "- **ACC / AUC**: as MedMNIST's evaluator computes them. **Balanced accuracy**: "
+              + info["balanced_accuracy_definition"] + ".",
+              "- **ECE**: expected calibration error with 15 equal-width confidence bins, as in "
+              "`analyze_inference.py` (0 = perfectly calibrated).",
+              "- **flips**: the share of images whose " + info["flip_definition"] + ".",
+              "- **mCE** (mean corruption error): " + info["mce_definition"] + ". 1 means no worse than clean.",
+              f"- **saliency shift** ({sal['method']}{' at ' + sal['layer'] if sal['layer'] else ''}, on "
+              f"{sal['n_images']} seeded images, explaining {sal['target']}): RMSE between the clean and perturbed "
+              "maps (each scaled to [0, 1]; 0 = unchanged), Pearson correlation (1 = same pattern) and the overlap "
+              f"(IoU) of the {int(100 * sal['top_fraction'])}% most salient pixels (1 = same hot spot).",
+              "- **flip AUROC**: how well each shift (RMSE, 1 − Pearson, 1 − IoU) singles out the images whose "
+              "prediction flipped: the chance that a flipped image's map moved more than a stable one's "
+              "(0.5 = chance, 1 = perfect; undefined when nothing or everything flipped).", "",
+              "Files: `robustness_results.csv` (one row per perturbation and severity), `robustness_summary.csv`, "
+              "`robustness_per_image.csv` (saliency shift of every explained image), `robustness_summary.json`, "
+              "`robustness_measures.png` (each measure against severity), `robustness_acc_heatmap.png`, and "
+              "`robustness_examples_<id>.png`: a few images at every severity with their saliency overlaid"
+              + (" (3D volumes as the middle axial, coronal and sagittal slices side by side)"
+                 if info.get("spatial_dims") == 3 else "") + ".", ""]
+    return "\n".join(lines)
+
+
+def _measure_words(key: str) -> str:
+    return {"rmse": "RMSE between the maps", "pearson": "loss of correlation between the maps (1 − Pearson)",
+            "iou": "loss of overlap of the hottest pixels (1 − IoU)"}[key]

@@ -1,0 +1,224 @@
+"""medscope.robustness and ``explain.py robustness``: the measures by hand and against sklearn, and whole sweeps on
+real 2D and 3D runs whose clean row is the run's own test metrics."""
+from __future__ import annotations
+
+import csv
+import doctest
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+import explain
+from conftest import ROOT, copy_run
+from medscope import cli, menu, robustness
+from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL
+
+
+def run_explain(*argv) -> int:
+    return cli.run(explain.main, list(argv))
+
+
+def read_csv(path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def number(text: str) -> float:
+    return float("nan") if text in ("", "nan") else float(text)
+
+
+# ------------------------------------------------------------------ measures
+
+def test_balanced_accuracy_equals_sklearn_on_the_project_predictions():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(50, 1))
+    probs = rng.dirichlet(np.ones(3), size=50)
+    assert robustness.balanced_accuracy(TASK_MULTICLASS, labels, probs) == pytest.approx(
+        balanced_accuracy_score(labels[:, 0], probs.argmax(axis=1)))
+    labels = rng.integers(0, 2, size=(40, 1))
+    p1 = rng.random(40)
+    probs = np.stack([1 - p1, p1], axis=1)
+    assert robustness.balanced_accuracy(TASK_BINARY, labels, probs) == pytest.approx(
+        balanced_accuracy_score(labels[:, 0], (p1 > 0.5).astype(int)))
+
+
+def test_multilabel_balanced_accuracy_is_the_mean_over_labels():
+    labels = np.array([[1, 0], [0, 0], [1, 1], [0, 1]])
+    probs = np.array([[0.9, 0.2], [0.6, 0.1], [0.8, 0.4], [0.1, 0.7]])  # label 0: 1 false positive; label 1: 1 miss
+    expected = np.mean([(1.0 + 0.5) / 2, (1.0 + 0.5) / 2])
+    assert robustness.balanced_accuracy(TASK_MULTILABEL, labels, probs) == pytest.approx(expected)
+    assert robustness.flipped(TASK_MULTILABEL, labels, labels[[0, 1, 3, 2]]).tolist() == [False, False, True, True]
+
+
+def test_saliency_shift_by_hand_and_against_numpy():
+    rng = np.random.default_rng(1)
+    a = torch.from_numpy(rng.random((4, 6, 5)))
+    b = torch.from_numpy(rng.random((4, 6, 5)))
+    same = robustness.saliency_shift(a, a.clone())
+    assert np.allclose(same["rmse"], 0) and np.allclose(same["pearson"], 1) and np.allclose(same["iou"], 1)
+    s = robustness.saliency_shift(a, b)
+    flat_a, flat_b = a.reshape(4, -1).numpy(), b.reshape(4, -1).numpy()
+    np.testing.assert_allclose(s["rmse"], np.sqrt(((flat_a - flat_b) ** 2).mean(axis=1)))
+    np.testing.assert_allclose(s["pearson"], [np.corrcoef(x, y)[0, 1] for x, y in zip(flat_a, flat_b)])
+    k = math.ceil(0.1 * 30)  # 3 of 30 pixels
+    for i in range(4):
+        top_a, top_b = set(np.argsort(-flat_a[i])[:k]), set(np.argsort(-flat_b[i])[:k])
+        assert s["iou"][i] == pytest.approx(len(top_a & top_b) / len(top_a | top_b))
+
+
+def test_constant_maps_have_no_pattern_to_correlate():
+    zero, ramp = torch.zeros(1, 4, 4), torch.linspace(0, 1, 16).view(1, 4, 4)
+    assert robustness.saliency_shift(zero, zero)["pearson"].tolist() == [1.0]
+    assert robustness.saliency_shift(zero, ramp)["pearson"].tolist() == [0.0]
+
+
+def test_flip_auroc_is_sklearns_and_says_why_when_undefined():
+    score, flips = np.array([0.3, 0.1, 0.8, 0.5, 0.2]), np.array([False, False, True, False, True])
+    assert robustness.flip_auroc(score, flips) == (pytest.approx(roc_auc_score(flips, score)), "")
+    value, note = robustness.flip_auroc(score, np.ones(5, dtype=bool))
+    assert math.isnan(value) and note == "every prediction flipped among the 5 explained images"
+
+
+def test_mean_corruption_error_is_relative_to_the_clean_error():
+    assert robustness.mean_corruption_error([0.7, 0.5, 0.4], 0.8) == pytest.approx((0.3 + 0.5 + 0.6) / 3 / 0.2)
+    assert math.isnan(robustness.mean_corruption_error([0.7], 1.0))
+
+
+def test_docstring_examples():
+    assert doctest.testmod(robustness).failed == 0
+
+
+# ------------------------------------------------------------------ end to end
+
+@pytest.fixture
+def run2d(run_2d, tmp_path):
+    return copy_run(run_2d, tmp_path)
+
+
+@pytest.fixture
+def run3d(run_3d, tmp_path):
+    return copy_run(run_3d, tmp_path)
+
+
+FILES = {"robustness_results.csv", "robustness_summary.csv", "robustness_per_image.csv", "robustness_summary.json",
+         "robustness_measures.png", "robustness_acc_heatmap.png", "robustness_report.md"}
+
+
+def check_sweep(run, perturbations, severities, n_saliency, n_examples):
+    """Every file present and recorded, values in range, and the clean row equal to the run's own test metrics."""
+    folder = run / "robustness"
+    names = {p.name for p in folder.iterdir()}
+    examples = {n for n in names if n.startswith("robustness_examples_")}
+    assert names - examples == FILES and len(examples) == n_examples
+    recorded = {a["path"]: a["created_by"] for a in json.loads((run / "run.json").read_text())["artifacts"]}
+    assert all(recorded.get(f"robustness/{n}") == "explain.py" for n in names)
+
+    rows = read_csv(folder / "robustness_results.csv")
+    assert [(r["perturbation"], int(r["severity"])) for r in rows] == [("clean", 0)] + [
+        (p, s) for p in perturbations for s in severities]
+    clean = rows[0]
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    assert float(clean["auc"]) == metrics["auc"] and float(clean["acc"]) == metrics["acc"]  # exactly
+    assert float(clean["flip_rate"]) == 0 and float(clean["image_rmse"]) == 0
+    assert (float(clean["saliency_rmse"]), float(clean["saliency_pearson"]), float(clean["saliency_iou"])) == (0, 1, 1)
+    for r in rows:
+        assert int(r["n"]) == metrics["n"] and int(r["n_saliency"]) == n_saliency
+        for key in ("auc", "acc", "balanced_acc", "ece", "flip_rate", "saliency_rmse", "saliency_iou"):
+            assert 0 <= float(r[key]) <= 1, (key, r)
+        assert -1 <= float(r["saliency_pearson"]) <= 1
+        assert float(r["corruption_error"]) == pytest.approx(1 - float(r["balanced_acc"]))
+        for key in ("rmse", "pearson", "iou"):
+            value = number(r[f"flip_auroc_{key}"])
+            assert (0 <= value <= 1) if value == value else r["flip_auroc_note"]
+    for p in perturbations:  # the images move further from the clean ones with every severity
+        distances = [float(r["image_rmse"]) for r in rows if r["perturbation"] == p]
+        assert all(a < b for a, b in zip(distances, distances[1:]))
+
+    per_image = read_csv(folder / "robustness_per_image.csv")
+    assert len(per_image) == n_saliency * len(rows)
+    for r in rows:  # each row's AUROC is the one of its own explained images
+        mine = [p for p in per_image if (p["perturbation"], p["severity"]) == (r["perturbation"], r["severity"])]
+        flips = np.array([p["flipped"] == "True" for p in mine])
+        assert int(r["n_flipped_saliency"]) == flips.sum()
+        assert float(r["saliency_rmse"]) == pytest.approx(np.mean([float(p["rmse"]) for p in mine]))
+        if 0 < flips.sum() < len(flips):
+            assert float(r["flip_auroc_iou"]) == pytest.approx(
+                roc_auc_score(flips, [1 - float(p["iou"]) for p in mine]))
+
+    summary = read_csv(folder / "robustness_summary.csv")
+    assert [s["perturbation"] for s in summary] == list(perturbations) + ["overall"]
+    clean_error = 1 - float(clean["balanced_acc"])
+    for s in summary[:-1]:
+        errors = [1 - float(r["balanced_acc"]) for r in rows if r["perturbation"] == s["perturbation"]]
+        assert number(s["mce"]) == pytest.approx(np.mean(errors) / clean_error)
+    info = json.loads((folder / "robustness_summary.json").read_text())
+    assert info["clean_matches_run_metrics"] is True
+    report = (folder / "robustness_report.md").read_text()
+    assert "How robust is the model?" in report and "hurts most" in report and "the same as in the run's" in report
+    return rows
+
+
+def test_a_2d_sweep_writes_every_file_and_its_clean_row_is_the_runs_test_metrics(run2d, capsys):
+    code = run_explain("robustness", "--run", str(run2d), "--perturbations", "gaussian_noise,contrast_down",
+                       "--severities", "5", "2", "--n-saliency", "24", "--n-examples", "2", "--seed", "4")
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "equal to the run's metrics.json" in out
+    rows = check_sweep(run2d, ["gaussian_noise", "contrast_down"], [2, 5], 24, 2)
+    assert float(rows[-1]["image_rmse"]) > 30  # contrast 0.35 flattens a breast ultrasound by ~30 grey levels
+
+    # the same seed gives the same images and predictions, whatever the batch size; vanilla gradients instead of
+    # Grad-CAM; figures of images no longer shown are removed (and their records)
+    code = run_explain("robustness", "--run", str(run2d), "--perturbations", "contrast_down", "--severities", "5",
+                       "--n-saliency", "24", "--n-examples", "1", "--seed", "4", "--batch-size", "100",
+                       "--saliency", "gradient")
+    assert code == 0, capsys.readouterr().err
+    again = check_sweep(run2d, ["contrast_down"], [5], 24, 1)
+    same = ("auc", "acc", "balanced_acc", "ece", "flip_rate", "image_rmse")
+    assert [again[-1][k] for k in same] == [rows[-1][k] for k in same]
+    assert again[-1]["saliency_rmse"] != rows[-1]["saliency_rmse"]
+    info = json.loads((run2d / "robustness" / "robustness_summary.json").read_text())
+    assert info["saliency"]["method"] == "vanilla gradient" and info["saliency"]["layer"] is None
+
+
+def test_a_3d_sweep_shows_middle_slices(run3d, capsys):
+    code = run_explain("robustness", "--run", str(run3d), "--perturbations", "motion_blur", "--severities", "3",
+                       "--n-saliency", "6", "--n-examples", "1")
+    assert code == 0, capsys.readouterr().err
+    check_sweep(run3d, ["motion_blur"], [3], 6, 1)
+    info = json.loads((run3d / "robustness" / "robustness_summary.json").read_text())
+    assert info["saliency"]["layer"] == "backbone.layer3.1"  # at 28^3 layer4 is a single voxel
+    assert info["perturbations"]["motion_blur"]["parameters"] == [3.5]
+    assert "the middle axial, coronal and sagittal slices" in (run3d / "robustness" / "robustness_report.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--perturbations", "fog"], "unknown perturbation 'fog'; for 2D images choose from: gaussian_noise"),
+    (["--severities", "6"], "expected a severity from 1 to 5, got '6'"),
+    (["--severities", "0"], "expected a severity from 1 to 5, got '0'"),
+    (["--saliency", "gradient", "--layer", "backbone.layer3.1"], "--layer applies to --saliency gradcam only"),
+    (["--layer", "backbone.layer9"], "is not a layer of this model"),
+])
+def test_bad_input_is_one_line_and_exit_2_with_nothing_written(run2d, capsys, argv, message):
+    assert run_explain("robustness", "--run", str(run2d), *argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (run2d / "robustness").exists()
+
+
+def test_a_2d_only_perturbation_on_a_3d_run_is_refused(run3d, capsys):
+    assert run_explain("robustness", "--run", str(run3d), "--perturbations", "jpeg") == 2
+    err = capsys.readouterr().err
+    assert "'jpeg' applies to 2D images only; for 3D images choose from: gaussian_noise" in err
+    assert not (run3d / "robustness").exists()
+
+
+def test_the_menu_offers_robustness_among_the_explain_subcommands():
+    session = menu.Session(script_dir=ROOT)
+    session.current_script = "explain"
+    options = [o.value for o in menu.subcommand_choices(session, {}).options]
+    assert options == ["gradcam", "saliency", "uncertainty", "robustness"]
