@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.utils.data
 
 from . import atomic
 from .cli import UsageError
@@ -241,12 +242,15 @@ def _to_split(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, memmapp
 
 
 def load_split(info: DatasetInfo, data_dir, split: str, *, check_md5: bool = True,
-               allow_download: bool = True, mmap: bool | None = None) -> Split:
+               allow_download: bool = True, mmap: bool | None = None, copies: int = 1) -> Split:
     """Load one split once, as a uint8 tensor.
 
     ``mmap=None`` decides by size: a split larger than ``MMAP_FRACTION`` of the
     available RAM is extracted to ``<cache>/<file>/<split>_images.npy`` and
     memory-mapped, so the 224 px files train on machines with less RAM.
+    ``copies`` is the number of processes on this machine that load the split
+    (torchrun's ``LOCAL_WORLD_SIZE``): each would hold its own copy in RAM,
+    while a memory map's pages are one page cache that they all share.
     """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose train, val or test")
@@ -254,7 +258,7 @@ def load_split(info: DatasetInfo, data_dir, split: str, *, check_md5: bool = Tru
     _check_arrays(path, info)
     if mmap is None:
         try:
-            mmap = _uncompressed_size(path, f"{split}_images") > MMAP_FRACTION * _available_ram()
+            mmap = _uncompressed_size(path, f"{split}_images") * copies > MMAP_FRACTION * _available_ram()
         except (KeyError, zipfile.BadZipFile, OSError):
             mmap = False
     if not mmap:
@@ -285,10 +289,12 @@ def _extract_npy(path: Path, info: DatasetInfo, split: str):
     return images, labels
 
 
-def load_dataset(info: DatasetInfo, data_dir, *, check_md5: bool = True, splits=SPLITS, mmap=None) -> dict[str, Split]:
-    """All requested splits, verified once."""
+def load_dataset(info: DatasetInfo, data_dir, *, check_md5: bool = True, splits=SPLITS, mmap=None,
+                 copies: int = 1) -> dict[str, Split]:
+    """All requested splits, verified once (``mmap`` and ``copies`` as in :func:`load_split`)."""
     locate(info, data_dir, check_md5=check_md5)  # download and verify once, before any split
-    return {s: load_split(info, data_dir, s, check_md5=False, allow_download=False, mmap=mmap) for s in splits}
+    return {s: load_split(info, data_dir, s, check_md5=False, allow_download=False, mmap=mmap, copies=copies)
+            for s in splits}
 
 
 def subset(split: Split, n: int, seed: int) -> Split:
@@ -338,3 +344,53 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = False, generator: 
         chunk = order[start:start + batch_size]
         if len(chunk):
             yield chunk
+
+
+class _BatchReader(torch.utils.data.Dataset):
+    """A split read one whole batch at a time: ``reader[index_tensor]`` is that batch.
+
+    The batches' indices are chosen in the training process (so shuffling and
+    sharding stay deterministic); loader processes only read them.
+    """
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: torch.Tensor):
+        return gather(self.split, index, torch.device("cpu"))
+
+
+def load_batches(split: Split, index_batches, device, *, workers: int = 0, prefetch: int = 2):
+    """Images (uint8) and labels of each index batch, on ``device``, in order.
+
+    Parameters
+    ----------
+    index_batches : sequence of tensors
+        The batches to read, in the order they are wanted.
+    workers : int
+        0 reads each batch when it is needed (the training loop waits for the
+        disk). ``N > 0`` reads ahead in ``N`` background processes, at most
+        ``N * prefetch`` batches ahead, pinned for a fast copy to a GPU; the
+        bounded queue keeps memory bounded however large the split is.
+    """
+    if workers <= 0:
+        for index in index_batches:
+            yield gather(split, index, device)
+        return
+    import multiprocessing
+
+    # fork: the loader processes inherit the memory map (or the in-RAM split)
+    # instead of receiving a pickled copy of it
+    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    # a generator of its own: the loader draws its workers' seeds from it, not from the global RNG
+    # that dropout and MixUp use, so --workers does not change the numbers
+    loader = torch.utils.data.DataLoader(
+        _BatchReader(split), batch_size=None, sampler=list(index_batches), num_workers=workers,
+        prefetch_factor=prefetch, pin_memory=device.type == "cuda", multiprocessing_context=context,
+        generator=torch.Generator().manual_seed(0))
+    non_blocking = device.type == "cuda"
+    for images, labels in loader:
+        yield images.to(device, non_blocking=non_blocking), labels.to(device, non_blocking=non_blocking)

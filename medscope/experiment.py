@@ -3,6 +3,11 @@
 :func:`train_run` is what ``train.py`` calls once per dataset x model. It owns
 the epoch loop, checkpoints, TensorBoard logging and the final evaluation that
 writes ``metrics.json``, ``inference_outputs.pt`` and the figures.
+
+Under torchrun every rank calls it: all train (the model wrapped in DDP) and
+evaluate the validation split together; only rank 0 writes, and rank 0 alone
+runs the final evaluation over the whole test split (so its files are exactly
+those of a single process given the same best checkpoint).
 """
 from __future__ import annotations
 
@@ -11,21 +16,23 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import atomic, augment, checkpoints, plots
+from . import atomic, augment, checkpoints, distributed, plots
 from .activations import collect_outputs
 from .cli import RunFailed, UsageError
 from .data import DatasetInfo, Split
+from .distributed import SINGLE, DistContext
 from .metrics import evaluate, predictions
 from .models import build_model, imagenet_state_dict, load_pretrained, model_spec
 from .runs import Run, now_iso
 from .training import (EpochConfig, NonFiniteLoss, amp_dtype_for, evaluate_split, make_optimizer,
-                       make_scheduler, memory_format_for, seed_epoch, train_one_epoch)
+                       make_scheduler, memory_format_for, seed_epoch, seed_rank, train_one_epoch)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_auc", "train_acc", "val_loss", "val_auc", "val_acc", "lr",
                    "images_per_s", "epoch_seconds"]
@@ -33,7 +40,7 @@ SUMMARY_COLUMNS = ["run", "dataset", "size", "model", "task", "epochs_run", "bes
                    "test_auc", "test_acc", "test_macro_f1", "wall_seconds", "device", "amp", "seed"]
 
 
-def environment(device: torch.device, amp_dtype) -> dict:
+def environment(device: torch.device, amp_dtype, dist: DistContext = SINGLE) -> dict:
     import medmnist
     import torchvision
 
@@ -43,6 +50,7 @@ def environment(device: torch.device, amp_dtype) -> dict:
         "medmnist": getattr(medmnist, "__version__", "unknown"), "device": str(device),
         "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
         "threads": torch.get_num_threads(), "cpu": _cpu_name(), "hostname": platform.node(),
+        **dist.record(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -84,16 +92,29 @@ def _checkpoint(model, spec, cfg, state: TrainState, optimizer, scheduler, scale
 
 
 def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], device: torch.device,
-              *, resume: dict | None = None, log=print) -> dict:
-    """Train (or resume) one run and write its complete folder. Returns final metrics."""
+              *, resume: dict | None = None, log=print, dist: DistContext = SINGLE, workers: int | None = None) -> dict:
+    """Train (or resume) one run and write its complete folder. Returns final metrics.
+
+    Parameters
+    ----------
+    dist : DistContext
+        This process's place in a torchrun job; every rank calls this function
+        and only rank 0 writes. Other ranks return None.
+    workers : int, optional
+        Background loader processes (default: the run's ``workers`` setting).
+    """
     spec = model_spec(cfg["model"], info.n_channels, info.num_classes, info.spatial_dims, info.size, cfg["dropout"])
     amp_dtype = amp_dtype_for(device, cfg["amp"])
     memory_format = memory_format_for(info.spatial_dims, device)
+    main = dist.is_main
+    if not main:
+        log = _silent
 
     torch.manual_seed(cfg["seed"])
     model = build_model(**spec)
     if cfg.get("pretrained") and resume is None:
-        _load_pretrained_weights(model, cfg, info)
+        # rank 0 reads the weights; DDP hands them to the other ranks when it wraps the model
+        distributed.on_main(dist, lambda: _load_pretrained_weights(model, cfg, info))
     model = model.to(device)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
@@ -113,52 +134,70 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
             scaler.load_state_dict(resume["scaler"])
         state = TrainState(resume["epoch"], resume["best_auc"], resume["best_epoch"], resume["stale_epochs"],
                            list(resume["history"]), resume["wall_seconds"])
+    # DDP trains; the bare module is evaluated and saved, so checkpoints load in single-process tools
+    trained = model
+    if dist.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # A 1-channel stem's weight is both contiguous and channels_last; its gradient and DDP's
+        # bucket only spell the strides differently, and DDP warns on every step for nothing.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     epoch_cfg = EpochConfig(
         task=info.task, num_classes=info.num_classes, batch_size=cfg["batch_size"],
         augment=augment.make_config(info.flag, cfg["augment"], info.spatial_dims),
         label_smoothing=cfg["label_smoothing"], mixup_alpha=cfg["mixup"], clip_grad=cfg["clip_grad"],
-        amp_dtype=amp_dtype, memory_format=memory_format)
+        amp_dtype=amp_dtype, memory_format=memory_format,
+        workers=cfg.get("workers", 0) if workers is None else workers)
 
-    env = environment(device, amp_dtype)
-    if resume is None:
-        run.update(name=run.name, created=now_iso(), status="running", config=cfg, environment=env,
-                   model=spec, dataset=_dataset_record(info, data), artifacts=[])
-    else:
-        run.update(status="running", resumed=now_iso(), environment=env)
+    writer = None
+    if main:
+        env = environment(device, amp_dtype, dist)
+        if resume is None:
+            run.update(name=run.name, created=now_iso(), status="running", config=cfg, environment=env,
+                       model=spec, dataset=_dataset_record(info, data), artifacts=[])
+        else:
+            run.update(status="running", resumed=now_iso(), environment=env)
 
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
-    tb_dir = Path(cfg["runs_dir"]) / run.name
-    writer = SummaryWriter(log_dir=str(tb_dir), purge_step=state.epoch + 1 if resume is not None else None)
+        tb_dir = Path(cfg["runs_dir"]) / run.name
+        writer = SummaryWriter(log_dir=str(tb_dir), purge_step=state.epoch + 1 if resume is not None else None)
     stopped_early = False
     try:
         while state.epoch < cfg["epochs"]:
             epoch = state.epoch + 1
             generator = seed_epoch(cfg["seed"], epoch)
+            augment_generator = seed_rank(cfg["seed"], epoch, dist.rank)
             started = time.perf_counter()
-            train = train_one_epoch(model, data["train"], epoch_cfg, optimizer, scheduler, scaler, device,
-                                    generator, description=f"epoch {epoch}/{cfg['epochs']}")
-            val = evaluate_split(model, data["val"], epoch_cfg, device)
+            train = train_one_epoch(trained, data["train"], epoch_cfg, optimizer, scheduler, scaler, device,
+                                    generator, description=f"epoch {epoch}/{cfg['epochs']}", dist=dist,
+                                    augment_generator=augment_generator)
+            distributed.broadcast_buffers(dist, model)
+            val = evaluate_split(model, data["val"], epoch_cfg, device, dist=dist)
             seconds = time.perf_counter() - started
             row = {"epoch": epoch, "train_loss": train["loss"], "train_auc": train["auc"], "train_acc": train["acc"],
                    "val_loss": val["loss"], "val_auc": val["auc"], "val_acc": val["acc"],
                    "lr": optimizer.param_groups[0]["lr"], "images_per_s": train["images_per_s"],
                    "epoch_seconds": seconds}
-            _log_epoch(writer, row)
             state.epoch, state.wall_seconds = epoch, state.wall_seconds + seconds
             state.history.append(row)
+            # every rank holds the same gathered validation scores, so every rank decides alike
             improved = val["auc"] > state.best_auc or state.best_epoch == 0
             if improved:
                 state.best_auc, state.best_epoch, state.stale_epochs = val["auc"], epoch, 0
-                checkpoints.save(run.path / checkpoints.BEST,
-                                 {"model": model.state_dict(), "spec": spec, "config": cfg, "epoch": epoch,
-                                  "val_auc": val["auc"]})
             else:
                 state.stale_epochs += 1
-            checkpoints.save(run.path / checkpoints.LAST,
-                             _checkpoint(model, spec, cfg, state, optimizer, scheduler, scaler))
-            atomic.write_csv(run.path / "history.csv", state.history, HISTORY_COLUMNS)
+            if main:
+                _log_epoch(writer, row)
+                if improved:
+                    checkpoints.save(run.path / checkpoints.BEST,
+                                     {"model": model.state_dict(), "spec": spec, "config": cfg, "epoch": epoch,
+                                      "val_auc": val["auc"]})
+                checkpoints.save(run.path / checkpoints.LAST,
+                                 _checkpoint(model, spec, cfg, state, optimizer, scheduler, scaler))
+                atomic.write_csv(run.path / "history.csv", state.history, HISTORY_COLUMNS)
             log(f"epoch {epoch:3d}/{cfg['epochs']}  train loss {train['loss']:.4f} auc {train['auc']:.3f}  "
                 f"val loss {val['loss']:.4f} auc {val['auc']:.3f} acc {val['acc']:.3f}  "
                 f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s{'  *' if improved else ''}")
@@ -167,21 +206,42 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
                 stopped_early = True
                 break
     except KeyboardInterrupt:
-        writer.close()
-        run.update(status="interrupted", epochs_completed=state.epoch)
-        log(f"\ninterrupted after {state.epoch} complete epoch(s); the checkpoint is intact.\n"
-            f"resume with: python train.py --resume {run.path}")
+        if main:
+            writer.close()
+            run.update(status="interrupted", epochs_completed=state.epoch)
+            log(f"\ninterrupted after {state.epoch} complete epoch(s); the checkpoint is intact.\n"
+                f"resume with: {distributed.command_prefix(dist)} train.py --resume {run.path}")
         raise
     except NonFiniteLoss as exc:
-        writer.close()
-        run.update(status="failed", failure=str(exc), epochs_completed=state.epoch)
+        distributed.signals["held"] = True  # torchrun stops the other ranks now: finish writing first
+        if main:
+            writer.close()
+            run.update(status="failed", failure=str(exc), epochs_completed=state.epoch)
         kept = f"last good checkpoint: {run.path / checkpoints.LAST}" if state.epoch else "no epoch completed"
         raise RunFailed(f"{exc} in epoch {state.epoch + 1}; training stopped ({kept}). "
                         "Try a lower --lr or --clip-grad 1.0") from None
+    except Exception as exc:
+        distributed.signals["held"] = True  # see NonFiniteLoss
+        if not (dist.distributed and distributed.is_peer_failure(exc)):
+            raise
+        # another process of the job died and torchrun is stopping this one: say so while we can
+        if main:
+            writer.close()
+            run.update(status="failed", failure=f"another process failed: {str(exc).splitlines()[0]}",
+                       epochs_completed=state.epoch)
+        kept = f"last good checkpoint: {run.path / checkpoints.LAST}" if state.epoch else "no epoch completed"
+        raise RunFailed(f"another process of the job failed in epoch {state.epoch + 1} ({kept}); "
+                        f"resume with: {distributed.command_prefix(dist)} train.py --resume {run.path}") from None
 
-    result = _finish(run, cfg, info, data, device, spec, state, writer, amp_dtype, memory_format, stopped_early)
-    writer.close()
+    result = None
+    if main:
+        result = _finish(run, cfg, info, data, device, spec, state, writer, amp_dtype, memory_format, stopped_early)
+        writer.close()
     return result
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """The log of ranks other than 0: one voice per job."""
 
 
 def _load_pretrained_weights(model, cfg, info):

@@ -158,3 +158,22 @@ def test_batches_cover_every_index_once():
     seen = torch.cat(list(data.batches(split, 3, shuffle=True, generator=torch.Generator().manual_seed(0))))
     assert sorted(seen.tolist()) == list(range(10))
     assert [len(b) for b in data.batches(split, 3, drop_last=True)] == [3, 3, 3]
+
+
+def test_background_loading_reads_the_same_batches_in_the_same_order(medmnist_dir):
+    split = data.load_split(data.dataset_info("pneumoniamnist"), medmnist_dir, "val", mmap=True)
+    wanted = [torch.tensor([500, 3, 7]), torch.tensor([0]), torch.tensor([42, 41, 40, 1])]
+    cpu = torch.device("cpu")
+    direct = list(data.load_batches(split, wanted, cpu))
+    ahead = list(data.load_batches(split, wanted, cpu, workers=2))
+    assert len(ahead) == 3
+    for (images, labels), (images_bg, labels_bg), index in zip(direct, ahead, wanted):
+        assert torch.equal(images_bg, images) and torch.equal(labels_bg, labels)
+        assert torch.equal(images, split.images[index])
+
+
+def test_a_split_that_several_processes_would_copy_is_memory_mapped(medmnist_dir, monkeypatch):
+    info = data.dataset_info("pneumoniamnist")  # val: 524 images of 28 x 28 = 411 kB
+    monkeypatch.setattr(data, "_available_ram", lambda: int(411_000 * 8 / data.MMAP_FRACTION))
+    assert not data.load_split(info, medmnist_dir, "val").memmapped
+    assert data.load_split(info, medmnist_dir, "val", copies=16).memmapped
