@@ -69,6 +69,8 @@ class Question:
                or for an answer that only steers the questions
     positional : the answer is a positional argument (a subcommand), placed first
     always   : write the flag even when the value is the script's own default
+    implied  : ``(session, answers) -> value`` the script takes by itself when the flag is left
+               out (a recipe's value); with ``always=False`` that value is not written
     when     : ``answers -> bool``; the question is skipped (and takes its default) when False
     show     : ``value -> str`` for the default in brackets and the command line
     to_argv  : ``value -> list[str]`` when one flag is not enough (``--all``)
@@ -83,6 +85,7 @@ class Question:
     flag: str | None = None
     positional: bool = False
     always: bool = True
+    implied: Callable[["Session", dict], Any] | None = None
     when: Callable[[dict], bool] | None = None
     show: Callable[[Any], str] | None = None
     to_argv: Callable[[Any], list[str]] | None = None
@@ -182,14 +185,29 @@ def model_choices(session: "Session", answers: dict) -> Choices:
                     for o in _train_choices(session, "--model").options])
 
 
-def default_epochs(session: "Session", answers: dict) -> int:
-    """train.py's own default for this dataset (and for run_tool's --subset, when given)."""
-    from . import data
+def train_recipe(session: "Session", answers: dict):
+    """The recipe train.py would use for the answers so far (medscope/recipes.py)."""
+    from . import data, recipes
 
-    n_train = data.dataset_info(answers["dataset"], 28).n_samples["train"]
-    if session.presets.get("subset"):
-        n_train = min(n_train, session.presets["subset"])
-    return session.load("train").default_epochs(n_train)
+    size = int(answers.get("size") or 28)
+    n_train = data.dataset_info(answers["dataset"], size).n_samples["train"]
+    subset = answers.get("subset") or session.presets.get("subset")
+    if subset:
+        n_train = min(n_train, subset)
+    return recipes.default_recipe(answers["dataset"], answers.get("model") or "resnet18", size, n_train)
+
+
+def _recipe_value(field: str):
+    """train.py's default for ``field`` as its recipe gives it (lr: AdamW's, the menu's optimizer)."""
+
+    def default(session: "Session", answers: dict):
+        recipe = train_recipe(session, answers)
+        return recipe.learning_rate("adamw") if field == "lr" else getattr(recipe, field)
+
+    return default
+
+
+default_epochs = _recipe_value("epochs")
 
 
 def run_choices(session: "Session", answers: dict) -> Choices:
@@ -271,13 +289,13 @@ TRAIN_QUESTIONS = (
     Question("model", "model", choices=model_choices, default="resnet18", flag="--model"),
     Question("epochs", "epochs", parse=cli.positive_int, default=default_epochs, flag="--epochs"),
     Question("advanced", "advanced options? (y/n)", parse=yes_no, default=False, show=lambda v: "y" if v else "n"),
-    Question("batch_size", "batch size", parse=cli.positive_int, default=_train_default("batch_size"),
-             flag="--batch-size", always=False, when=_advanced),
-    Question("lr", "peak learning rate (Enter: the optimizer's default)", parse=cli.non_negative_float,
-             default=_train_default("lr"), flag="--lr", always=False, when=_advanced,
-             show=lambda v: "auto" if v is None else str(v)),
+    Question("batch_size", "batch size", parse=cli.positive_int, default=_recipe_value("batch_size"),
+             flag="--batch-size", always=False, implied=_recipe_value("batch_size"), when=_advanced),
+    Question("lr", "peak learning rate", parse=cli.non_negative_float, default=_recipe_value("lr"), flag="--lr",
+             always=False, implied=_recipe_value("lr"), when=_advanced, show=lambda v: f"{v:g}"),
     Question("augment", "augmentation", choices=lambda s, a: _train_choices(s, "--augment"),
-             default=_train_default("augment"), flag="--augment", always=False, when=_advanced),
+             default=_recipe_value("augment"), flag="--augment", always=False, implied=_recipe_value("augment"),
+             when=_advanced),
     Question("dropout", "dropout before the classifier", parse=cli.probability, default=_train_default("dropout"),
              flag="--dropout", always=False, when=_advanced),
     Question("patience", "early-stop patience in epochs (0: never)", parse=non_negative_int,
@@ -457,7 +475,9 @@ class Session:
             elif question.positional:
                 positional.append(str(value))
             elif question.flag and value is not None:
-                if not question.always and value == _option_default(parser, question.flag):
+                own = (question.implied(self, answers) if question.implied is not None
+                       else _option_default(parser, question.flag))
+                if not question.always and value == own:
                     continue
                 flags += [question.flag, str(value)]
         accepted = _option_strings(parser, positional[:1])

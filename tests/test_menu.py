@@ -17,7 +17,7 @@ import pytest
 
 import run_tool
 import train
-from medscope import data, menu
+from medscope import data, menu, recipes
 from tests.conftest import ROOT
 
 FAKE_TRAIN = '''
@@ -25,7 +25,7 @@ FAKE_TRAIN = '''
 import json, shutil
 from pathlib import Path
 
-from train import default_epochs, get_args_parser  # the real questions' defaults and choices
+from train import get_args_parser  # the real questions' defaults and choices
 
 LOG, TEMPLATE, EVENTS = {log!r}, {template!r}, {events!r}
 
@@ -218,7 +218,7 @@ def test_train_reasks_bad_answers_and_passes_only_what_differs_from_train_defaul
                        "0"])
     assert session(lab, console).loop() == 0
     assert console.prompts[2:8] == [f"dataset [{breast}]: "] * 3 + ["image size [1]: "] * 2 + ["model [1]: "]
-    epochs = train.default_epochs(data.dataset_info("breastmnist").n_samples["train"])
+    epochs = recipes.default_recipe("breastmnist", "cnn").epochs
     assert f"epochs [{epochs}]: " in console.prompts and "advanced options? (y/n) [n]: " in console.prompts
     assert "train on a random subset of N images [all]: " in console.prompts
     for hint in ("  type a number from 0 to 7", "  choose a number from 1 to 18 (Enter: %s)" % breast,
@@ -239,7 +239,7 @@ def test_run_tool_presets_become_defaults_and_an_answer_beats_them(lab):
     presets = {"subset": 32, "seed": 5}
     assert session(lab, console, presets=presets, common={"--seed": "5"}).loop() == 0
     (call,) = lab.calls()
-    epochs = str(train.default_epochs(32))  # train.py's default for the 32 images --subset leaves
+    epochs = str(recipes.general_epochs(32))  # train.py's default for the 32 images --subset leaves
     assert call[1][:8] == ["--dataset", "breastmnist", "--size", "28", "--model", "resnet18", "--epochs", epochs]
     assert call[1][8:12] == ["--subset", "32", "--seed", "5"]
     console = Console(["1", "breastmnist", "", "", "", "y", "", "", "", "", "", "", "0", "0"])
@@ -352,7 +352,7 @@ def test_pipeline_stops_after_a_failed_training(lab, capsys):
     args = run_tool.get_args_parser().parse_args(["--pipeline", "--dataset", "breastmnist", "--size", "64",
                                                   "--results-dir", str(lab.results), "--runs-dir", str(lab.runs)])
     (lab.script_dir / "train.py").write_text(textwrap.dedent('''
-        from train import default_epochs, get_args_parser
+        from train import get_args_parser
         from medscope import cli
 
         def main(argv=None):

@@ -1,0 +1,82 @@
+"""Default training recipes: what ``train.py`` uses for the settings a user leaves unset.
+
+A recipe is chosen per run from the dataset, the model and the image size:
+
+- a **tuned** recipe where one was measured: ResNet-18 at 28 px on
+  breastmnist, pneumoniamnist and adrenalmnist3d, chosen by mean validation
+  AUC over three seeds among the variants `bench/recipe_sweep.py` tried
+  within the wall-time budget of a 2-core laptop CPU (docs/BENCHMARKS.md
+  lists every variant and its result);
+- otherwise the **general** rule: AdamW at 2e-3, batch 64, light
+  augmentation, and enough epochs to see about ``IMAGE_BUDGET`` training
+  images (between ``MIN_EPOCHS`` and ``MAX_EPOCHS``), so a default 28 px run
+  takes minutes on a CPU.
+
+Every value the user gives on the command line wins over the recipe; the run
+records the values it used in ``run.json``'s ``config``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGE_BUDGET = 8000
+MIN_EPOCHS, MAX_EPOCHS = 3, 15
+DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The defaults of one run. ``lr=None`` means the optimizer's default (``DEFAULT_LR``)."""
+
+    epochs: int
+    batch_size: int = 64
+    lr: float | None = None
+    augment: str = "light"
+    label_smoothing: float = 0.0
+    source: str = "general"  # "general" or "tuned"
+
+    def learning_rate(self, optimizer: str) -> float:
+        # a tuned learning rate belongs to AdamW; SGD keeps its own default
+        return self.lr if self.lr is not None and optimizer == "adamw" else DEFAULT_LR[optimizer]
+
+
+# Tuned for model "resnet18" at 28 px (validation AUC, 3 seeds; see docs/BENCHMARKS.md).
+# Short schedules on small sets converge faster without augmentation and with smaller batches;
+# the 3D set overfits within a few epochs unless the augmentation is strong.
+TUNED: dict[str, Recipe] = {
+    "breastmnist": Recipe(epochs=6, batch_size=32, augment="none", label_smoothing=0.1, source="tuned"),
+    "pneumoniamnist": Recipe(epochs=2, batch_size=32, lr=1e-3, source="tuned"),
+    "adrenalmnist3d": Recipe(epochs=12, augment="strong", source="tuned"),
+}
+
+
+def general_epochs(n_train: int) -> int:
+    """Epochs that show the model about ``IMAGE_BUDGET`` images, clamped to [MIN_EPOCHS, MAX_EPOCHS].
+
+    ``epochs = clamp(round(IMAGE_BUDGET / n_train), 3, 15)``
+
+    >>> general_epochs(546), general_epochs(100_000), general_epochs(10)
+    (15, 3, 15)
+    """
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(IMAGE_BUDGET / max(n_train, 1)))))
+
+
+def default_recipe(flag: str, model: str = "resnet18", size: int = 28, n_train: int | None = None) -> Recipe:
+    """The recipe for a run of ``model`` on ``flag`` at ``size`` px with ``n_train`` training images.
+
+    A tuned recipe applies to the full training split only: with ``--subset``
+    (``n_train`` smaller than the split) the general rule applies.
+
+    >>> default_recipe("breastmnist").epochs, default_recipe("breastmnist", "cnn").epochs
+    (6, 15)
+    >>> default_recipe("breastmnist", n_train=32).source
+    'general'
+    """
+    from .data import dataset_info
+
+    full = dataset_info(flag, size).n_samples["train"]
+    n_train = full if n_train is None else n_train
+    tuned = TUNED.get(flag)
+    if tuned is not None and model == "resnet18" and size == 28 and n_train >= full:
+        return tuned
+    return Recipe(epochs=general_epochs(n_train))
