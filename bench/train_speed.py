@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", nargs="+", default=["resnet18", "cnn"])
+    parser.add_argument("--batch-2d", type=int, default=64)
+    parser.add_argument("--batch-3d", type=int, default=16)
     args = parser.parse_args()
     device = torch.device(args.device)
     half = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
@@ -56,7 +58,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name in args.models:
         for dims in (2, 3):
-            batch = 64 if dims == 2 else 16
+            batch = args.batch_2d if dims == 2 else args.batch_3d
             torch.manual_seed(0)
             x = torch.randn(batch, 1, *([28] * dims), device=device)
             y = torch.randint(0, 2, (batch,), device=device)
