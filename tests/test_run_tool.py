@@ -45,9 +45,9 @@ def test_menu_through_a_pipe_trains_exports_reasks_and_ends_at_end_of_input(tmp_
     out = done.stdout
     assert "  type a number from 0 to 7" in out
     assert re.search(r"  choose a number from 1 to 18 \(Enter: \d+\)", out)
-    import train
+    from medscope import recipes
 
-    assert f"  expected a positive integer, got 'zero' (Enter: {train.default_epochs(32)})" in out
+    assert f"  expected a positive integer, got 'zero' (Enter: {recipes.general_epochs(32)})" in out
     assert "$ python ../" not in out  # commands are shown runnable from where the user is
     train_cmd = next(line for line in out.splitlines() if line.startswith("$ ") and "train.py" in line)
     assert train_cmd.endswith("train.py --dataset breastmnist --size 28 --model cnn --epochs 1 --subset 32 "
@@ -118,6 +118,18 @@ class Terminal:
     def type(self, text: str) -> None:
         os.write(self.fd, text.encode())
 
+    def ctrl_c(self, after: float = 0.5) -> None:
+        """Ctrl-C as a person types it: some time after the prompt appeared.
+
+        Typed within microseconds of the prompt, the signal can land after CPython's readline
+        has drawn the prompt but before it blocks in select(); select() then waits for a key
+        and the Ctrl-C shows only after the next one (CPython's readline loop has no timeout
+        without an input hook). On a loaded machine that window is wide enough for a test to
+        hit; a person cannot.
+        """
+        time.sleep(after)
+        os.write(self.fd, b"\x03")
+
     def exit_code(self, timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -140,8 +152,6 @@ class Terminal:
         os.close(self.fd)
 
 
-@pytest.mark.xfail(strict=False, reason="flaky in the full suite: after Ctrl-C on the pty the menu sometimes "
-                   "shows nothing for 60 s; passes alone and in this file; cause not found yet")
 def test_prompts_on_a_terminal_read_as_a_person_sees_them(run_2d, tmp_path):
     seeded_workdir(run_2d, tmp_path)
     term = Terminal([], cwd=tmp_path)
@@ -157,7 +167,7 @@ def test_prompts_on_a_terminal_read_as_a_person_sees_them(run_2d, tmp_path):
         assert "   2. all runs, one combined file" in screen
         term.type("7\r")
         assert term.read_until("run [1]: ").endswith("7\r\n  choose a number from 1 to 2 (Enter: 1)\r\nrun [1]: ")
-        term.type("\x03")  # Ctrl-C in a question: back to the menu
+        term.ctrl_c()  # in a question: back to the menu
         screen = term.read_until("choose [0-7]: ")
         assert "(cancelled: back to the menu)" in screen and " 1. Train a model" in screen
         term.type("2\r")
@@ -166,7 +176,7 @@ def test_prompts_on_a_terminal_read_as_a_person_sees_them(run_2d, tmp_path):
         screen = term.read_until("choose [0-7]: ", timeout=120)
         assert f"$ python {RUN_TOOL[:-len('run_tool.py')]}export_scalars.py --run {run_2d.name}" in screen
         assert f"results in results/{run_2d.name}/: tensorboard_scalars.csv, tensorboard_scalars_wide.csv" in screen
-        term.type("\x03")  # Ctrl-C at the menu: a clean goodbye
+        term.ctrl_c()  # at the menu: a clean goodbye
         assert "bye" in term.read_until("bye")
         assert term.exit_code() == 0
     finally:
