@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         seconds, _ = timed(lambda: embedding_projections(embeddings, seed=0, tsne_threads=threads))
         rows.append((label, n, seconds))
 
-    print(f"\n| what | images | seconds | images/s |\n| --- | ---: | ---: | ---: |")
+    print("\n| what | images | seconds | images/s |\n| --- | ---: | ---: | ---: |")
     for label, count, seconds in rows:
         print(f"| {label} | {count} | {seconds:.2f} | {count / seconds:.0f} |")
     print(f"\nagreement (first {k} images): max |channel mean| difference {worst:.2e}, max |logit| difference "

@@ -12,7 +12,6 @@ those of a single process given the same best checkpoint).
 from __future__ import annotations
 
 import math
-import os
 import platform
 import sys
 import time

@@ -704,14 +704,7 @@ def _drop_stale_outputs(run, folder: Path, stem: str, keep: set[str]) -> None:
     beside the new maps as if it belonged to them.
     """
     pattern = re.compile(rf"^{re.escape(stem)}_(page\d+\.png|volume_\d+\.png|metrics\.csv|faithfulness\.png)$")
-    stale = [p for p in folder.glob(f"{stem}_*") if pattern.match(p.name) and p.name not in keep]
-    if not stale:
-        return
-    for path in stale:
-        path.unlink(missing_ok=True)
-    gone = {str(p.resolve().relative_to(run.path.resolve())) for p in stale}
-    info = run.info()
-    run.update(artifacts=[a for a in info.get("artifacts", []) if a.get("path") not in gone])
+    run.remove_artifacts(p for p in folder.glob(f"{stem}_*") if pattern.match(p.name) and p.name not in keep)
 
 
 def _common_checks(args, ctx: RunContext):

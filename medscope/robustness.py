@@ -627,14 +627,8 @@ def _stored_metrics(ctx, args) -> dict | None:
 def _drop_stale_examples(run, folder: Path, keep: set[str]) -> None:
     """Remove example figures of other images that an earlier call left (and their records in run.json)."""
     pattern = re.compile(r"^robustness_examples_\d+\.png$")
-    stale = [p for p in folder.glob("robustness_examples_*.png") if pattern.match(p.name) and p.name not in keep]
-    if not stale:
-        return
-    for path in stale:
-        path.unlink(missing_ok=True)
-    gone = {str(p.resolve().relative_to(run.path.resolve())) for p in stale}
-    info = run.info()
-    run.update(artifacts=[a for a in info.get("artifacts", []) if a.get("path") not in gone])
+    run.remove_artifacts(p for p in folder.glob("robustness_examples_*.png")
+                         if pattern.match(p.name) and p.name not in keep)
 
 
 # --------------------------------------------------------------------------- the report

@@ -74,6 +74,17 @@ class Run:
         info["artifacts"] = artifacts
         atomic.write_json(self.json_path, info)
 
+    def remove_artifacts(self, paths) -> None:
+        """Delete files an earlier call wrote into this run and drop their records from run.json."""
+        paths = [Path(p) for p in paths]
+        if not paths:
+            return
+        for path in paths:
+            path.unlink(missing_ok=True)
+        gone = {str(p.resolve().relative_to(self.path.resolve())) for p in paths}
+        info = self.info()
+        self.update(artifacts=[a for a in info.get("artifacts", []) if a.get("path") not in gone])
+
     def tensorboard_dir(self, runs_dir: str | os.PathLike) -> Path:
         return Path(runs_dir) / self.name
 

@@ -51,6 +51,23 @@ def train_run(workdir: Path, medmnist_dir: Path, *args: str) -> Path:
     return new
 
 
+def interrupt_epoch(monkeypatch, n: int):
+    """Make the run's ``n``-th epoch end with KeyboardInterrupt, as Ctrl-C would; returns the undo."""
+    from medscope import training
+
+    real_epoch = training.train_one_epoch
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr("medscope.experiment.train_one_epoch", interrupted)
+    return lambda: monkeypatch.setattr("medscope.experiment.train_one_epoch", real_epoch)
+
+
 @pytest.fixture(scope="session")
 def session_workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("session-runs")

@@ -1,6 +1,5 @@
 """medscope.data: the official files, verified, loaded once as uint8 tensors."""
 import io
-import shutil
 import urllib.error
 
 import numpy as np

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 import run_tool
-import train
 from medscope import data, menu, recipes
 from tests.conftest import ROOT
 

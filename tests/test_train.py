@@ -3,7 +3,6 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from medmnist.evaluator import getACC, getAUC
 
 import train
 from medscope import cli, data, training
-from tests.conftest import ROOT, train_run, write_fake_medmnist
+from tests.conftest import ROOT, interrupt_epoch, train_run, write_fake_medmnist
 
 RUN_FILES = ["run.json", "history.csv", "summary.csv", "metrics.json", "best.pt", "last.pt",
              "inference_outputs.pt", "inference_mean.json", "training_curves.png", "confusion_matrix.png",
@@ -155,16 +154,7 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, medmnist_dir,
     args = ["--dataset", "breastmnist", *_quick("--epochs", "3")]
     whole = train_run(tmp_path / "whole", medmnist_dir, *args)
 
-    real_epoch = training.train_one_epoch
-    calls = {"n": 0}
-
-    def interrupted_in_epoch_2(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*a, **k)
-
-    monkeypatch.setattr("medscope.experiment.train_one_epoch", interrupted_in_epoch_2)
+    undo = interrupt_epoch(monkeypatch, 2)
     results = tmp_path / "cut" / "results"
     common = ["--data-dir", str(medmnist_dir), "--results-dir", str(results), "--runs-dir", str(tmp_path / "cut/runs")]
     assert cli.run(train.main, [*args, *common]) == cli.EXIT_INTERRUPTED
@@ -172,7 +162,7 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, medmnist_dir,
     assert json.loads((cut / "run.json").read_text())["status"] == "interrupted"
     assert torch.load(cut / "last.pt", weights_only=True)["epoch"] == 1
 
-    monkeypatch.setattr("medscope.experiment.train_one_epoch", real_epoch)
+    undo()
     assert cli.run(train.main, ["--resume", cut.name, *common]) == 0
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "epoch_seconds")} for r in rows]
     assert strip(_csv(cut / "history.csv")) == strip(_csv(whole / "history.csv"))
