@@ -30,7 +30,7 @@ from .distributed import SINGLE, DistContext
 from .metrics import evaluate, predictions
 from .models import build_model, imagenet_state_dict, load_pretrained, model_spec
 from .runs import Run, now_iso
-from .training import (EpochConfig, NonFiniteLoss, amp_dtype_for, evaluate_split, make_optimizer,
+from .training import (EpochConfig, NonFiniteLoss, amp_dtype_for, evaluate_split, evaluation_settings, make_optimizer,
                        make_scheduler, memory_format_for, seed_epoch, seed_rank, train_one_epoch)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_auc", "train_acc", "val_loss", "val_auc", "val_acc", "lr",
@@ -282,12 +282,10 @@ def _finish(run, cfg, info, data, device, spec, state, writer, amp_dtype, memory
     model = checkpoints.model_from_checkpoint(best, device)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
-    tta = info.flag if cfg["tta"] else None
+    settings = evaluation_settings(cfg, info, device)
     names = info.class_names
-    val_out = collect_outputs(model, data["val"], info.task, device, amp_dtype=amp_dtype, activations=False,
-                              tta_flag=tta, memory_format=memory_format)
-    test_out = collect_outputs(model, data["test"], info.task, device, amp_dtype=amp_dtype, tta_flag=tta,
-                               memory_format=memory_format)
+    val_out = collect_outputs(model, data["val"], info.task, device, activations=False, **settings)
+    test_out = collect_outputs(model, data["test"], info.task, device, **settings)
     val_metrics = evaluate(info.task, val_out["labels"].numpy(), val_out["probabilities"].numpy(), names)
     test_metrics = evaluate(info.task, test_out["labels"].numpy(), test_out["probabilities"].numpy(), names)
     metrics = {"val": val_metrics, "test": test_metrics, "best_epoch": state.best_epoch,

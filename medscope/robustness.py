@@ -38,7 +38,7 @@ import torch
 from . import atomic, cli
 from . import perturbations as pt
 from .cli import UsageError
-from .data import TASK_MULTILABEL, Split, batches, normalize
+from .data import TASK_MULTILABEL, Split, batches, gather, normalize
 from .metrics import acc_score, auc_score, predictions
 
 TOP_FRACTION = 0.10  # the "most salient" pixels compared by the IoU
@@ -214,16 +214,6 @@ class Sweep:
     seconds: dict = field(default_factory=dict)
 
 
-def evaluation_settings(ctx) -> dict:
-    """The precision, layout and test-time augmentation training evaluated this run with (as in metrics.json)."""
-    from .training import amp_dtype_for, memory_format_for
-
-    cfg = ctx.checkpoint.get("config") or ctx.run.info().get("config") or {}
-    return {"amp_dtype": amp_dtype_for(ctx.device, bool(cfg.get("amp", False))),
-            "memory_format": memory_format_for(ctx.info.spatial_dims, ctx.device),
-            "tta_flag": ctx.info.flag if cfg.get("tta") else None}
-
-
 def evaluate_perturbed(model, split: Split, perturbation: pt.Perturbation | None, severity: int, seed: int,
                        task: str, device, settings: dict, explain_ids: np.ndarray, batch_size: int) -> Evaluation:
     """Perturb ``split`` chunk by chunk and run it through training's own evaluation.
@@ -238,8 +228,7 @@ def evaluate_perturbed(model, split: Split, perturbation: pt.Perturbation | None
     probs, logits, explained, squared = [], [], [], 0.0
     wanted = torch.as_tensor(explain_ids, dtype=torch.long)
     for index in batches(split, PERTURB_CHUNK):
-        images = split.images[index] if not split.memmapped else torch.from_numpy(
-            np.ascontiguousarray(split.images.numpy()[index.numpy()]))
+        images, _ = gather(split, index, torch.device("cpu"))
         if perturbation is not None:
             perturbed = perturbation(images.to(device), severity, generator=generator).cpu()
             squared += float((perturbed.double() - images.double()).pow(2).sum())
@@ -312,7 +301,10 @@ def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed
 
     task, names, split = ctx.info.task, ctx.info.class_names, ctx.split
     model = ctx.model
-    settings = evaluation_settings(ctx)
+    from .training import evaluation_settings
+
+    settings = evaluation_settings(ctx.checkpoint.get("config") or ctx.run.info().get("config") or {},
+                                   ctx.info, ctx.device)
     if settings["memory_format"] is not None:
         model = model.to(memory_format=settings["memory_format"])
     labels = split.labels.numpy()

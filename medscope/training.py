@@ -73,6 +73,19 @@ def memory_format_for(spatial_dims: int, device: torch.device):
     return torch.channels_last_3d if torch.device(device).type == "cuda" else None
 
 
+def evaluation_settings(cfg: dict, info, device) -> dict:
+    """How a run's final metrics are computed: ``collect_outputs`` keyword arguments.
+
+    The autocast dtype and memory layout training used, and the flips of
+    ``--tta``. ``train.py`` writes metrics.json with these; an analysis that must
+    reproduce those numbers (robustness's clean row) evaluates with the same.
+    """
+    device = torch.device(device)
+    return {"amp_dtype": amp_dtype_for(device, bool(cfg.get("amp", True))),
+            "memory_format": memory_format_for(info.spatial_dims, device),
+            "tta_flag": info.flag if cfg.get("tta") else None}
+
+
 # ------------------------------------------------------------------ optimizer & schedule
 
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9):
@@ -230,8 +243,8 @@ def train_one_epoch(model, split: Split, cfg: EpochConfig, optimizer, scheduler,
         batch = x.shape[0]
         total_loss += loss.detach() * batch
         seen += batch
-        scores.append(scores_from_logits(cfg.task, logits.detach()).cpu())
-        labels.append(label.cpu())
+        scores.append(scores_from_logits(cfg.task, logits.detach()))  # stays on the device: no sync per step
+        labels.append(label)
         bar.update(batch)
         if bar.n and not bar.disable:
             bar.set_postfix(loss=f"{(total_loss / seen).item():.4f}",
@@ -245,7 +258,8 @@ def train_one_epoch(model, split: Split, cfg: EpochConfig, optimizer, scheduler,
         total_loss = all_reduce_sum(dist, total_loss)
         seen = int(all_reduce_sum(dist, torch.tensor(seen, device=device)))
     elapsed = time.perf_counter() - start
-    score, label = all_gather_rows(dist, torch.cat(scores)).numpy(), all_gather_rows(dist, torch.cat(labels)).numpy()
+    score = all_gather_rows(dist, torch.cat(scores).cpu()).numpy()
+    label = all_gather_rows(dist, torch.cat(labels).cpu()).numpy()
     return {"loss": (total_loss / max(seen, 1)).item(), "auc": auc_score(cfg.task, label, score),
             "acc": acc_score(cfg.task, label, score), "images_per_s": seen / elapsed, "seconds": elapsed,
             "images": seen}
@@ -270,7 +284,7 @@ def evaluate_split(model, split: Split, cfg: EpochConfig, device, batch_size: in
     buffers, a collective the ranks' unequal shards could not match.
     """
     model.eval()
-    total_loss, scores = 0.0, []
+    total_loss, scores = torch.zeros((), dtype=torch.float64, device=device), []
     start, stop = shard_range(len(split), dist.world_size, dist.rank)
     for images, label in load_batches(split, batches(split, batch_size, indices=torch.arange(start, stop)), device,
                                       workers=cfg.workers):
@@ -279,11 +293,11 @@ def evaluate_split(model, split: Split, cfg: EpochConfig, device, batch_size: in
             x = x.contiguous(memory_format=cfg.memory_format)
         with autocast(device, cfg.amp_dtype):
             logits = model(x)
-        total_loss += loss_fn(cfg.task, logits, targets_for(cfg.task, label, cfg.num_classes), 0.0).item() * len(x)
-        scores.append(scores_from_logits(cfg.task, logits).cpu())
-    if dist.distributed:
-        total_loss = float(all_reduce_sum(dist, torch.tensor(total_loss, dtype=torch.float64)))
-    local = torch.cat(scores) if scores else torch.zeros((0, cfg.num_classes))  # a rank with an empty shard
+        # float64, as a Python float sum of the per-batch values would be; read once per split
+        total_loss += loss_fn(cfg.task, logits, targets_for(cfg.task, label, cfg.num_classes), 0.0).double() * len(x)
+        scores.append(scores_from_logits(cfg.task, logits))
+    total_loss = float(all_reduce_sum(dist, total_loss))
+    local = torch.cat(scores).cpu() if scores else torch.zeros((0, cfg.num_classes))  # a rank with an empty shard
     score, label = all_gather_rows(dist, local).numpy(), split.labels.numpy()
     return {"loss": total_loss / len(split), "auc": auc_score(cfg.task, label, score),
             "acc": acc_score(cfg.task, label, score), "scores": score}
