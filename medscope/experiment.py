@@ -206,18 +206,15 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
                 break
     except KeyboardInterrupt:
         if main:
-            writer.close()
-            run.update(status="interrupted", epochs_completed=state.epoch)
+            _record_stop(run, writer, state, status="interrupted")
             log(f"\ninterrupted after {state.epoch} complete epoch(s); the checkpoint is intact.\n"
                 f"resume with: {distributed.command_prefix(dist)} train.py --resume {run.path}")
         raise
     except NonFiniteLoss as exc:
         distributed.signals["held"] = True  # torchrun stops the other ranks now: finish writing first
         if main:
-            writer.close()
-            run.update(status="failed", failure=str(exc), epochs_completed=state.epoch)
-        kept = f"last good checkpoint: {run.path / checkpoints.LAST}" if state.epoch else "no epoch completed"
-        raise RunFailed(f"{exc} in epoch {state.epoch + 1}; training stopped ({kept}). "
+            _record_stop(run, writer, state, status="failed", failure=str(exc))
+        raise RunFailed(f"{exc} in epoch {state.epoch + 1}; training stopped ({_kept(run, state)}). "
                         "Try a lower --lr or --clip-grad 1.0") from None
     except Exception as exc:
         distributed.signals["held"] = True  # see NonFiniteLoss
@@ -225,11 +222,9 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
             raise
         # another process of the job died and torchrun is stopping this one: say so while we can
         if main:
-            writer.close()
-            run.update(status="failed", failure=f"another process failed: {str(exc).splitlines()[0]}",
-                       epochs_completed=state.epoch)
-        kept = f"last good checkpoint: {run.path / checkpoints.LAST}" if state.epoch else "no epoch completed"
-        raise RunFailed(f"another process of the job failed in epoch {state.epoch + 1} ({kept}); "
+            _record_stop(run, writer, state, status="failed",
+                         failure=f"another process failed: {str(exc).splitlines()[0]}")
+        raise RunFailed(f"another process of the job failed in epoch {state.epoch + 1} ({_kept(run, state)}); "
                         f"resume with: {distributed.command_prefix(dist)} train.py --resume {run.path}") from None
 
     result = None
@@ -237,6 +232,16 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
         result = _finish(run, cfg, info, data, device, spec, state, writer, amp_dtype, memory_format, stopped_early)
         writer.close()
     return result
+
+
+def _record_stop(run: Run, writer, state: TrainState, **fields) -> None:
+    """Close the event file and say in run.json how and where training stopped."""
+    writer.close()
+    run.update(epochs_completed=state.epoch, **fields)
+
+
+def _kept(run: Run, state: TrainState) -> str:
+    return f"last good checkpoint: {run.path / checkpoints.LAST}" if state.epoch else "no epoch completed"
 
 
 def _silent(*_args, **_kwargs) -> None:
