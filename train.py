@@ -13,7 +13,7 @@ import sys
 from medscope import cli, distributed, recipes
 from medscope.augment import LEVELS, SAFE_FLIPS
 from medscope.models import MODELS
-from medscope.training import OPTIMIZERS, SCHEDULES
+from medscope.training import OPTIMIZERS, SCHEDULES, SELECTIONS
 
 def get_args_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog="train.py", description="Train MedMNIST classifiers (2D and 3D).")
@@ -44,6 +44,10 @@ def get_args_parser() -> cli.ArgumentParser:
     parser.add_argument("--clip-grad", type=cli.non_negative_float, default=0.0, metavar="NORM",
                         help="clip the gradient norm; 0 disables (default)")
     parser.add_argument("--dropout", type=cli.probability, default=0.2, help="dropout before the classifier")
+    parser.add_argument("--select", choices=SELECTIONS, default=None,
+                        help="the epoch whose weights become the run's model (best.pt) and give its test "
+                             "metrics: best = highest validation AUC, last = the final epoch "
+                             "(default: the recipe's; last for adrenalmnist3d, best otherwise)")
     parser.add_argument("--patience", type=int, default=0,
                         help="stop after this many epochs without a better validation AUC; 0 never stops early")
     parser.add_argument("--augment", choices=LEVELS, default=None,
@@ -164,7 +168,8 @@ def _train(args, ctx) -> int:
             say(f"run {run.name}: {info.flag} ({info.task}, {len(dataset['train'])} train images, "
                 f"{info.size}px {'3D' if info.is_3d else '2D'}) with {model_name} on {_where(ctx)}")
             say(f"  {cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']:g}, "
-                f"augment {cfg['augment']}, label smoothing {cfg['label_smoothing']:g} "
+                f"augment {cfg['augment']}, label smoothing {cfg['label_smoothing']:g}, keeps the "
+                f"{'last epoch' if cfg['select'] == 'last' else 'best epoch by validation AUC'} "
                 f"({'tuned recipe' if cfg['recipe'] == 'tuned' else 'general recipe'} where not given)")
             try:
                 summary = experiment.train_run(run, cfg, info, dataset, device, dist=ctx, workers=args.workers)
@@ -203,6 +208,7 @@ def _config(args, info, model_name: str, n_train: int, ctx=distributed.SINGLE) -
         "schedule": args.schedule, "warmup_epochs": args.warmup_epochs,
         "label_smoothing": given(args.label_smoothing, recipe.label_smoothing),
         "mixup": args.mixup, "clip_grad": args.clip_grad, "dropout": args.dropout, "patience": args.patience,
+        "select": given(args.select, recipe.select),
         "augment": given(args.augment, recipe.augment), "recipe": recipe.source, "tta": args.tta,
         "pretrained": args.pretrained, "weights": args.weights,
         "subset": args.subset, "amp": args.amp, "deterministic": args.deterministic, "skip_md5": args.skip_md5, "seed": args.seed,
@@ -217,7 +223,7 @@ def _config(args, info, model_name: str, n_train: int, ctx=distributed.SINGLE) -
 def _report(run, summary: dict) -> None:
     print(f"results: {run.path}")
     print(f"test AUC {summary['test_auc']:.4f}  ACC {summary['test_acc']:.4f}  "
-          f"(best epoch {summary['best_epoch']}, {summary['wall_seconds']:.0f}s)")
+          f"(model of epoch {summary['best_epoch']}/{summary['epochs_run']}, {summary['wall_seconds']:.0f}s)")
 
 
 if __name__ == "__main__":

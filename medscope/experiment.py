@@ -35,6 +35,8 @@ from .training import (EpochConfig, NonFiniteLoss, amp_dtype_for, evaluate_split
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_auc", "train_acc", "val_loss", "val_auc", "val_acc", "lr",
                    "images_per_s", "epoch_seconds"]
+# --select: which epoch's weights become the run's model (best.pt) and give its test metrics
+SELECTED_BY = {"best": "highest validation AUC", "last": "last epoch"}
 SUMMARY_COLUMNS = ["run", "dataset", "size", "model", "task", "epochs_run", "best_epoch", "val_auc", "val_acc",
                    "test_auc", "test_acc", "test_macro_f1", "wall_seconds", "device", "amp", "seed"]
 
@@ -73,8 +75,8 @@ class TrainState:
     """Everything that changes from epoch to epoch and must survive a resume."""
 
     epoch: int = 0  # epochs completed
-    best_auc: float = -math.inf
-    best_epoch: int = 0
+    best_auc: float = -math.inf  # highest validation AUC so far (early stopping counts from it)
+    best_epoch: int = 0  # the epoch whose weights are best.pt (chosen as --select says)
     stale_epochs: int = 0
     history: list = field(default_factory=list)
     wall_seconds: float = 0.0
@@ -185,12 +187,15 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
             # every rank holds the same gathered validation scores, so every rank decides alike
             improved = val["auc"] > state.best_auc or state.best_epoch == 0
             if improved:
-                state.best_auc, state.best_epoch, state.stale_epochs = val["auc"], epoch, 0
+                state.best_auc, state.stale_epochs = val["auc"], 0
             else:
                 state.stale_epochs += 1
+            kept = improved or cfg.get("select", "best") == "last"
+            if kept:
+                state.best_epoch = epoch
             if main:
                 _log_epoch(writer, row)
-                if improved:
+                if kept:
                     checkpoints.save(run.path / checkpoints.BEST,
                                      {"model": model.state_dict(), "spec": spec, "config": cfg, "epoch": epoch,
                                       "val_auc": val["auc"]})
@@ -199,7 +204,7 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
                 atomic.write_csv(run.path / "history.csv", state.history, HISTORY_COLUMNS)
             log(f"epoch {epoch:3d}/{cfg['epochs']}  train loss {train['loss']:.4f} auc {train['auc']:.3f}  "
                 f"val loss {val['loss']:.4f} auc {val['auc']:.3f} acc {val['acc']:.3f}  "
-                f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s{'  *' if improved else ''}")
+                f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s{'  *' if kept else ''}")
             if cfg["patience"] and state.stale_epochs >= cfg["patience"]:
                 log(f"early stop: validation AUC has not improved for {cfg['patience']} epochs")
                 stopped_early = True
@@ -294,6 +299,7 @@ def _finish(run, cfg, info, data, device, spec, state, writer, amp_dtype, memory
     val_metrics = evaluate(info.task, val_out["labels"].numpy(), val_out["probabilities"].numpy(), names)
     test_metrics = evaluate(info.task, test_out["labels"].numpy(), test_out["probabilities"].numpy(), names)
     metrics = {"val": val_metrics, "test": test_metrics, "best_epoch": state.best_epoch,
+               "selected_by": SELECTED_BY[cfg.get("select", "best")],
                "epochs_run": state.epoch, "stopped_early": stopped_early, "tta": bool(cfg["tta"]),
                "task": info.task, "class_names": names}
     written = [atomic.write_json(run.path / "metrics.json", metrics)]

@@ -31,6 +31,7 @@ from .metrics import auc_score, acc_score, scores_from_logits
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
+SELECTIONS = ("best", "last")  # --select: which epoch becomes the run's model
 
 
 class NonFiniteLoss(RuntimeError):

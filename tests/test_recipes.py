@@ -19,6 +19,7 @@ def test_tuned_recipes_apply_to_resnet18_at_28px_on_the_whole_split(flag):
     for other in (recipes.default_recipe(flag, "cnn"), recipes.default_recipe(flag, n_train=full - 1),
                   recipes.default_recipe(flag, size=64)):
         assert other.source == "general" and other.batch_size == 64 and other.augment == "light"
+        assert other.select == "best"
 
 
 def test_general_rule_sees_about_8000_images_in_3_to_15_epochs():
@@ -38,14 +39,15 @@ def test_train_config_takes_the_recipe_for_flags_left_out():
     assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["augment"], cfg["label_smoothing"], cfg["recipe"]) == \
         (6, 32, 2e-3, "none", 0.1, "tuned")
     cfg = _config([], flag="adrenalmnist3d")
-    assert (cfg["epochs"], cfg["batch_size"], cfg["augment"]) == (12, 64, "strong")
+    assert (cfg["epochs"], cfg["batch_size"], cfg["augment"], cfg["select"]) == (12, 64, "strong", "last")
+    assert _config([])["select"] == "best"
 
 
 def test_every_flag_given_beats_the_recipe():
     cfg = _config(["--epochs", "2", "--batch-size", "16", "--lr", "0.01", "--augment", "light",
-                   "--label-smoothing", "0"])
-    assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["augment"], cfg["label_smoothing"]) == \
-        (2, 16, 0.01, "light", 0.0)
+                   "--label-smoothing", "0", "--select", "best"], flag="adrenalmnist3d")
+    assert (cfg["epochs"], cfg["batch_size"], cfg["lr"], cfg["augment"], cfg["label_smoothing"], cfg["select"]) == \
+        (2, 16, 0.01, "light", 0.0, "best")
 
 
 def test_a_subset_uses_the_general_rule():

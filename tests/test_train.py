@@ -150,6 +150,26 @@ def test_same_seed_same_metrics(tmp_path, medmnist_dir):
     assert json.loads((a / "metrics.json").read_text())["test"] == json.loads((b / "metrics.json").read_text())["test"]
 
 
+def test_the_run_keeps_the_epoch_of_highest_validation_auc_or_the_last_one(tmp_path, medmnist_dir):
+    args = ["--dataset", "breastmnist", *_quick("--epochs", "3")]
+    best = train_run(tmp_path / "best", medmnist_dir, *args)
+    last = train_run(tmp_path / "last", medmnist_dir, *args, "--select", "last")
+    # the same seed trains the same epochs; only the kept model differs
+    assert [r["val_auc"] for r in _csv(best / "history.csv")] == [r["val_auc"] for r in _csv(last / "history.csv")]
+    val_auc = [float(r["val_auc"]) for r in _csv(best / "history.csv")]
+    first_highest = val_auc.index(max(val_auc)) + 1
+    for run, epoch, rule in ((best, first_highest, "highest validation AUC"), (last, 3, "last epoch")):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert (metrics["best_epoch"], metrics["selected_by"]) == (epoch, rule)
+        kept = torch.load(run / "best.pt", weights_only=True)
+        assert kept["epoch"] == epoch and kept["val_auc"] == pytest.approx(val_auc[epoch - 1])
+        assert metrics["val"]["auc"] == pytest.approx(val_auc[epoch - 1], abs=1e-6)
+    final = torch.load(last / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(tensor, final[name]) for name, tensor in
+               torch.load(last / "best.pt", weights_only=True)["model"].items())
+    assert json.loads((last / "run.json").read_text())["config"]["select"] == "last"
+
+
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, medmnist_dir, monkeypatch):
     args = ["--dataset", "breastmnist", *_quick("--epochs", "3")]
     whole = train_run(tmp_path / "whole", medmnist_dir, *args)
