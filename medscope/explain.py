@@ -21,7 +21,6 @@ deletion AUC) and rise fast (high insertion AUC), compared with a random order.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import re
@@ -718,23 +717,13 @@ def _report_written(ctx: RunContext, folder: Path, written: list[Path]) -> None:
     print(f"wrote {len(written)} files to {folder}")
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def _add_selection_arguments(parser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--n", type=cli.positive_int, default=16, help="images to explain (default: 16)")
     group.add_argument("--all", action="store_true", help="explain the whole split")
     parser.add_argument("--target", default="pred",
                         help="class to explain: pred (default), true, or a class index or name")
-    parser.add_argument("--steps", type=non_negative_int, default=20,
+    parser.add_argument("--steps", type=cli.non_negative_int, default=20,
                         help="steps of the deletion/insertion curves; 0 skips the faithfulness metrics (default: 20)")
     parser.add_argument("--max-figures", type=int, default=64, metavar="N",
                         help="draw figures for at most N images (maps and metrics cover all; default: 64)")

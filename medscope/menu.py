@@ -130,16 +130,6 @@ def optional_positive_int(text: str) -> int | None:
     return cli.positive_int(text)
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {value}")
-    return value
-
-
 def integer(text: str) -> int:
     try:
         return int(text)
@@ -301,7 +291,7 @@ TRAIN_QUESTIONS = (
     Question("select", "model to keep (best: highest validation AUC, last: final epoch)",
              choices=lambda s, a: _train_choices(s, "--select"), default=_recipe_value("select"), flag="--select",
              always=False, implied=_recipe_value("select"), when=_advanced),
-    Question("patience", "early-stop patience in epochs (0: never)", parse=non_negative_int,
+    Question("patience", "early-stop patience in epochs (0: never)", parse=cli.non_negative_int,
              default=_train_default("patience"), flag="--patience", always=False, when=_advanced),
     Question("subset", "train on a random subset of N images", parse=optional_positive_int,
              default=_train_default("subset", preset="subset"), flag="--subset", always=False, when=_advanced,

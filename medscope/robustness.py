@@ -484,7 +484,7 @@ def severity(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    from .explain import add_run_arguments, non_negative_int
+    from .explain import add_run_arguments
 
     add_run_arguments(parser, batch_size=256)
     parser.add_argument("--perturbations", nargs="+", default=None, metavar="NAME",
@@ -496,9 +496,9 @@ def add_arguments(parser) -> None:
                         help="saliency map whose shift is measured: gradcam (default) or gradient (vanilla)")
     parser.add_argument("--layer", default=None, metavar="NAME",
                         help="Grad-CAM layer (default: the last block whose output is larger than 1 pixel)")
-    parser.add_argument("--n-saliency", type=non_negative_int, default=100, metavar="N",
+    parser.add_argument("--n-saliency", type=cli.non_negative_int, default=100, metavar="N",
                         help="images (seeded) whose saliency shift is measured; 0 skips it (default: 100)")
-    parser.add_argument("--n-examples", type=non_negative_int, default=3, metavar="N",
+    parser.add_argument("--n-examples", type=cli.non_negative_int, default=3, metavar="N",
                         help="images shown perturbed with their saliency at every severity (default: 3)")
     parser.add_argument("--tolerance", type=cli.probability, default=0.05,
                         help="the report names the first severity where ACC is more than this below clean "

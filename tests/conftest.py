@@ -51,6 +51,22 @@ def train_run(workdir: Path, medmnist_dir: Path, *args: str) -> Path:
     return new
 
 
+def one_line_error(capsys, message: str) -> str:
+    """Assert stderr is one line holding ``message`` and no traceback; return it."""
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def history(run: Path) -> list[dict]:
+    """history.csv's rows without the timing columns, which differ between identical runs."""
+    import csv
+
+    with open(run / "history.csv", newline="") as fh:
+        return [{k: v for k, v in row.items() if k not in ("images_per_s", "epoch_seconds")}
+                for row in csv.DictReader(fh)]
+
+
 def interrupt_epoch(monkeypatch, n: int):
     """Make the run's ``n``-th epoch end with KeyboardInterrupt, as Ctrl-C would; returns the undo."""
     from medscope import training
@@ -66,6 +82,20 @@ def interrupt_epoch(monkeypatch, n: int):
 
     monkeypatch.setattr("medscope.experiment.train_one_epoch", interrupted)
     return lambda: monkeypatch.setattr("medscope.experiment.train_one_epoch", real_epoch)
+
+
+def interrupted_run(workdir: Path, medmnist_dir: Path, monkeypatch, epoch: int, *args: str):
+    """Train until Ctrl-C in ``epoch``; returns the run folder and the folder flags to resume it with."""
+    import train
+    from medscope import cli
+
+    undo = interrupt_epoch(monkeypatch, epoch)
+    results = workdir / "results"
+    folders = ["--data-dir", str(medmnist_dir), "--results-dir", str(results), "--runs-dir", str(workdir / "runs")]
+    assert cli.run(train.main, [*args, *folders]) == cli.EXIT_INTERRUPTED
+    undo()
+    (run,) = list(results.iterdir())
+    return run, folders
 
 
 @pytest.fixture(scope="session")

@@ -15,19 +15,13 @@ from medmnist.evaluator import getACC, getAUC
 
 import train
 from medscope import checkpoints, cli, data, explain, runs
-from tests.conftest import ROOT, copy_run, interrupt_epoch, train_run
+from tests.conftest import ROOT, copy_run, history, interrupted_run, train_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 RUN_FILES = ["run.json", "history.csv", "summary.csv", "metrics.json", "best.pt", "last.pt",
              "inference_outputs.pt", "inference_mean.json", "training_curves.png", "confusion_matrix.png",
              "sample_predictions.png"]
-TIMING = ("images_per_s", "epoch_seconds")
-
-
-def _history(run):
-    with open(run / "history.csv", newline="") as fh:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(fh)]
 
 
 def _short(*extra):
@@ -87,7 +81,7 @@ def test_deterministic_gpu_runs_repeat_exactly(tmp_path, medmnist_dir):
     args = _short("--deterministic", "--seed", "3")
     a = train_run(tmp_path / "a", medmnist_dir, *args)
     b = train_run(tmp_path / "b", medmnist_dir, *args)
-    assert _history(a) == _history(b)
+    assert history(a) == history(b)
     assert json.loads((a / "metrics.json").read_text())["test"] == json.loads((b / "metrics.json").read_text())["test"]
 
 
@@ -95,14 +89,9 @@ def test_resume_on_the_gpu_equals_an_uninterrupted_run(tmp_path, medmnist_dir, m
     args = _short("--deterministic", "--model", "cnn", "--epochs", "3")
     whole = train_run(tmp_path / "whole", medmnist_dir, *args)
 
-    undo = interrupt_epoch(monkeypatch, 2)
-    results = tmp_path / "cut" / "results"
-    common = ["--data-dir", str(medmnist_dir), "--results-dir", str(results), "--runs-dir", str(tmp_path / "cut/runs")]
-    assert cli.run(train.main, [*args, *common]) == cli.EXIT_INTERRUPTED
-    (cut,) = list(results.iterdir())
-    undo()
-    assert cli.run(train.main, ["--resume", cut.name, "--deterministic", *common]) == 0
-    assert _history(cut) == _history(whole)
+    cut, folders = interrupted_run(tmp_path / "cut", medmnist_dir, monkeypatch, 2, *args)
+    assert cli.run(train.main, ["--resume", cut.name, "--deterministic", *folders]) == 0
+    assert history(cut) == history(whole)
     final_a = torch.load(whole / "last.pt", weights_only=True)["model"]
     final_b = torch.load(cut / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)

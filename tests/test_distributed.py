@@ -21,21 +21,16 @@ import torch
 import train
 from medscope import checkpoints, cli, distributed, training
 from medscope.distributed import DistContext, shard_epoch, shard_range
-from tests.conftest import ROOT, train_run, write_fake_medmnist
+from tests.conftest import ROOT, history, train_run, write_fake_medmnist
 
 ARGS = ["--dataset", "breastmnist", "--model", "cnn", "--epochs", "2", "--batch-size", "64", "--seed", "3",
         "--skip-md5"]
-TIMING = ("images_per_s", "epoch_seconds")
 LAUNCH_TIMEOUT_S = 120  # a job that hangs fails the test instead of the suite
 
 
 def _csv(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def _history(run: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in _csv(run / "history.csv")]
 
 
 def _info(run: Path) -> dict:
@@ -237,11 +232,11 @@ def test_torchrun_metrics_are_those_of_a_single_process_within_tolerance(torchru
 
 
 @pytest.mark.timeout(300)
-def test_same_seed_and_world_size_give_the_same_history(torchrun_run, tmp_path, data_dir):
+def test_same_seed_and_world_size_give_the_samehistory(torchrun_run, tmp_path, data_dir):
     proc = _torchrun(tmp_path, data_dir, *ARGS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = _only_run(tmp_path)
-    assert _history(again) == _history(torchrun_run)
+    assert history(again) == history(torchrun_run)
     assert json.loads((again / "metrics.json").read_text()) == json.loads((torchrun_run / "metrics.json").read_text())
 
 
@@ -256,7 +251,7 @@ def test_ctrl_c_under_torchrun_keeps_a_checkpoint_that_resumes_to_the_same_run(t
     proc = _torchrun(tmp_path, data_dir, "--resume", cut.name)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _info(cut)["status"] == "completed"
-    assert _history(cut) == _history(torchrun_run)
+    assert history(cut) == history(torchrun_run)
 
 
 @pytest.mark.timeout(300)
@@ -277,5 +272,5 @@ def test_a_dead_rank_ends_the_whole_job_with_the_checkpoint_intact(tmp_path, dat
 @pytest.mark.timeout(300)
 def test_background_loading_changes_no_number(single_run, tmp_path, data_dir):
     run = train_run(tmp_path, data_dir, *ARGS, "--workers", "2")
-    assert _history(run) == _history(single_run)
+    assert history(run) == history(single_run)
     assert json.loads((run / "metrics.json").read_text()) == json.loads((single_run / "metrics.json").read_text())

@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 import explain
-from conftest import ROOT, copy_run
+from conftest import ROOT, copy_run, one_line_error
 from medscope import cli, menu, robustness
 from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL
 
@@ -205,8 +205,7 @@ def test_a_3d_sweep_shows_middle_slices(run3d, capsys):
 ])
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(run2d, capsys, argv, message):
     assert run_explain("robustness", "--run", str(run2d), *argv) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    one_line_error(capsys, message)
     assert not (run2d / "robustness").exists()
 
 

@@ -11,7 +11,7 @@ from medmnist.evaluator import getACC, getAUC
 
 import train
 from medscope import cli, data, training
-from tests.conftest import ROOT, interrupt_epoch, train_run, write_fake_medmnist
+from tests.conftest import ROOT, history, interrupted_run, train_run, write_fake_medmnist
 
 RUN_FILES = ["run.json", "history.csv", "summary.csv", "metrics.json", "best.pt", "last.pt",
              "inference_outputs.pt", "inference_mean.json", "training_curves.png", "confusion_matrix.png",
@@ -37,9 +37,9 @@ def test_2d_run_folder_is_complete(run_2d):
     assert info["config"]["epochs"] == 2 and info["environment"]["torch"] == torch.__version__
     assert {a["path"] for a in info["artifacts"]} >= set(RUN_FILES) - {"run.json"}
     assert run_2d.name.endswith("_breastmnist28_resnet18") and run_2d.name[:4].isdigit()
-    history = _csv(run_2d / "history.csv")
-    assert [int(r["epoch"]) for r in history] == [1, 2]
-    assert set(history[0]) >= {"train_loss", "val_auc", "val_acc", "lr", "images_per_s"}
+    epochs = _csv(run_2d / "history.csv")
+    assert [int(r["epoch"]) for r in epochs] == [1, 2]
+    assert set(epochs[0]) >= {"train_loss", "val_auc", "val_acc", "lr", "images_per_s"}
     (summary,) = _csv(run_2d / "summary.csv")
     assert summary["dataset"] == "breastmnist" and float(summary["test_auc"]) == info["metrics"]["test_auc"]
 
@@ -86,9 +86,9 @@ def test_tensorboard_events_hold_the_logged_scalars(run_2d):
     tags = acc.Tags()
     assert {"loss/train", "loss/val", "auc/val", "acc/val", "lr", "speed/images_per_s"} <= set(tags["scalars"])
     assert any(t.startswith("weights/") for t in tags["histograms"])
-    history = _csv(run_2d / "history.csv")
+    epochs = _csv(run_2d / "history.csv")
     logged = [e.value for e in acc.Scalars("auc/val")]
-    assert logged == [float(np.float32(float(r["val_auc"]))) for r in history]
+    assert logged == [float(np.float32(float(r["val_auc"]))) for r in epochs]
 
 
 def test_3d_run_folder_is_complete(run_3d):
@@ -145,8 +145,7 @@ def test_pretrained_weights_load_from_a_local_file(tmp_path, medmnist_dir):
 def test_same_seed_same_metrics(tmp_path, medmnist_dir):
     a = train_run(tmp_path / "a", medmnist_dir, "--dataset", "breastmnist", *_quick("--epochs", "2"))
     b = train_run(tmp_path / "b", medmnist_dir, "--dataset", "breastmnist", *_quick("--epochs", "2"))
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "epoch_seconds")} for r in rows]
-    assert strip(_csv(a / "history.csv")) == strip(_csv(b / "history.csv"))
+    assert history(a) == history(b)
     assert json.loads((a / "metrics.json").read_text())["test"] == json.loads((b / "metrics.json").read_text())["test"]
 
 
@@ -174,18 +173,12 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, medmnist_dir,
     args = ["--dataset", "breastmnist", *_quick("--epochs", "3")]
     whole = train_run(tmp_path / "whole", medmnist_dir, *args)
 
-    undo = interrupt_epoch(monkeypatch, 2)
-    results = tmp_path / "cut" / "results"
-    common = ["--data-dir", str(medmnist_dir), "--results-dir", str(results), "--runs-dir", str(tmp_path / "cut/runs")]
-    assert cli.run(train.main, [*args, *common]) == cli.EXIT_INTERRUPTED
-    (cut,) = list(results.iterdir())
+    cut, folders = interrupted_run(tmp_path / "cut", medmnist_dir, monkeypatch, 2, *args)
     assert json.loads((cut / "run.json").read_text())["status"] == "interrupted"
     assert torch.load(cut / "last.pt", weights_only=True)["epoch"] == 1
 
-    undo()
-    assert cli.run(train.main, ["--resume", cut.name, *common]) == 0
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "epoch_seconds")} for r in rows]
-    assert strip(_csv(cut / "history.csv")) == strip(_csv(whole / "history.csv"))
+    assert cli.run(train.main, ["--resume", cut.name, *folders]) == 0
+    assert history(cut) == history(whole)
     final_a = torch.load(whole / "last.pt", weights_only=True)["model"]
     final_b = torch.load(cut / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
