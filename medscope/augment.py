@@ -44,10 +44,6 @@ class AugmentConfig:
         return bool(self.flips or self.rotate_deg or self.translate or self.scale or self.brightness or self.contrast)
 
 
-def default_level(flag: str) -> str:
-    return "light"
-
-
 def make_config(flag: str, level: str, spatial_dims: int) -> AugmentConfig:
     if level not in LEVELS:
         raise ValueError(f"augment level {level!r} not in {LEVELS}")

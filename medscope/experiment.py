@@ -30,8 +30,8 @@ from .distributed import SINGLE, DistContext
 from .metrics import evaluate, predictions
 from .models import build_model, imagenet_state_dict, load_pretrained, model_spec
 from .runs import Run, now_iso
-from .training import (EpochConfig, NonFiniteLoss, amp_dtype_for, evaluate_split, evaluation_settings, make_optimizer,
-                       make_scheduler, memory_format_for, seed_epoch, seed_rank, train_one_epoch)
+from .training import (EpochConfig, NonFiniteLoss, evaluate_split, evaluation_settings, make_optimizer,
+                       make_scheduler, seed_epoch, seed_rank, train_one_epoch)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_auc", "train_acc", "val_loss", "val_auc", "val_acc", "lr",
                    "images_per_s", "epoch_seconds"]
@@ -105,8 +105,8 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
         Background loader processes (default: the run's ``workers`` setting).
     """
     spec = model_spec(cfg["model"], info.n_channels, info.num_classes, info.spatial_dims, info.size, cfg["dropout"])
-    amp_dtype = amp_dtype_for(device, cfg["amp"])
-    memory_format = memory_format_for(info.spatial_dims, device)
+    settings = evaluation_settings(cfg, info, device)
+    amp_dtype, memory_format = settings["amp_dtype"], settings["memory_format"]
     main = dist.is_main
     if not main:
         log = _silent
@@ -234,7 +234,7 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
 
     result = None
     if main:
-        result = _finish(run, cfg, info, data, device, spec, state, writer, amp_dtype, memory_format, stopped_early)
+        result = _finish(run, cfg, info, data, device, spec, state, writer, stopped_early)
         writer.close()
     return result
 
@@ -286,13 +286,14 @@ def _log_epoch(writer, row: dict) -> None:
     writer.flush()
 
 
-def _finish(run, cfg, info, data, device, spec, state, writer, amp_dtype, memory_format, stopped_early) -> dict:
+def _finish(run, cfg, info, data, device, spec, state, writer, stopped_early) -> dict:
     """Evaluate the best checkpoint on val and test and write every output file."""
     best = checkpoints.load(run.path / checkpoints.BEST, map_location=device)
     model = checkpoints.model_from_checkpoint(best, device)
-    if memory_format is not None:
-        model = model.to(memory_format=memory_format)
-    settings = evaluation_settings(cfg, info, device)
+    settings = evaluation_settings(cfg, info, device)  # the precision and layout training used
+    amp_dtype = settings["amp_dtype"]
+    if settings["memory_format"] is not None:
+        model = model.to(memory_format=settings["memory_format"])
     names = info.class_names
     val_out = collect_outputs(model, data["val"], info.task, device, activations=False, **settings)
     test_out = collect_outputs(model, data["test"], info.task, device, **settings)

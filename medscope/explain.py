@@ -36,6 +36,7 @@ from . import atomic, cli
 from .cli import UsageError
 from .data import TASK_MULTILABEL, gather, normalize
 from .metrics import predictions, scores_from_logits
+from .report_text import label_text
 
 EPS = 1e-7  # same guard as pytorch-grad-cam's min-max normalisation
 
@@ -662,7 +663,7 @@ def write_explanations(ctx: RunContext, folder: Path, stem: str, explained: Expl
                "n_images": int(len(explained.ids)), "n_figures": int(len(images)), **(extra or {})}
     fa = explained.faithfulness
     if fa is not None:
-        rows = [dict(row="image", id=int(i), label=_label_text(explained.labels[k]), target=int(explained.targets[k]),
+        rows = [dict(row="image", id=int(i), label=label_text(explained.labels[k]), target=int(explained.targets[k]),
                      target_name=names[explained.targets[k]], target_probability=float(target_prob[k]),
                      deletion_auc=float(fa.deletion[k]), insertion_auc=float(fa.insertion[k]),
                      random_deletion_auc=float(fa.random_deletion[k]),
@@ -689,11 +690,6 @@ def write_explanations(ctx: RunContext, folder: Path, stem: str, explained: Expl
     written.append(atomic.write_json(folder / f"{stem}_summary.json", summary))
     _drop_stale_outputs(ctx.run, folder, stem, keep={Path(p).name for p in written})
     return written
-
-
-def _label_text(label: np.ndarray) -> str:
-    label = np.asarray(label).reshape(-1)
-    return str(int(label[0])) if label.size == 1 else ";".join(str(int(v)) for v in label)
 
 
 def _drop_stale_outputs(run, folder: Path, stem: str, keep: set[str]) -> None:

@@ -40,6 +40,7 @@ from . import perturbations as pt
 from .cli import UsageError
 from .data import TASK_MULTILABEL, Split, batches, gather, normalize
 from .metrics import acc_score, auc_score, predictions
+from .report_text import label_text, number_text, percent_text
 
 TOP_FRACTION = 0.10  # the "most salient" pixels compared by the IoU
 PERTURB_CHUNK = 256  # images perturbed at once; fixed so that --batch-size never changes the random draws
@@ -95,15 +96,19 @@ def flipped(task: str, clean_predictions: np.ndarray, new_predictions: np.ndarra
 
 
 def top_mask(maps: torch.Tensor, fraction: float = TOP_FRACTION) -> torch.Tensor:
-    """(N, P) bool: the ``k = ceil(fraction * P)`` largest pixels of each flattened map (ties: lower index first).
+    """(N, P) bool: the pixels of each flattened map at least as salient as its ``k``-th largest,
+    ``k = ceil(fraction * P)``, and above zero.
 
-    >>> top_mask(torch.tensor([[0.1, 0.9, 0.5, 0.9]]), 0.5).tolist()
-    [[False, True, False, True]]
+    Ties at the threshold are all in (no pixel order decides), and zero is never "salient": a
+    Grad-CAM map clipped at zero may have fewer than ``k`` positive pixels, or none.
+
+    >>> top_mask(torch.tensor([[0.1, 0.9, 0.5, 0.9], [0.0, 0.0, 0.3, 0.0]]), 0.5).tolist()
+    [[False, True, False, True], [False, False, True, False]]
     """
     flat = maps.reshape(maps.shape[0], -1)
     k = max(1, int(math.ceil(fraction * flat.shape[1])))
-    order = torch.argsort(-flat, dim=1, stable=True)[:, :k]
-    return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, True)
+    kth_largest = flat.topk(k, dim=1).values[:, -1:]
+    return (flat >= kth_largest) & (flat > 0)
 
 
 def saliency_shift(reference: torch.Tensor, maps: torch.Tensor, top_fraction: float = TOP_FRACTION) -> dict:
@@ -123,7 +128,8 @@ def saliency_shift(reference: torch.Tensor, maps: torch.Tensor, top_fraction: fl
         pattern); a constant map has no pattern: 1 when both maps are constant,
         0 when only one is;
         ``iou = |T(a) & T(b)| / |T(a) | T(b)|`` of the top-``top_fraction``
-        pixel sets (:func:`top_mask`), in [0, 1] (1 = same hot spot).
+        pixel sets (:func:`top_mask`), in [0, 1] (1 = same hot spot; 1 when
+        neither map has a salient pixel).
 
     >>> a = torch.tensor([[[0.0, 0.5], [1.0, 0.0]]])
     >>> s = saliency_shift(a, a.flip(2), top_fraction=0.25)
@@ -140,7 +146,8 @@ def saliency_shift(reference: torch.Tensor, maps: torch.Tensor, top_fraction: fl
     pearson = torch.where(constant_a & constant_b, torch.ones_like(pearson),
                           torch.where(constant_a | constant_b, torch.zeros_like(pearson), pearson.clamp(-1, 1)))
     ta, tb = top_mask(a, top_fraction), top_mask(b, top_fraction)
-    iou = (ta & tb).sum(dim=1).double() / (ta | tb).sum(dim=1).double()
+    union = (ta | tb).sum(dim=1).double()
+    iou = torch.where(union > 0, (ta & tb).sum(dim=1).double() / union.clamp_min(1), torch.ones_like(union))
     return {"rmse": rmse.numpy(), "pearson": pearson.numpy(), "iou": iou.numpy()}
 
 
@@ -347,8 +354,8 @@ def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed
             for k, image_id in enumerate(saliency_ids):
                 sweep.per_image.append({
                     "perturbation": name, "severity": int(severity), "id": int(image_id),
-                    "label": _label_text(labels[image_id]), "clean_prediction": _label_text(clean_pred[image_id]),
-                    "prediction": _label_text(pred[image_id]), "flipped": bool(is_flipped[image_id]),
+                    "label": label_text(labels[image_id]), "clean_prediction": label_text(clean_pred[image_id]),
+                    "prediction": label_text(pred[image_id]), "flipped": bool(is_flipped[image_id]),
                     "target": int(targets[sal_pos[k]]), "rmse": float(shift["rmse"][k]),
                     "pearson": float(shift["pearson"][k]), "iou": float(shift["iou"][k])})
         else:
@@ -376,11 +383,6 @@ def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed
     sweep.example_ids = example_ids
     sweep.saliency_ids = saliency_ids
     return sweep
-
-
-def _label_text(value) -> str:
-    value = np.asarray(value).reshape(-1)
-    return str(int(value[0])) if value.size == 1 else ";".join(str(int(v)) for v in value)
 
 
 def _prediction_text(task: str, probs: np.ndarray, names: list[str]) -> str:
@@ -425,7 +427,7 @@ def summarize(rows: list[dict], per_image: list[dict], tolerance: float) -> list
             overall[key] = float(np.mean(values)) if values else float("nan")
         worst = min(out, key=lambda o: o["worst_acc"])
         overall.update(worst_acc=worst["worst_acc"], worst_severity=worst["worst_severity"])
-        overall.update(_pooled_shift(per_image, rows[1:]))
+        overall.update(_pooled_shift([p for p in per_image if p["severity"] > 0], rows[1:]))  # not the clean pairs
         out.append(overall)
     return out
 
@@ -575,7 +577,7 @@ def run(args) -> int:
                                                 f"ACC per perturbation and severity — {tag}"))
     for k, image_id in enumerate(sweep.example_ids):
         label = ctx.info.class_names[int(ctx.split.labels[image_id].view(-1)[0])] \
-            if ctx.info.task != TASK_MULTILABEL else _label_text(ctx.split.labels[image_id].numpy())
+            if ctx.info.task != TASK_MULTILABEL else label_text(ctx.split.labels[image_id].numpy())
         written.append(robustness_plots.example_grid(
             folder / f"robustness_examples_{int(image_id):05d}.png", sweep.examples, k,
             [p.name for p in chosen], severities,
@@ -590,8 +592,8 @@ def run(args) -> int:
           + ("" if info["clean_matches_run_metrics"] is None else
              f" ({'equal to' if info['clean_matches_run_metrics'] else 'differs from'} the run's metrics.json)"))
     if overall:
-        print(f"mean over perturbations: ACC {overall['mean_acc']:.3f}, mCE {_fmt(overall['mce'], 2)} "
-              f"(1 = clean error), flip rate {_pct(overall['mean_flip_rate'])}; {n_conditions} conditions in "
+        print(f"mean over perturbations: ACC {overall['mean_acc']:.3f}, mCE {number_text(overall['mce'], 2)} "
+              f"(1 = clean error), flip rate {percent_text(overall['mean_flip_rate'])}; {n_conditions} conditions in "
               f"{seconds:.1f}s")
     print(f"wrote {len(written)} files to {folder}")
     return 0
@@ -625,14 +627,6 @@ def _drop_stale_examples(run, folder: Path, keep: set[str]) -> None:
 
 # --------------------------------------------------------------------------- the report
 
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None or value != value else f"{100 * value:.0f}%"
-
-
 def _auroc_words(value) -> str:
     if value is None or value != value:
         return "undefined"
@@ -660,22 +654,22 @@ def report_markdown(info: dict, rows: list[dict]) -> str:
                                       " — **not** the same as the run's `metrics.json` (another device or "
                                       "software version gives slightly different numbers).")
     lines += ["## In short", "",
-              f"- On clean images: AUC {_fmt(clean['auc'])}, ACC {_fmt(clean['acc'])}, balanced accuracy "
-              f"{_fmt(clean['balanced_acc'])}, ECE {_fmt(clean['ece'])}{check}"]
+              f"- On clean images: AUC {number_text(clean['auc'])}, ACC {number_text(clean['acc'])}, balanced accuracy "
+              f"{number_text(clean['balanced_acc'])}, ECE {number_text(clean['ece'])}{check}"]
     if summary:
         hurt = max(summary, key=lambda s: (s["mce"] if s["mce"] == s["mce"] else -1, -s["mean_acc"]))
         worst = min(summary, key=lambda s: s["worst_acc"])
         lines.append(f"- The perturbation that hurts most is **{hurt['perturbation'].replace('_', ' ')}**: mean "
-                     f"corruption error {_fmt(hurt['mce'], 2)}× the clean one, mean ACC {_fmt(hurt['mean_acc'])}. "
-                     f"The lowest accuracy of all, {_fmt(worst['worst_acc'])}, comes with "
+                     f"corruption error {number_text(hurt['mce'], 2)}× the clean one, mean ACC {number_text(hurt['mean_acc'])}. "
+                     f"The lowest accuracy of all, {number_text(worst['worst_acc'])}, comes with "
                      f"{worst['perturbation'].replace('_', ' ')} at severity {worst['worst_severity']}.")
         least = min(summary, key=lambda s: (s["mce"] if s["mce"] == s["mce"] else math.inf, -s["mean_acc"]))
-        lines.append(f"- The least harmful is {least['perturbation'].replace('_', ' ')} (mCE {_fmt(least['mce'], 2)}, "
-                     f"mean ACC {_fmt(least['mean_acc'])}).")
+        lines.append(f"- The least harmful is {least['perturbation'].replace('_', ' ')} (mCE {number_text(least['mce'], 2)}, "
+                     f"mean ACC {number_text(least['mean_acc'])}).")
         if overall:
-            lines.append(f"- Averaged over every perturbation and severity: ACC {_fmt(overall['mean_acc'])}, "
-                         f"mCE {_fmt(overall['mce'], 2)} (1 means as many errors as on clean images), and "
-                         f"{_pct(overall['mean_flip_rate'])} of predictions change.")
+            lines.append(f"- Averaged over every perturbation and severity: ACC {number_text(overall['mean_acc'])}, "
+                         f"mCE {number_text(overall['mce'], 2)} (1 means as many errors as on clean images), and "
+                         f"{percent_text(overall['mean_flip_rate'])} of predictions change.")
         unchanged = [s["perturbation"].replace("_", " ") for s in summary if s["mean_image_rmse"] < 0.5]
         if unchanged:
             lines.append(f"- These left the images (almost) unchanged, so they test nothing here: "
@@ -687,29 +681,29 @@ def report_markdown(info: dict, rows: list[dict]) -> str:
             if value == value:
                 lines.append(f"- Does the saliency shift warn of failure? Pooled over all perturbations, the "
                              f"{_measure_words(best_key)} separates flipped from stable predictions with AUROC "
-                             f"{_fmt(value)} ({_auroc_words(value)}; 0.5 is chance), over "
+                             f"{number_text(value)} ({_auroc_words(value)}; 0.5 is chance), over "
                              f"{overall['n_flipped_saliency']} flips among {overall['n_saliency_pairs']} "
                              f"explained image-perturbation pairs.")
             else:
                 lines.append(f"- Whether the saliency shift warns of failure cannot be said: "
                              f"{overall['flip_auroc_note']}.")
-    lines += ["", f"## When accuracy falls more than {info['tolerance']:g} below clean ({_fmt(clean['acc'])})", ""]
+    lines += ["", f"## When accuracy falls more than {info['tolerance']:g} below clean ({number_text(clean['acc'])})", ""]
     for s in summary:
         name = s["perturbation"].replace("_", " ")
         if s["first_severity_below"] is None:
-            lines.append(f"- {name}: never, at the severities tried (lowest ACC {_fmt(s['worst_acc'])}).")
+            lines.append(f"- {name}: never, at the severities tried (lowest ACC {number_text(s['worst_acc'])}).")
         else:
-            lines.append(f"- {name}: from severity {s['first_severity_below']} (lowest ACC {_fmt(s['worst_acc'])} at "
+            lines.append(f"- {name}: from severity {s['first_severity_below']} (lowest ACC {number_text(s['worst_acc'])} at "
                          f"severity {s['worst_severity']}).")
     lines += ["", "## Per perturbation", "",
               "| perturbation | mCE | mean ACC | worst ACC (severity) | flips | saliency RMSE | Pearson | top-10% IoU "
               "| flip AUROC (RMSE / 1−r / 1−IoU) |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in summary + ([overall] if overall else []):
-        lines.append(f"| {s['perturbation'].replace('_', ' ')} | {_fmt(s['mce'], 2)} | {_fmt(s['mean_acc'])} | "
-                     f"{_fmt(s['worst_acc'])} ({s['worst_severity']}) | {_pct(s['mean_flip_rate'])} | "
-                     f"{_fmt(s['saliency_rmse'])} | {_fmt(s['saliency_pearson'])} | {_fmt(s['saliency_iou'])} | "
-                     f"{_fmt(s['flip_auroc_rmse'])} / {_fmt(s['flip_auroc_pearson'])} / {_fmt(s['flip_auroc_iou'])} |")
+        lines.append(f"| {s['perturbation'].replace('_', ' ')} | {number_text(s['mce'], 2)} | {number_text(s['mean_acc'])} | "
+                     f"{number_text(s['worst_acc'])} ({s['worst_severity']}) | {percent_text(s['mean_flip_rate'])} | "
+                     f"{number_text(s['saliency_rmse'])} | {number_text(s['saliency_pearson'])} | {number_text(s['saliency_iou'])} | "
+                     f"{number_text(s['flip_auroc_rmse'])} / {number_text(s['flip_auroc_pearson'])} / {number_text(s['flip_auroc_iou'])} |")
     lines += ["", "## The perturbations", "", "| perturbation | parameter | " +
               " | ".join(f"severity {s}" for s in info["severities"]) + " |",
               "| --- | --- |" + " ---: |" * len(info["severities"])]

@@ -31,6 +31,7 @@ from . import atomic, cli
 from .cli import UsageError
 from .data import TASK_MULTILABEL, batches, gather, normalize
 from .metrics import predictions, scores_from_logits
+from .report_text import label_text, number_text, percent_text
 
 ELEMENTWISE = (nn.Dropout,)
 CHANNELWISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -443,15 +444,10 @@ def run(args) -> int:
 
     print(f"MC dropout ({result.path} path, T={args.passes}, {dropout['text']}) on {summary['n']} "
           f"{ctx.split_name} images in {result.seconds:.1f}s")
-    print(f"accuracy {_fmt(summary['accuracy_all'])} on all; {_fmt(summary['accuracy_confident'])} on the "
+    print(f"accuracy {number_text(summary['accuracy_all'])} on all; {number_text(summary['accuracy_confident'])} on the "
           f"{summary['n_confident']} confident (>= {args.threshold:g}); {summary['n_uncertain']} flagged")
     print(f"wrote {len(written)} files to {folder}")
     return 0
-
-
-def _label_text(row) -> str:
-    row = np.asarray(row).reshape(-1)
-    return str(int(row[0])) if row.size == 1 else ";".join(str(int(v)) for v in row)
 
 
 def _names_text(row, names, multilabel: bool) -> str:
@@ -469,10 +465,10 @@ def _per_image_rows(ids, stats, result, summary, task, names, threshold):
     rows = []
     for i in ids:
         pred = stats["predicted"][i]
-        row = {"id": int(i), "label": _label_text(result.labels[i]),
+        row = {"id": int(i), "label": label_text(result.labels[i]),
                "label_name": _names_text(result.labels[i], names, multilabel),
-               "predicted": _label_text(pred), "predicted_name": _names_text(pred, names, multilabel),
-               "correct": bool(correct[i]), "deterministic_predicted": _label_text(det[i]),
+               "predicted": label_text(pred), "predicted_name": _names_text(pred, names, multilabel),
+               "correct": bool(correct[i]), "deterministic_predicted": label_text(det[i]),
                "uncertain": bool(stats["confidence"][i] < threshold)}
         if not multilabel:
             row["probability"] = float(mean[i, int(pred)])
@@ -492,9 +488,9 @@ def _uncertain_cases(ids, stats, result, summary, task, names, threshold) -> dic
     correct = correct_predictions(task, result.labels, stats["predicted"])
     cases = []
     for i in flagged:
-        case = {"id": int(ids[i]), "label": _label_text(result.labels[i]),
+        case = {"id": int(ids[i]), "label": label_text(result.labels[i]),
                 "label_name": _names_text(result.labels[i], names, multilabel),
-                "predicted": _label_text(stats["predicted"][i]),
+                "predicted": label_text(stats["predicted"][i]),
                 "predicted_name": _names_text(stats["predicted"][i], names, multilabel),
                 "correct": bool(correct[i])}
         case.update({name: float(stats[name][i]) for name in MEASURES})
@@ -504,14 +500,6 @@ def _uncertain_cases(ids, stats, result, summary, task, names, threshold) -> dic
             "dropout": summary["dropout"], "n_images": summary["n"], "n_flagged": len(cases),
             "n_flagged_wrong": int(sum(not c["correct"] for c in cases)),
             "ordered_by": "confidence, least confident first", "cases": cases}
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None or value != value else f"{100 * value:.0f}%"
 
 
 def report_markdown(summary: dict) -> str:
@@ -528,20 +516,20 @@ def report_markdown(summary: dict) -> str:
                   "not the model as it was trained.", ""]
     plain = ""
     if "accuracy_deterministic" in s:
-        plain = (f" (one ordinary pass without dropout: {_pct(s['accuracy_deterministic'])}; the two agree on "
-                 f"{_pct(s['agreement_with_deterministic'])} of images)")
+        plain = (f" (one ordinary pass without dropout: {percent_text(s['accuracy_deterministic'])}; the two agree on "
+                 f"{percent_text(s['agreement_with_deterministic'])} of images)")
     lines += ["## In short", "",
-              f"- Over all images the averaged prediction was right {_pct(s['accuracy_all'])} of the time{plain}.",
+              f"- Over all images the averaged prediction was right {percent_text(s['accuracy_all'])} of the time{plain}.",
               f"- The model was confident (confidence at least {s['threshold']:g}) about {s['n_confident']} images "
-              f"({_pct(s['coverage'])}). On those it was right {_pct(s['accuracy_confident'])} of the time; on the "
-              f"{s['n_uncertain']} flagged as uncertain, {_pct(s['accuracy_uncertain'])}.",
+              f"({percent_text(s['coverage'])}). On those it was right {percent_text(s['accuracy_confident'])} of the time; on the "
+              f"{s['n_uncertain']} flagged as uncertain, {percent_text(s['accuracy_uncertain'])}.",
               f"- {s['n_errors']} predictions were wrong."]
     aurocs = {k: v for k, v in s["error_auroc"].items() if v is not None and v == v}
     if aurocs:
         best = max(aurocs, key=aurocs.get)
         lines.append(f"- The measure that best singles out mistakes is {best.replace('_', ' ')}: a randomly chosen "
                      f"wrong prediction scores higher on it than a randomly chosen right one "
-                     f"{_pct(aurocs[best])} of the time (AUROC {aurocs[best]:.3f}; 50% is chance).")
+                     f"{percent_text(aurocs[best])} of the time (AUROC {aurocs[best]:.3f}; 50% is chance).")
     else:
         lines.append("- The error-detection AUROC is undefined here: the predictions were all right or all wrong.")
     cov = s["accuracy_coverage"]
@@ -550,19 +538,19 @@ def report_markdown(summary: dict) -> str:
     coverage, accuracy = np.array(cov["coverage"]), np.array(cov["accuracy"])
     for fraction in (0.25, 0.5, 0.75, 0.9, 1.0):
         k = max(1, int(math.ceil(fraction * len(coverage)))) - 1
-        lines.append(f"| {_pct(coverage[k])} | {_fmt(accuracy[k])} |")
-    lines += ["", f"Mean accuracy over all coverages (area under the curve): {_fmt(cov['area'])}. "
+        lines.append(f"| {percent_text(coverage[k])} | {number_text(accuracy[k])} |")
+    lines += ["", f"Mean accuracy over all coverages (area under the curve): {number_text(cov['area'])}. "
               "See `accuracy_coverage.png`.", "",
               "## How well each measure detects errors (AUROC)", "", "| measure | AUROC |", "| --- | ---: |"]
-    lines += [f"| {name.replace('_', ' ')} | {_fmt(v)} |" for name, v in s["error_auroc"].items()]
+    lines += [f"| {name.replace('_', ' ')} | {number_text(v)} |" for name, v in s["error_auroc"].items()]
     lines += ["", "Confidence is a rescaled predictive entropy, so it ranks images the same way.", "",
               "## Per class", "",
               "| class | images | accuracy | mean confidence | mean entropy | mean mutual information | flagged |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in s["per_class"]:
-        lines.append(f"| {row['name']} | {row['n']} | {_fmt(row['accuracy'])} | {_fmt(row['mean_confidence'])} | "
-                     f"{_fmt(row['mean_predictive_entropy'])} | {_fmt(row['mean_mutual_information'])} | "
-                     f"{_pct(row['fraction_uncertain'])} |")
+        lines.append(f"| {row['name']} | {row['n']} | {number_text(row['accuracy'])} | {number_text(row['mean_confidence'])} | "
+                     f"{number_text(row['mean_predictive_entropy'])} | {number_text(row['mean_mutual_information'])} | "
+                     f"{percent_text(row['fraction_uncertain'])} |")
     lines += ["", "## What the numbers mean", "",
               "- **predictive entropy**: how spread the averaged probabilities are (0: certain; log K: uniform).",
               "- **expected entropy**: the average spread of each single pass — uncertainty the model sees in the "

@@ -68,6 +68,10 @@ def test_saliency_shift_by_hand_and_against_numpy():
     for i in range(4):
         top_a, top_b = set(np.argsort(-flat_a[i])[:k]), set(np.argsort(-flat_b[i])[:k])
         assert s["iou"][i] == pytest.approx(len(top_a & top_b) / len(top_a | top_b))
+    # zero is never salient: two blank maps share their (empty) hot spot, a blank and a hot one do not
+    blank, hot = torch.zeros(1, 6, 5), torch.zeros(1, 6, 5).index_fill_(2, torch.tensor([4]), 1.0)
+    assert robustness.saliency_shift(blank, blank)["iou"][0] == 1
+    assert robustness.saliency_shift(blank, hot)["iou"][0] == 0
 
 
 def test_constant_maps_have_no_pattern_to_correlate():
@@ -155,6 +159,8 @@ def check_sweep(run, perturbations, severities, n_saliency, n_examples):
     for s in summary[:-1]:
         errors = [1 - float(r["balanced_acc"]) for r in rows if r["perturbation"] == s["perturbation"]]
         assert number(s["mce"]) == pytest.approx(np.mean(errors) / clean_error)
+    perturbed = [p for p in per_image if p["perturbation"] != "clean"]  # the pooled pairs: clean ones are no pairs
+    assert int(summary[-1]["n_saliency_pairs"]) == len(perturbed) == n_saliency * (len(rows) - 1)
     info = json.loads((folder / "robustness_summary.json").read_text())
     assert info["clean_matches_run_metrics"] is True
     report = (folder / "robustness_report.md").read_text()
