@@ -195,13 +195,17 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGINT, _interrupt)
 
 
+PEER_FAILURE_MESSAGES = ("Connection closed by peer", "Connection reset by peer",  # Gloo
+                         "remote process exited", "ncclRemoteError", "NCCL communicator was aborted")  # NCCL
+
+
 def is_peer_failure(exc: BaseException) -> bool:
     """True for the errors a collective raises when another process of the job died."""
     if isinstance(exc, getattr(dist, "DistError", ())):
         return True
+    # only what a dead peer causes: this process's own NCCL or CUDA faults must not read as someone else's
     text = str(exc)
-    return isinstance(exc, RuntimeError) and any(
-        needle in text for needle in ("Connection closed by peer", "Connection reset by peer", "NCCL", "gloo"))
+    return isinstance(exc, RuntimeError) and any(needle in text for needle in PEER_FAILURE_MESSAGES)
 
 
 # ------------------------------------------------------------------ rank 0 first, then share

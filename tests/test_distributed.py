@@ -267,6 +267,16 @@ def test_a_dead_rank_ends_the_whole_job_with_the_checkpoint_intact(tmp_path, dat
     checkpoints.model_from_checkpoint(last)  # loads and builds
 
 
+def test_only_errors_a_dead_peer_causes_count_as_another_process_failing():
+    dead = ["[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29400",
+            "NCCL error: remote process exited or there was a network error, NCCL version 2.21.5"]
+    own = ["NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error", "CUDA error: out of memory",
+           "gloo: invalid argument"]
+    assert all(distributed.is_peer_failure(RuntimeError(text)) for text in dead)
+    assert not any(distributed.is_peer_failure(RuntimeError(text)) for text in own)
+    assert not distributed.is_peer_failure(ValueError(dead[0]))
+
+
 # ---------------------------------------------------------------- background loading
 
 @pytest.mark.timeout(300)
