@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from medscope import atomic, cli, data, explain, uncertainty  # noqa: E402
 from medscope.models import build_model  # noqa: E402
+from timing import interleaved  # noqa: E402  (bench/timing.py, beside this script)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -54,19 +55,6 @@ def median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds of each function, the contenders alternating so load spikes hit both."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def model_and_split(flag: str, data_dir, dims: int):

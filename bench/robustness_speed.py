@@ -24,7 +24,6 @@ import datetime as dt
 import io
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from scipy import ndimage  # noqa: E402
 from medscope import atomic, cli, data, robustness  # noqa: E402
 from medscope import perturbations as pt  # noqa: E402
 from medscope.models import build_model  # noqa: E402
+from timing import interleaved  # noqa: E402  (bench/timing.py, beside this script)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -121,18 +121,6 @@ def threaded(n: int, fn, *args):
         return fn(*args)
     finally:
         torch.set_num_threads(before)
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    for fn in fns.values():
-        fn()  # warm-up
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 # --------------------------------------------------------------------------- full sweep

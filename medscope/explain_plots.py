@@ -51,13 +51,19 @@ def wrong(labels, predictions) -> np.ndarray:
     return (labels != predictions).any(axis=1)
 
 
-def _show(ax, image: np.ndarray) -> None:
+def show_image(ax, image: np.ndarray, *, frame: bool = False) -> None:
+    """A uint8 image (grey or RGB) with no ticks; ``frame=True`` keeps the box (and room for a y label)."""
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
-    ax.axis("off")
+    if frame:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        ax.axis("off")
 
 
-def _overlay(ax, image: np.ndarray, heat: np.ndarray) -> None:
-    _show(ax, image)
+def overlay_heatmap(ax, image: np.ndarray, heat: np.ndarray, *, frame: bool = False) -> None:
+    """``heat`` in [0, 1] drawn over ``image`` in the heat map colours of every explain figure."""
+    show_image(ax, image, frame=frame)
     ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA, interpolation="bilinear")
 
 
@@ -77,11 +83,11 @@ def heatmap_pages(folder, stem: str, images: np.ndarray, maps: np.ndarray, image
             row, col = divmod(slot, per_row)
             ax_image, ax_heat, ax_overlay = axes[row, 3 * col: 3 * col + 3]
             image = display_image(images[i])
-            _show(ax_image, image)
+            show_image(ax_image, image)
             ax_image.set_title(image_titles[i], fontsize=7, color="red" if is_wrong[i] else "black")
             ax_heat.imshow(maps[i], cmap=HEATMAP_CMAP, vmin=0, vmax=1, interpolation="bilinear")
             ax_heat.set_title("heatmap", fontsize=7)
-            _overlay(ax_overlay, image, maps[i])
+            overlay_heatmap(ax_overlay, image, maps[i])
             ax_overlay.set_title("overlay", fontsize=7)
         fig.suptitle(f"{heading} — page {page + 1}/{pages}", fontsize=9)
         fig.tight_layout()
@@ -113,14 +119,14 @@ def volume_figure(path, volume: np.ndarray, heat: np.ndarray, title: str, *, is_
     for axis, name in enumerate(("axial", "coronal", "sagittal")):
         image = _slice_image(volume, axis, peak[axis])
         heat_slice = np.take(heat, peak[axis], axis=axis)
-        _show(axes[0, 2 * axis], image)
+        show_image(axes[0, 2 * axis], image)
         axes[0, 2 * axis].set_title(f"{name} {peak[axis]}", fontsize=7)
-        _overlay(axes[0, 2 * axis + 1], image, heat_slice)
+        overlay_heatmap(axes[0, 2 * axis + 1], image, heat_slice)
         axes[0, 2 * axis + 1].set_title(f"{name} overlay", fontsize=7)
     depth = heat.shape[0]
     for k, d in enumerate(np.unique(np.linspace(0, depth - 1, montage).round().astype(int))):
         ax = axes[1 + k // columns, k % columns]
-        _overlay(ax, _slice_image(volume, 0, d), heat[d])
+        overlay_heatmap(ax, _slice_image(volume, 0, d), heat[d])
         ax.set_title(f"axial {d}" + (" (peak)" if d == peak[0] else ""), fontsize=7)
     fig.suptitle(f"{title}\npeak at (d, h, w) = {peak}", fontsize=8, color="red" if is_wrong else "black")
     fig.tight_layout()

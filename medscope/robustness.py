@@ -257,18 +257,17 @@ def saliency_maps(model, images: torch.Tensor, targets: torch.Tensor, method: st
     """(N, *spatial) maps in [0, 1] of uint8 ``images`` for ``targets``: Grad-CAM at ``layer`` or vanilla gradient."""
     from .explain import GradCAM, vanilla_gradient
 
-    out = []
-    for start in range(0, len(images), SALIENCY_BATCH):
-        x = normalize(images[start:start + SALIENCY_BATCH].to(device))
-        t = targets[start:start + SALIENCY_BATCH]
-        if method == "gradcam":
-            with GradCAM(model, layer) as cam:
-                out.append(cam(x, t).maps.float().cpu())
-        else:
-            out.append(vanilla_gradient(model, x, t).maps.float().cpu())
-    if not out:
+    if not len(images):
         return torch.zeros((0, *images.shape[2:]))
-    return torch.cat(out)
+
+    def chunks():
+        for start in range(0, len(images), SALIENCY_BATCH):
+            yield normalize(images[start:start + SALIENCY_BATCH].to(device)), targets[start:start + SALIENCY_BATCH]
+
+    if method == "gradcam":
+        with GradCAM(model, layer) as cam:  # the hooks, once for every batch
+            return torch.cat([cam(x, t).maps.float().cpu() for x, t in chunks()])
+    return torch.cat([vanilla_gradient(model, x, t).maps.float().cpu() for x, t in chunks()])
 
 
 def middle_slices(array: np.ndarray, spatial_dims: int) -> np.ndarray:
@@ -327,9 +326,10 @@ def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed
 
     clean = evaluate_perturbed(model, split, None, 0, seed, task, ctx.device, settings, explain_ids, batch_size)
     clean_pred = predictions(task, clean.probabilities)
-    targets = select_targets("pred", task, torch.from_numpy(clean.logits)[explain_ids],
-                             split.labels[torch.as_tensor(explain_ids, dtype=torch.long)])
-    if task != TASK_MULTILABEL:  # the clean prediction (threshold 0.5 for binary) is the class explained
+    if task == TASK_MULTILABEL:
+        targets = select_targets("pred", task, torch.from_numpy(clean.logits)[explain_ids],
+                                 split.labels[torch.as_tensor(explain_ids, dtype=torch.long)])
+    else:  # the clean prediction (threshold 0.5 for binary) is the class explained
         targets = torch.as_tensor(np.asarray(clean_pred).reshape(-1)[explain_ids], dtype=torch.long)
     clean_maps = saliency_maps(model, clean.explained_images, targets, method, layer, ctx.device)
     sweep.seconds["clean"] = time.perf_counter() - start

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import atomic
-from .explain_plots import HEATMAP_CMAP, OVERLAY_ALPHA
+from .explain_plots import overlay_heatmap, show_image
 from .plots import display_image, plt
 
 MEASURES = (("acc", "ACC"), ("auc", "AUC"), ("balanced_acc", "balanced accuracy"), ("ece", "ECE"),
@@ -90,13 +90,8 @@ def example_grid(path, examples: dict, index: int, names: list[str], severities:
             images, maps, texts, flips = examples[key]
             image = display_image(images[index])
             ax_image, ax_map = axes[i, 2 * j], axes[i, 2 * j + 1]
-            for ax in (ax_image, ax_map):
-                ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255,
-                          interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-            ax_map.imshow(maps[index], cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA,
-                          interpolation="bilinear")
+            show_image(ax_image, image, frame=True)  # the frame keeps the first column's y label
+            overlay_heatmap(ax_map, image, maps[index], frame=True)
             ax_image.set_title("clean" if severity == 0 else f"severity {severity}", fontsize=6)
             ax_map.set_title(texts[index], fontsize=6, color="red" if flips[index] else "black")
             if j == 0:
