@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medscope import cli
+from medscope.app import cli
 
 
 def bins_arg(text: str):
     """A positive bin count or a rule name (``fd``, ``sturges``, ``sqrt``)."""
-    from medscope.weights import BIN_RULES
+    from medscope.analysis.weights import BIN_RULES
 
     if text.lower() in BIN_RULES:
         return text.lower()
@@ -49,8 +49,8 @@ def positive_float(text: str) -> float:
 
 
 def get_args_parser() -> cli.ArgumentParser:
-    from medscope.complexity import LMC_DEFAULT_BINS, R_FACTOR
-    from medscope.weights import default_workers
+    from medscope.analysis.complexity import LMC_DEFAULT_BINS, R_FACTOR
+    from medscope.analysis.weights import default_workers
 
     parser = cli.ArgumentParser(prog="analyze_complexity.py",
                                 description="LMC complexity and exact Sample Entropy of every layer's weights.",
@@ -76,7 +76,8 @@ def get_args_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from medscope import runs, weights
+    from medscope import runs
+    from medscope.analysis import weights
 
     specs = args.run or [None]
     selected = {}

@@ -15,11 +15,11 @@ import argparse
 import sys
 import time
 
-from medscope import cli
+from medscope.app import cli
 
 
 def error_count(text: str) -> int:
-    from medscope.inference_plots import MAX_ERRORS
+    from medscope.analysis.inference_plots import MAX_ERRORS
 
     value = cli.positive_int(text)
     if value > MAX_ERRORS:
@@ -50,14 +50,15 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     from pathlib import Path
 
-    from medscope import data, inference, runs
+    from medscope import data, runs
+    from medscope.analysis import inference
 
     run = runs.resolve_run(args.results_dir, args.run)
     cfg = run.info().get("config") or {}
     if "dataset" not in cfg:
         raise cli.UsageError(f"{run.json_path} has no config.dataset; is {run.path} a finished train.py run?")
     info = data.dataset_info(cfg["dataset"], int(cfg.get("size", 28)))
-    stored = run.path / inference.OUTPUTS_FILE
+    stored = run.layout.inference_outputs
     recompute = args.split is not None or not stored.is_file()
     split = args.split or "test"
     if recompute:
@@ -68,10 +69,7 @@ def main(argv=None) -> int:
         outputs = inference.load_outputs(stored)
         split = outputs.get("split", "test")
 
-    data_dir = args.data_dir
-    trained_from = Path(cfg.get("data_dir") or data_dir)
-    if data_dir == cli.default_data_dir() and (trained_from / info.file_name).is_file():
-        data_dir = trained_from  # --data-dir left at its default: the folder the run was trained from
+    data_dir = runs.data_dir_for(info.file_name, args.data_dir, cfg.get("data_dir"))
     split_data = data.load_split(info, data_dir, split, check_md5=not cfg.get("skip_md5"))
 
     started = time.perf_counter()
@@ -91,9 +89,9 @@ def main(argv=None) -> int:
 
 
 def _report(run, analysis) -> None:
+    from medscope.analysis.inference import most_and_least_active
+    from medscope.analysis.inference_plots import short_layer
     from medscope.data import TASK_MULTILABEL
-    from medscope.inference import most_and_least_active
-    from medscope.inference_plots import short_layer
 
     calib = analysis.calibration
     print(f"{run.name}: {analysis.split} split, {analysis.n} samples ({analysis.source} outputs)")

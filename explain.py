@@ -16,7 +16,7 @@ import importlib
 import sys
 from dataclasses import dataclass
 
-from medscope import cli
+from medscope.app import cli
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,12 @@ class Subcommand:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "gradcam": Subcommand("medscope.explain", "Grad-CAM / Grad-CAM++ heatmaps with deletion/insertion faithfulness",
+    "gradcam": Subcommand("medscope.explain.cam", "Grad-CAM / Grad-CAM++ heatmaps with deletion/insertion faithfulness",
                           "add_gradcam_arguments", "run_gradcam"),
-    "saliency": Subcommand("medscope.explain", "vanilla-gradient and SmoothGrad saliency maps",
+    "saliency": Subcommand("medscope.explain.cam", "vanilla-gradient and SmoothGrad saliency maps",
                            "add_saliency_arguments", "run_saliency"),
-    "uncertainty": Subcommand("medscope.uncertainty", "MC-dropout uncertainty per image and per dataset"),
-    "robustness": Subcommand("medscope.robustness",
+    "uncertainty": Subcommand("medscope.explain.uncertainty", "MC-dropout uncertainty per image and per dataset"),
+    "robustness": Subcommand("medscope.explain.robustness",
                              "perturbation sweeps: metrics, flips and saliency shift per perturbation and severity"),
 }
 

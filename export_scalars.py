@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from medscope import cli
+from medscope.app import cli
 
 
 def get_args_parser() -> cli.ArgumentParser:
@@ -27,7 +27,8 @@ def get_args_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from medscope import runs, scalars
+    from medscope import runs
+    from medscope.analysis import scalars
 
     if args.all:
         if args.run:

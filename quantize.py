@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from medscope import cli
+from medscope.app import cli
 
 DEFAULT_RUNS = 300
 
@@ -49,7 +49,8 @@ def get_args_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from medscope import deploy, runs
+    from medscope import runs
+    from medscope.deploy import export as deploy
 
     run = runs.resolve_run(args.results_dir, args.run)
     options = deploy.ExportOptions(
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     print("\n".join(table))
     for note in report["targets"]["notes"]:
         print(f"note: {note}")
-    print(f"results: {run.path / deploy.EXPORT_DIR}")
+    print(f"results: {run.layout.export_dir}")
     return 0
 
 

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from medscope import cli
+from medscope.app import cli
 
 
 def get_args_parser() -> cli.ArgumentParser:
@@ -36,7 +36,7 @@ def get_args_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from medscope import menu
+    from medscope.app import menu
 
     return menu.main(args, script_dir=Path(__file__).resolve().parent)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import sys
 
-from medscope import cli, distributed, recipes
-from medscope.augment import LEVELS, SAFE_FLIPS
+from medscope.app import cli
 from medscope.models import MODELS
-from medscope.training import OPTIMIZERS, SCHEDULES, SELECTIONS
+from medscope.train import distributed, recipes
+from medscope.train.augment import LEVELS, SAFE_FLIPS
+from medscope.train.loop import OPTIMIZERS, SCHEDULES, SELECTIONS
+
 
 def get_args_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog="train.py", description="Train MedMNIST classifiers (2D and 3D).")
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
 
 
 def _train(args, ctx) -> int:
-    from medscope import checkpoints, data, experiment, runs
+    from medscope import checkpoints, data, runs
+    from medscope.train import experiment
 
     device = ctx.device
     say = print if ctx.is_main else (lambda *a, **k: None)
@@ -116,7 +119,7 @@ def _train(args, ctx) -> int:
     if args.resume:
         def read_checkpoint():
             run = runs.resolve_run(args.results_dir, args.resume)
-            state = checkpoints.load(run.path / checkpoints.LAST)
+            state = checkpoints.load(run.layout.last_pt)
             cfg = state["config"]
             if state["epoch"] >= cfg["epochs"] and run.info().get("status") == "completed":
                 raise cli.UsageError(f"{run.name} already finished all {cfg['epochs']} epochs")
@@ -126,7 +129,7 @@ def _train(args, ctx) -> int:
         cfg = dict(state["config"])
         _check_batch(cfg["batch_size"], ctx)
         info = data.dataset_info(cfg["dataset"], cfg["size"])
-        dataset = load(info, cfg["data_dir"] if args.data_dir == cli.default_data_dir() else args.data_dir,
+        dataset = load(info, runs.data_dir_for(info.file_name, args.data_dir, cfg.get("data_dir")),
                        not cfg.get("skip_md5"))
         if cfg.get("subset"):
             dataset["train"] = data.subset(dataset["train"], cfg["subset"], cfg["seed"])

@@ -7,7 +7,7 @@ like a long training log (``--tags`` scalar tags logged at every step, plus a
 histogram of 62 weight tensors every 100 steps, as train.py logs at the end)
 and times reading every scalar three ways:
 
-* ``medscope.scalars.read_scalars``: what the export does — TensorBoard's
+* ``medscope.analysis.scalars.read_scalars``: what the export does — TensorBoard's
   ``EventFileLoader`` (with its data_compat migration), skipping every value
   that is not a scalar, purging on ``SessionLog.START`` as TensorBoard does;
 * TensorBoard's ``plugin_event_accumulator.EventAccumulator`` (the Python
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from medscope import scalars  # noqa: E402
+from medscope.analysis import scalars  # noqa: E402
 
 
 def write_log(logdir: Path, n_tags: int, n_steps: int, seed: int = 0) -> None:
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         print(f"{args.tags} tags x {args.steps} steps = {n_points} scalars + histograms; "
               f"event file {size_mb:.1f} MiB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
-        readers = {"medscope.scalars.read_scalars": read_medscope,
+        readers = {"medscope.analysis.scalars.read_scalars": read_medscope,
                    "plugin_event_accumulator": read_plugin_accumulator,
                    "legacy event_accumulator": read_legacy_accumulator}
         results = {}
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         for name, fn in readers.items():
             seconds, results[name] = best_of(args.repeat, lambda fn=fn: fn(logdir))
             print(f"| {name} | {seconds:.3f} | {n_points / seconds:,.0f} |")
-        reference = results["medscope.scalars.read_scalars"]
+        reference = results["medscope.analysis.scalars.read_scalars"]
         for name, got in results.items():
             assert got.keys() == reference.keys(), name
             for tag in reference:

@@ -11,7 +11,7 @@ ResNet-18 (weights do not change the cost, so a fresh model is used):
 * the obvious alternative: one image at a time, autograd on, hooks that keep
   whole feature maps and average them afterwards;
 * t-SNE of the 624 embeddings with 1 OpenMP thread (the default of
-  ``medscope.inference``) against scikit-learn's default thread count.
+  ``medscope.analysis.inference``) against scikit-learn's default thread count.
 
 Timings depend on the machine's load; the load average is printed with them.
 """
@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from medscope import cli, data  # noqa: E402
+from medscope import data
 from medscope.activations import collect_outputs  # noqa: E402
-from medscope.inference import embedding_projections  # noqa: E402
+from medscope.analysis.inference import embedding_projections  # noqa: E402
+from medscope.app import cli  # noqa: E402
 from medscope.models import build_model  # noqa: E402
 
 

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
             args.run_3d = train(work / "train", args.data_dir, "--dataset", "adrenalmnist3d", "--model",
                                 "resnet18", "--epochs", "1", "--subset", "96", "--batch-size", "32", "--seed", "1")
         # compile (or load) the numba kernels once, outside the timings
-        subprocess.run([sys.executable, "-c", "from medscope.complexity import sample_entropy; "
+        subprocess.run([sys.executable, "-c", "from medscope.analysis.complexity import sample_entropy; "
                         "import numpy as np; sample_entropy(np.random.default_rng(0).standard_normal(500))"],
                        cwd=ROOT, check=True)
         cases = []

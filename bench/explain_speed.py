@@ -1,9 +1,9 @@
 """Speed of explain.py's two hot paths against the obvious alternatives, on the same inputs.
 
-1. Batched Grad-CAM (medscope.explain.GradCAM) against pytorch-grad-cam's
+1. Batched Grad-CAM (medscope.explain.cam.GradCAM) against pytorch-grad-cam's
    GradCAM: same model, layer, images and targets (the predicted class), both
    returning maps at the input resolution. Images (volumes) per second.
-2. MC dropout with T = 20 (medscope.uncertainty.mc_predict: backbone once,
+2. MC dropout with T = 20 (medscope.explain.uncertainty.mc_predict: backbone once,
    head sampled T times) against one ordinary forward pass over the same
    split and a naive loop of 20 full passes with dropout switched on.
 
@@ -28,10 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-
-from medscope import atomic, cli, data, explain, uncertainty  # noqa: E402
-from medscope.models import build_model  # noqa: E402
 from timing import interleaved  # noqa: E402  (bench/timing.py, beside this script)
+
+from medscope import atomic, data  # noqa: E402
+from medscope.app import cli
+from medscope.explain import cam as explain
+from medscope.explain import uncertainty
+from medscope.models import build_model  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:

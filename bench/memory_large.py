@@ -141,9 +141,10 @@ class PeakSampler(threading.Thread):
 def run_case(data_dir: str, case: str, memmap: bool, workers: int, train_steps: int) -> dict:
     import torch
 
-    from medscope import augment, data
+    from medscope import data
     from medscope.models import build_model
-    from medscope.training import EpochConfig, make_optimizer, make_scheduler, memory_format_for, train_one_epoch
+    from medscope.train import augment
+    from medscope.train.loop import EpochConfig, make_optimizer, make_scheduler, memory_format_for, train_one_epoch
 
     info = data.dataset_info(FLAG, SIZE)
     started = time.perf_counter()

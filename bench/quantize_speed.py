@@ -29,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from medscope import checkpoints, cli, data, deploy, runs  # noqa: E402
+from medscope import checkpoints, data, runs  # noqa: E402
+from medscope.app import cli
+from medscope.deploy import export as deploy
 
 STATIC_VARIANTS = {  # name: (activation type, reduce_range)
     "int8_static_u8_7bit (default)": ("uint8", True),

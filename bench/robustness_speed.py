@@ -1,6 +1,6 @@
 """Speed of the robustness sweep's perturbations against the obvious per-image loop, on the same images.
 
-1. Every 2D perturbation of medscope.perturbations at all five severities
+1. Every 2D perturbation of medscope.explain.perturbations at all five severities
    applied to a whole 28 px test split (breastmnist, pneumoniamnist): the
    batched tensor ops of the table against a loop over images with PIL and
    numpy (PIL's GaussianBlur, ImageEnhance-style numpy arithmetic, resize for
@@ -36,11 +36,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 from scipy import ndimage  # noqa: E402
-
-from medscope import atomic, cli, data, robustness  # noqa: E402
-from medscope import perturbations as pt  # noqa: E402
-from medscope.models import build_model  # noqa: E402
 from timing import interleaved  # noqa: E402  (bench/timing.py, beside this script)
+
+from medscope import atomic, data  # noqa: E402
+from medscope.app import cli
+from medscope.explain import perturbations as pt  # noqa: E402
+from medscope.explain import robustness
+from medscope.models import build_model  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -134,7 +136,7 @@ def full_sweep_seconds(flag: str, data_dir) -> dict:
     ctx = SimpleNamespace(info=info, split=split, model=model, device=torch.device("cpu"),
                           input_shape=tuple(split.images.shape[1:]), checkpoint={"config": {"amp": False}},
                           run=None)
-    from medscope.explain import auto_layer
+    from medscope.explain.cam import auto_layer
 
     layer = auto_layer(model, ctx.input_shape)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Benchmark: exact Sample Entropy of medscope.complexity vs antropy.
+"""Benchmark: exact Sample Entropy of medscope.analysis.complexity vs antropy.
 
 Not a test. Prints markdown tables (and writes them with ``--markdown PATH``):
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from medscope.complexity import sample_entropy  # noqa: E402
+from medscope.analysis.complexity import sample_entropy  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -78,7 +78,7 @@ def load_average() -> str:
 _JIT_PROBE = r"""
 import time, numpy as np
 t0 = time.perf_counter()
-from medscope.complexity import sample_entropy
+from medscope.analysis.complexity import sample_entropy
 x = np.random.default_rng(0).standard_normal(2000)
 t1 = time.perf_counter(); sample_entropy(x); t2 = time.perf_counter()
 sample_entropy(x); t3 = time.perf_counter()
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         print(line, flush=True)
         out.append(line)
 
-    emit("## Sample Entropy: medscope.complexity vs antropy")
+    emit("## Sample Entropy: medscope.analysis.complexity vs antropy")
     emit()
     emit(f"- machine: {cpu_model()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}")
     emit(

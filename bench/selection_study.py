@@ -30,11 +30,20 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medscope import augment, data, recipes  # noqa: E402
+from medscope import data
 from medscope.metrics import acc_score, auc_score  # noqa: E402
 from medscope.models import build_model, model_spec  # noqa: E402
-from medscope.training import (EpochConfig, amp_dtype_for, evaluate_split, make_optimizer,  # noqa: E402
-                               make_scheduler, memory_format_for, seed_epoch, train_one_epoch)
+from medscope.train import augment, recipes  # noqa: E402
+from medscope.train.loop import (  # noqa: E402
+    EpochConfig,
+    amp_dtype_for,
+    evaluate_split,
+    make_optimizer,
+    make_scheduler,
+    memory_format_for,
+    seed_epoch,
+    train_one_epoch,
+)
 
 
 def train_and_score(flag: str, seed: int, epochs: int | None, decays: list[float], data_dir) -> dict:

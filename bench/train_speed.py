@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medscope.models import build_model  # noqa: E402
-from medscope.training import cpu_supports_bf16  # noqa: E402
+from medscope.train.loop import cpu_supports_bf16  # noqa: E402
 
 
 def images_per_second(model, x, y, steps: int, amp_dtype, memory_format) -> float:

@@ -11,9 +11,9 @@ import contextlib
 
 import torch
 
-from . import augment
-from .data import Split, batches, gather, normalize
-from .metrics import scores_from_logits
+from medscope.data import Split, batches, gather, normalize
+from medscope.metrics import scores_from_logits
+from medscope.train import augment
 
 
 @contextlib.contextmanager
@@ -49,7 +49,7 @@ def collect_outputs(model, split: Split, task: str, device, *, batch_size: int =
     """Logits, probabilities, labels, embeddings and per-block channel means of a split.
 
     With ``tta_flag`` (a dataset flag) the probabilities are the mean over the
-    test-time views of :func:`medscope.augment.tta_views`; logits, embeddings
+    test-time views of :func:`medscope.train.augment.tta_views`; logits, embeddings
     and activations are those of the unmodified image.
     """
     model.eval()

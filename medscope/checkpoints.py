@@ -12,13 +12,10 @@ from pathlib import Path
 
 import torch
 
-from . import atomic
-from .cli import UsageError
-from .models import build_model, load_pretrained
-from .runs import Run
-
-BEST = "best.pt"
-LAST = "last.pt"
+from medscope import atomic
+from medscope.errors import UsageError
+from medscope.models import build_model, load_pretrained
+from medscope.runs import Run
 
 
 def save(path, checkpoint: dict) -> Path:
@@ -48,7 +45,7 @@ def model_from_checkpoint(checkpoint: dict, device="cpu") -> torch.nn.Module:
 
 def load_run_model(run: Run, which: str = "best", device="cpu"):
     """The run's model (``best`` or ``last``) in eval mode, and its checkpoint."""
-    checkpoint = load(run.path / (BEST if which == "best" else LAST))
+    checkpoint = load(run.layout.checkpoint(which))
     return model_from_checkpoint(checkpoint, device), checkpoint
 
 

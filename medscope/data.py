@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from . import atomic
-from .cli import UsageError
+from medscope import atomic
+from medscope.errors import UsageError
 
 SPLITS = ("train", "val", "test")
 SIZES_2D = (28, 64, 128, 224)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from .data import TASK_BINARY, TASK_MULTILABEL
+from medscope.data import TASK_BINARY, TASK_MULTILABEL
 
 THRESHOLD = 0.5
 

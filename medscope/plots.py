@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import atomic  # noqa: E402
+from medscope import atomic  # noqa: E402
 
 
 def training_curves(path, history: list[dict], title: str):

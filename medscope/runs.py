@@ -4,6 +4,11 @@
 its TensorBoard events. Names look like ``0007_breastmnist28_resnet18``: a
 four-digit sequence number keeps them sortable, and a name is reserved with an
 atomic ``mkdir`` so two processes can never get the same one.
+
+:class:`RunLayout` is the one place that names the files and folders of the
+contract; every script, library module and test asks it. Files inside an
+analysis folder (``gradcam/``, ``robustness/``, ...) other than the ones
+listed here are named by the module that writes that folder.
 """
 from __future__ import annotations
 
@@ -15,10 +20,91 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import atomic
-from .cli import UsageError
+from medscope import atomic
+from medscope.errors import UsageError
 
 RUN_JSON = "run.json"
+DEFAULT_DATA_DIR = Path.home() / ".medmnist"
+
+
+class RunLayout:
+    """Every file and folder of one run folder, as paths (nothing is created or read)."""
+
+    def __init__(self, root: str | os.PathLike):
+        root = Path(root)
+        self.root = root
+        # written by train.py
+        self.run_json = root / RUN_JSON
+        self.history_csv = root / "history.csv"
+        self.summary_csv = root / "summary.csv"
+        self.metrics_json = root / "metrics.json"
+        self.best_pt = root / "best.pt"
+        self.last_pt = root / "last.pt"
+        self.inference_outputs = root / "inference_outputs.pt"
+        self.inference_mean = root / "inference_mean.json"
+        self.training_curves_png = root / "training_curves.png"
+        self.confusion_matrix_png = root / "confusion_matrix.png"
+        self.sample_predictions_png = root / "sample_predictions.png"
+        # export_scalars.py
+        self.tensorboard_scalars_csv = root / "tensorboard_scalars.csv"
+        self.tensorboard_scalars_wide_csv = root / "tensorboard_scalars_wide.csv"
+        # one folder per analysis, with its main table
+        self.inference_dir = root / "inference"
+        self.inference_summary_csv = self.inference_dir / "inference_summary.csv"
+        self.complexity_dir = root / "complexity"
+        self.complexity_results_csv = self.complexity_dir / "weights_entropy_results.csv"
+        self.gradcam_dir = root / "gradcam"
+        self.saliency_dir = root / "saliency"
+        self.uncertainty_dir = root / "uncertainty"
+        self.robustness_dir = root / "robustness"
+        self.calibration_dir = root / "calibration"
+        self.export_dir = root / "export"
+        # report.py
+        self.report_html = root / "report.html"
+        self.model_card_md = root / "model_card.md"
+        self.model_card_json = root / "model_card.json"
+
+    def checkpoint(self, which: str) -> Path:
+        """``best.pt`` or ``last.pt``."""
+        if which not in ("best", "last"):
+            raise UsageError(f"checkpoint {which!r}: expected best or last")
+        return self.best_pt if which == "best" else self.last_pt
+
+    def tensorboard_dir(self, runs_dir: str | os.PathLike) -> Path:
+        """The run's TensorBoard folder: ``<runs_dir>/<run name>``."""
+        return Path(runs_dir) / self.root.name
+
+
+class ResultsLayout:
+    """Files at the top of a results folder, beside the run folders."""
+
+    def __init__(self, results_dir: str | os.PathLike):
+        self.root = Path(results_dir)
+        self.tensorboard_scalars_all_csv = self.root / "tensorboard_scalars_all.csv"
+        self.tensorboard_scalars_all_wide_csv = self.root / "tensorboard_scalars_all_wide.csv"
+        self.studies_dir = self.root / "studies"
+
+    def complexity_comparison(self, stamp: str) -> tuple[Path, Path]:
+        """The multi-run complexity table and figure of one ``analyze_complexity.py`` call."""
+        return (self.root / f"complexity_comparison_{stamp}.csv", self.root / f"complexity_comparison_{stamp}.png")
+
+
+def default_data_dir() -> str:
+    """Where MedMNIST files live unless ``--data-dir`` says otherwise: ``$MEDMNIST_DIR`` or ``~/.medmnist``."""
+    return os.environ.get("MEDMNIST_DIR") or str(DEFAULT_DATA_DIR)
+
+
+def data_dir_for(file_name: str, given: str | os.PathLike | None, recorded: str | os.PathLike | None) -> str:
+    """The data folder an analysis of a run reads from.
+
+    The folder the user gave, if it holds ``file_name``; else the one the run
+    recorded at training time, if it holds it; else the one given (so that
+    the error, or the download, names the folder the user asked for).
+    """
+    for folder in (given, recorded):
+        if folder and (Path(folder).expanduser() / file_name).is_file():
+            return str(folder)
+    return str(given if given else default_data_dir())
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SEQ = re.compile(r"^(\d{4,})_")
 
@@ -36,6 +122,10 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.path)
 
     @property
     def json_path(self) -> Path:
@@ -84,9 +174,6 @@ class Run:
         gone = {str(p.resolve().relative_to(self.path.resolve())) for p in paths}
         info = self.info()
         self.update(artifacts=[a for a in info.get("artifacts", []) if a.get("path") not in gone])
-
-    def tensorboard_dir(self, runs_dir: str | os.PathLike) -> Path:
-        return Path(runs_dir) / self.name
 
 
 def sequence_number(name: str) -> int | None:

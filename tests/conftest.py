@@ -69,7 +69,7 @@ def history(run: Path) -> list[dict]:
 
 def interrupt_epoch(monkeypatch, n: int):
     """Make the run's ``n``-th epoch end with KeyboardInterrupt, as Ctrl-C would; returns the undo."""
-    from medscope import training
+    from medscope.train import loop as training
 
     real_epoch = training.train_one_epoch
     calls = {"n": 0}
@@ -80,14 +80,14 @@ def interrupt_epoch(monkeypatch, n: int):
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr("medscope.experiment.train_one_epoch", interrupted)
-    return lambda: monkeypatch.setattr("medscope.experiment.train_one_epoch", real_epoch)
+    monkeypatch.setattr("medscope.train.experiment.train_one_epoch", interrupted)
+    return lambda: monkeypatch.setattr("medscope.train.experiment.train_one_epoch", real_epoch)
 
 
 def interrupted_run(workdir: Path, medmnist_dir: Path, monkeypatch, epoch: int, *args: str):
     """Train until Ctrl-C in ``epoch``; returns the run folder and the folder flags to resume it with."""
     import train
-    from medscope import cli
+    from medscope.app import cli
 
     undo = interrupt_epoch(monkeypatch, epoch)
     results = workdir / "results"

@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
-from medscope import cli, experiment  # noqa: E402
+from medscope.app import cli  # noqa: E402
+from medscope.train import experiment
 
 
 def _inject(kind: str, rank: int, epoch: int) -> None:

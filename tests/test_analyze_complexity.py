@@ -5,7 +5,7 @@ adrenalmnist3d 3D ResNet-18 (33 M weights).
 Every row is checked against a direct computation: the model rebuilt from the
 checkpoint (or with checkpoints.initial_model from the run's seed), its
 named_parameters() filtered to conv / linear / norm weights, each flattened and
-passed to medscope.complexity."""
+passed to medscope.analysis.complexity."""
 from __future__ import annotations
 
 import contextlib
@@ -22,12 +22,11 @@ import pytest
 import torch
 
 import analyze_complexity
-from medscope import cli
+from medscope.analysis.complexity import lmc_complexity, sample_entropy, weight_statistics
+from medscope.analysis.weights import COLUMNS, COMPARISON_COLUMNS, SUMMARY_COLUMNS
+from medscope.app import cli
 from medscope.checkpoints import initial_model, load_run_model
-from medscope.complexity import lmc_complexity, sample_entropy, weight_statistics
 from medscope.runs import Run
-from medscope.weights import COLUMNS, COMPARISON_COLUMNS, SUMMARY_COLUMNS
-
 from tests.conftest import train_run
 from tests.test_weights import expected_names
 

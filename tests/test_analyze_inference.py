@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 import analyze_inference
-from medscope import cli
-from medscope.inference import summary_columns
-from medscope.inference_plots import FIGURE_SIZES, figure_pixels
-
+from medscope.analysis.inference import summary_columns
+from medscope.analysis.inference_plots import FIGURE_SIZES, figure_pixels
+from medscope.app import cli
 from tests.conftest import ROOT, train_run, write_fake_medmnist
 
 BLOCKS_2D = ["backbone.relu"] + [f"backbone.layer{i}.{j}" for i in range(1, 5) for j in range(2)]

@@ -1,7 +1,7 @@
-"""medscope.augment: whole-batch augmentation, anatomy-aware flips, seeded."""
+"""medscope.train.augment: whole-batch augmentation, anatomy-aware flips, seeded."""
 import torch
 
-from medscope import augment
+from medscope.train import augment
 
 
 def _batch(spatial=2, b=16, side=28):

@@ -1,4 +1,4 @@
-"""Specification tests for medscope.complexity.
+"""Specification tests for medscope.analysis.complexity.
 
 Sample Entropy is checked three ways: hand-counted tiny sequences, the exact
 counts of the O(N^2) reference walk (also on heavily tied data and for both
@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from medscope import complexity as cx
-from medscope.complexity import (
+from medscope.analysis import complexity as cx
+from medscope.analysis.complexity import (
     lmc_complexity,
     sample_entropy,
     sample_entropy_value,

@@ -14,7 +14,9 @@ import torch
 from medmnist.evaluator import getACC, getAUC
 
 import train
-from medscope import checkpoints, cli, data, explain, runs
+from medscope import checkpoints, data, runs
+from medscope.app import cli
+from medscope.explain import cam as explain
 from tests.conftest import ROOT, copy_run, history, interrupted_run, train_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -162,7 +164,7 @@ def test_robustness_clean_row_on_the_gpu_equals_the_runs_metrics(gpu_run, tmp_pa
 
 
 def test_mc_dropout_on_the_gpu_is_reproducible(gpu_run, medmnist_dir):
-    from medscope import uncertainty
+    from medscope.explain import uncertainty
 
     model, _ = checkpoints.load_run_model(runs.Run(gpu_run), "best", "cuda")
     split = data.load_split(data.dataset_info("breastmnist"), medmnist_dir, "test")

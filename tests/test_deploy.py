@@ -1,4 +1,4 @@
-"""medscope.deploy: the pieces of the export pipeline, on small real inputs.
+"""medscope.deploy.export: the pieces of the export pipeline, on small real inputs.
 
 The whole pipeline on real trained runs is covered by tests/test_quantize.py.
 """
@@ -11,8 +11,9 @@ import torch
 from onnx import TensorProto, helper
 from sklearn.metrics import roc_auc_score
 
-from medscope import data, deploy
-from medscope.cli import RunFailed, UsageError
+from medscope import data
+from medscope.app.cli import RunFailed, UsageError
+from medscope.deploy import export as deploy
 from medscope.models import build_model
 
 

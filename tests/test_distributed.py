@@ -1,4 +1,4 @@
-"""medscope.distributed and train.py under torchrun: sharding, collectives, one writer, faults.
+"""medscope.train.distributed and train.py under torchrun: sharding, collectives, one writer, faults.
 
 The end-to-end tests start ``python -m torch.distributed.run --standalone
 --nproc_per_node=2`` on this machine's CPUs (Gloo), exactly as a user would.
@@ -19,8 +19,11 @@ import pytest
 import torch
 
 import train
-from medscope import checkpoints, cli, distributed, training
-from medscope.distributed import DistContext, shard_epoch, shard_range
+from medscope import checkpoints
+from medscope.app import cli
+from medscope.train import distributed
+from medscope.train import loop as training
+from medscope.train.distributed import DistContext, shard_epoch, shard_range
 from tests.conftest import ROOT, history, train_run, write_fake_medmnist
 
 ARGS = ["--dataset", "breastmnist", "--model", "cnn", "--epochs", "2", "--batch-size", "64", "--seed", "3",

@@ -1,4 +1,4 @@
-"""medscope.explain: Grad-CAM and Grad-CAM++ equal pytorch-grad-cam, saliency, faithfulness, layer choice."""
+"""medscope.explain.cam: Grad-CAM and Grad-CAM++ equal pytorch-grad-cam, saliency, faithfulness, layer choice."""
 from __future__ import annotations
 
 import math
@@ -8,16 +8,16 @@ import pytest
 import pytorch_grad_cam.base_cam as reference_base
 import torch
 import torch.nn as nn
+from conftest import train_run
 from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam import GradCAMPlusPlus as ReferenceGradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from medscope import checkpoints, data, explain, runs
-from medscope.cli import UsageError
+from medscope import checkpoints, data, runs
+from medscope.app.cli import UsageError
 from medscope.data import TASK_BINARY, TASK_MULTILABEL
+from medscope.explain import cam as explain
 from medscope.models import build_model
-
-from conftest import train_run
 
 REFERENCES = {"gradcam": ReferenceGradCAM, "gradcam++": ReferenceGradCAMPlusPlus}
 

@@ -9,10 +9,10 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import copy_run, one_line_error
 
 import explain
-from conftest import copy_run, one_line_error
-from medscope import cli
+from medscope.app import cli
 
 
 def run_explain(*argv) -> int:

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import export_scalars
-from medscope import cli, scalars
+from medscope.analysis import scalars
+from medscope.app import cli
 from tests.conftest import ROOT, copy_run
 
 # history.csv column of each per-epoch tag train.py logs

@@ -1,4 +1,4 @@
-"""medscope.inference: calibration, activation statistics and projections."""
+"""medscope.analysis.inference: calibration, activation statistics and projections."""
 from __future__ import annotations
 
 import doctest
@@ -9,8 +9,8 @@ import torch
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
-from medscope import inference
 from medscope.activations import collect_outputs
+from medscope.analysis import inference
 from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL, Split, normalize
 from medscope.metrics import acc_score
 from medscope.models import build_model

@@ -1,4 +1,4 @@
-"""medscope.menu: the question table, answers -> argv, the menu loop and the pipeline.
+"""medscope.app.menu: the question table, answers -> argv, the menu loop and the pipeline.
 
 These tests run the menu in-process against a folder of stand-in scripts (a
 train.py that copies a real run instead of training, analysis scripts that
@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 import run_tool
-from medscope import data, menu, recipes
+from medscope import data
+from medscope.app import menu
+from medscope.train import recipes
 from tests.conftest import ROOT
 
 FAKE_TRAIN = '''
@@ -46,7 +48,8 @@ FAKE_ANALYSIS = '''
 """Stand-in analysis script: records its argv and writes one file into the run."""
 import json
 
-from medscope import atomic, cli, runs
+from medscope import atomic, runs
+from medscope.app import cli
 
 LOG = {log!r}
 
@@ -70,7 +73,8 @@ FAKE_EXPLAIN = '''
 """Stand-in explain.py with subcommands, each taking the common flags."""
 import json
 
-from medscope import atomic, cli, runs
+from medscope import atomic, runs
+from medscope.app import cli
 
 LOG = {log!r}
 
@@ -96,7 +100,7 @@ FAKE_QUANTIZE = '''
 """Stand-in quantize.py: takes only --run and --results-dir, and refuses the run."""
 import json
 
-from medscope import cli
+from medscope.app import cli
 
 LOG = {log!r}
 
@@ -353,7 +357,7 @@ def test_pipeline_stops_after_a_failed_training(lab, capsys):
                                                   "--results-dir", str(lab.results), "--runs-dir", str(lab.runs)])
     (lab.script_dir / "train.py").write_text(textwrap.dedent('''
         from train import get_args_parser
-        from medscope import cli
+        from medscope.app import cli
 
         def main(argv=None):
             get_args_parser().parse_args(argv)

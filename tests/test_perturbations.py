@@ -1,4 +1,4 @@
-"""medscope.perturbations: every perturbation keeps shape and dtype, is the identity at severity 0, moves further
+"""medscope.explain.perturbations: every perturbation keeps shape and dtype, is the identity at severity 0, moves further
 from the clean image as severity grows, is reproducible from a seed, and equals a reference computed another way."""
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from medscope import data, explain
-from medscope import perturbations as pt
-from medscope.cli import UsageError
+from medscope import data
+from medscope.app.cli import UsageError
+from medscope.explain import cam as explain
+from medscope.explain import perturbations as pt
 
 NAMES_2D = ["gaussian_noise", "speckle_noise", "gaussian_blur", "motion_blur", "contrast_down", "contrast_up",
             "brightness_down", "brightness_up", "gamma", "pixelate", "jpeg"]

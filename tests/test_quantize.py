@@ -14,11 +14,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import copy_run
 from sklearn.metrics import roc_auc_score
 
 import quantize
-from conftest import copy_run
-from medscope import checkpoints, cli, data, deploy, runs
+from medscope import checkpoints, data, runs
+from medscope.app import cli
+from medscope.deploy import export as deploy
 
 QUICK = ["--runs", "5", "--warmup", "1", "--throughput-runs", "1", "--threads", "1"]
 

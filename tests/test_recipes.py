@@ -2,7 +2,8 @@
 import pytest
 
 import train
-from medscope import data, recipes
+from medscope import data
+from medscope.train import recipes
 
 
 def _config(argv, flag="breastmnist", model="resnet18", n_train=None):

@@ -1,4 +1,4 @@
-"""medscope.robustness and ``explain.py robustness``: the measures by hand and against sklearn, and whole sweeps on
+"""medscope.explain.robustness and ``explain.py robustness``: the measures by hand and against sklearn, and whole sweeps on
 real 2D and 3D runs whose clean row is the run's own test metrics."""
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, copy_run, one_line_error
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 import explain
-from conftest import ROOT, copy_run, one_line_error
-from medscope import cli, menu, robustness
+from medscope.app import cli, menu
 from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL
+from medscope.explain import robustness
 
 
 def run_explain(*argv) -> int:

@@ -45,7 +45,7 @@ def test_menu_through_a_pipe_trains_exports_reasks_and_ends_at_end_of_input(tmp_
     out = done.stdout
     assert "  type a number from 0 to 7" in out
     assert re.search(r"  choose a number from 1 to 18 \(Enter: \d+\)", out)
-    from medscope import recipes
+    from medscope.train import recipes
 
     assert f"  expected a positive integer, got 'zero' (Enter: {recipes.general_epochs(32)})" in out
     assert "$ python ../" not in out  # commands are shown runnable from where the user is
@@ -190,7 +190,7 @@ def test_pipeline_argv_of_every_real_script_parses_with_its_own_parser(run_2d, t
     (Running them all is what ``python run_tool.py --pipeline`` does; here only
     their own parsers are asked, so the check stays cheap however many exist.)
     """
-    from medscope import menu
+    from medscope.app import menu
 
     seeded_workdir(run_2d, tmp_path)
     session = menu.Session(results_dir=str(tmp_path / "results"),

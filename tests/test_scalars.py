@@ -1,4 +1,4 @@
-"""medscope.scalars: TensorBoard event files -> tidy and wide tables, bit-exact."""
+"""medscope.analysis.scalars: TensorBoard event files -> tidy and wide tables, bit-exact."""
 from __future__ import annotations
 
 import doctest
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from medscope import scalars
-from medscope.cli import UsageError
+from medscope.analysis import scalars
+from medscope.app.cli import UsageError
 from medscope.runs import Run
 
 # float32 values that a careless export would change: not exactly representable in

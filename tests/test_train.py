@@ -10,7 +10,9 @@ import torch
 from medmnist.evaluator import getACC, getAUC
 
 import train
-from medscope import cli, data, training
+from medscope import data
+from medscope.app import cli
+from medscope.train import loop as training
 from tests.conftest import ROOT, history, interrupted_run, train_run, write_fake_medmnist
 
 RUN_FILES = ["run.json", "history.csv", "summary.csv", "metrics.json", "best.pt", "last.pt",

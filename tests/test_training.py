@@ -1,10 +1,11 @@
-"""medscope.training: schedule, loss, precision policy."""
+"""medscope.train.loop: schedule, loss, precision policy."""
 import math
 
 import pytest
 import torch
 
-from medscope import data, training
+from medscope import data
+from medscope.train import loop as training
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():

@@ -1,4 +1,4 @@
-"""medscope.uncertainty: MC-dropout sampling, per-image statistics and dataset-level summaries."""
+"""medscope.explain.uncertainty: MC-dropout sampling, per-image statistics and dataset-level summaries."""
 from __future__ import annotations
 
 import math
@@ -9,9 +9,10 @@ import torch
 import torch.nn as nn
 from sklearn.metrics import roc_auc_score
 
-from medscope import checkpoints, data, runs, uncertainty
-from medscope.cli import UsageError
+from medscope import checkpoints, data, runs
+from medscope.app.cli import UsageError
 from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, Split
+from medscope.explain import uncertainty
 from medscope.models import Classifier
 
 

@@ -1,6 +1,6 @@
-"""Specification tests for medscope.weights: which tensors, in which order,
+"""Specification tests for medscope.analysis.weights: which tensors, in which order,
 flattened how, and every column of a row against a direct computation with
-medscope.complexity (itself checked against antropy in test_complexity.py)."""
+medscope.analysis.complexity (itself checked against antropy in test_complexity.py)."""
 from __future__ import annotations
 
 import doctest
@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medscope import weights
+from medscope.analysis import weights
+from medscope.analysis.complexity import lmc_complexity, sample_entropy, weight_statistics
+from medscope.analysis.weights import COLUMNS, Settings, WeightTensor, tensor_row, weight_tensors
+from medscope.app.cli import UsageError
 from medscope.checkpoints import initial_model
-from medscope.cli import UsageError
-from medscope.complexity import lmc_complexity, sample_entropy, weight_statistics
 from medscope.models import build_model
 from medscope.runs import Run
-from medscope.weights import COLUMNS, Settings, WeightTensor, tensor_row, weight_tensors
 
 KINDS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
          nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
@@ -86,7 +86,7 @@ def test_flatten_is_pytorch_memory_order_as_float64():
 
 
 def direct_row(tensor: torch.Tensor, m=2, r_factor=0.2, bins=64) -> dict:
-    """The same numbers computed without medscope.weights."""
+    """The same numbers computed without medscope.analysis.weights."""
     x = tensor.detach().numpy().astype(np.float64).ravel()
     st = weight_statistics(x)
     lmc = lmc_complexity(x, bins)

@@ -785,7 +785,7 @@ def sample_entropy(
     3-templates contain (1, 2, 3) twice -> A = 1 pair; SampEn = ln 3.
 
     >>> import numpy as np
-    >>> from medscope.complexity import sample_entropy
+    >>> from medscope.analysis.complexity import sample_entropy
     >>> res = sample_entropy([1, 2, 3, 1, 2, 4, 1, 2, 3], m=2, r=0.5)
     >>> res.a_count, res.b_count, round(res.value, 4)
     (1, 3, 1.0986)
@@ -877,7 +877,7 @@ def sample_entropy_value(x, m: int = 2, r: Optional[float] = None, **kwargs) -> 
     Examples
     --------
     >>> import numpy as np
-    >>> from medscope.complexity import sample_entropy_value
+    >>> from medscope.analysis.complexity import sample_entropy_value
     >>> round(sample_entropy_value([1, 2, 3, 1, 2, 4, 1, 2, 3], r=0.5), 4)
     1.0986
     >>> sample_entropy_value(np.ones(10))
@@ -999,7 +999,7 @@ def lmc_complexity(
     Examples
     --------
     >>> import numpy as np
-    >>> from medscope.complexity import lmc_complexity
+    >>> from medscope.analysis.complexity import lmc_complexity
     >>> res = lmc_complexity(np.arange(8.0), bins=8)   # one value per bin
     >>> round(res.H, 6), round(res.D, 6), round(res.C, 6)
     (1.0, 0.0, 0.0)
@@ -1089,7 +1089,7 @@ def weight_statistics(
     Examples
     --------
     >>> import numpy as np
-    >>> from medscope.complexity import weight_statistics
+    >>> from medscope.analysis.complexity import weight_statistics
     >>> st = weight_statistics(np.array([-2.0, 0.0, 0.0, 2.0]))
     >>> st.count, st.mean, st.std, st.kurtosis, st.l1_norm, st.l2_norm
     (4, 0.0, 1.4142135623730951, -1.0, 4.0, 2.8284271247461903)

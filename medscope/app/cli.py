@@ -8,11 +8,17 @@ traceback) for an unexpected failure.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
-from pathlib import Path
 from typing import Callable, Sequence
+
+from medscope.devices import resolve_device
+from medscope.errors import RunFailed, UsageError
+from medscope.progress import progress
+from medscope.runs import default_data_dir
+
+__all__ = ["ArgumentParser", "RunFailed", "UsageError", "add_common_args", "default_data_dir", "progress",
+           "resolve_device", "run"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -20,16 +26,15 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
-class RunFailed(Exception):
-    """A run that started but could not finish (e.g. the loss diverged): one line, exit code 1."""
-
-
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports bad arguments as a UsageError instead of exiting."""
+    """argparse that reports bad arguments as a UsageError instead of exiting.
+
+    Abbreviations are off: ``--epoch 2`` must not silently mean ``--epochs 2``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         raise UsageError(f"{self.prog}: {message} (see --help)")
@@ -53,10 +58,6 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     except Exception:  # noqa: BLE001 - last line of defence, keep the traceback
         traceback.print_exc()
         return EXIT_FAILURE
-
-
-def default_data_dir() -> str:
-    return os.environ.get("MEDMNIST_DIR") or str(Path.home() / ".medmnist")
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, run_arg: str | None = "one") -> None:
@@ -120,31 +121,3 @@ def probability(text: str) -> float:
     return value
 
 
-def resolve_device(spec: str):
-    """``auto`` -> cuda if available else cpu; refuse a CUDA device that is not there."""
-    import torch
-
-    spec = (spec or "auto").lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
-        index = spec.partition(":")[2]
-        if index:
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise UsageError(f"--device {spec}: no such GPU (found {torch.cuda.device_count()})")
-        return torch.device(spec)
-    raise UsageError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
-
-
-def progress(iterable=None, **kwargs):
-    """tqdm that draws a bar on a terminal and stays silent in logs and pipes."""
-    from tqdm.auto import tqdm
-
-    kwargs.setdefault("disable", not sys.stderr.isatty())
-    kwargs.setdefault("leave", False)
-    kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, **kwargs)

@@ -39,11 +39,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import atomic, checkpoints, data, metrics
-from .activations import collect_outputs
-from .cli import RunFailed, UsageError, resolve_device
-from .runs import Run, now_iso
-from .training import memory_format_for
+from medscope import atomic, checkpoints, data, metrics
+from medscope.activations import collect_outputs
+from medscope.devices import resolve_device
+from medscope.errors import RunFailed, UsageError
+from medscope.runs import Run, data_dir_for, now_iso
+from medscope.train.loop import memory_format_for
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 PIXEL_SCALE, PIXEL_OFFSET = 2.0 / 255.0, -1.0  # medscope.data.normalize
@@ -53,7 +54,6 @@ FALLBACK_OPSET = 17
 FP32_FILE, STATIC_FILE, DYNAMIC_FILE = "model_fp32.onnx", "model_int8_static.onnx", "model_int8_dynamic.onnx"
 REPORT_JSON, REPORT_MD, PREDICT_SCRIPT, EXAMPLE_INPUT = ("export_report.json", "export_report.md",
                                                          "predict_onnx.py", "example_input.npy")
-EXPORT_DIR = "export"
 
 MODELS = ("pytorch_fp32", "onnx_fp32", "onnx_int8_static", "onnx_int8_dynamic")
 MODEL_LABELS = {"pytorch_fp32": "PyTorch FP32 (eager)", "onnx_fp32": "ONNX FP32",
@@ -469,14 +469,6 @@ class ExportOptions:
     device: str = "auto"
 
 
-def _data_dir(requested, cfg: dict, info: data.DatasetInfo):
-    """The data folder: the one asked for, else the one the run was trained from, if it holds the file."""
-    for folder in (requested, cfg.get("data_dir")):
-        if folder and (Path(folder).expanduser() / info.file_name).is_file():
-            return folder
-    return requested
-
-
 def subset_indices(n: int, k: int | None, seed: int) -> torch.Tensor:
     """Sorted indices of a seeded random ``k``-subset of ``range(n)`` (all of them if ``k`` is None or >= n)."""
     if k is None or k >= n:
@@ -497,7 +489,7 @@ def _environment(threads: int) -> dict:
     import onnxruntime as ort
     import onnxscript
 
-    from .experiment import environment
+    from medscope.train.experiment import environment
 
     env = environment(torch.device("cpu"), None)
     env.update(onnx=onnx.__version__, onnxruntime=ort.__version__, onnxscript=onnxscript.__version__,
@@ -584,7 +576,7 @@ def _evaluate(job: _Job, logits: dict) -> dict:
             size = job.file(name).stat().st_size
             record.update(file=MODEL_FILES[name], size_bytes=size, size_mb=size / 1e6, size_ratio=fp32_size / size)
         else:
-            record["file"] = checkpoints.BEST if job.options.checkpoint == "best" else checkpoints.LAST
+            record["file"] = job.run.layout.checkpoint(job.options.checkpoint).name
         record["auc_delta"] = record["auc"] - (models["pytorch_fp32"]["auc"] if models else record["auc"])
         models[name] = record
     return models
@@ -632,7 +624,7 @@ def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], 
     if info_json.get("status") not in (None, "completed"):
         log(f"note: {run.name} has status {info_json.get('status')!r}; exporting its {options.checkpoint} weights")
 
-    folder = _data_dir(data_dir, cfg, info)
+    folder = data_dir_for(info.file_name, data_dir, cfg.get("data_dir"))
     test = data.load_split(info, folder, "test", check_md5=not cfg.get("skip_md5"))
     n_split = len(test)
     test_index = subset_indices(n_split, options.test_subset, options.seed)
@@ -676,7 +668,7 @@ def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], 
             "timings": timings, "environment": _environment(threads),
         }
         report["targets"] = check_targets(report)
-        _publish(run, job.work, run.path / EXPORT_DIR, report, info, test)
+        _publish(run, job.work, run.layout.export_dir, report, info, test)
     return report
 
 
@@ -862,4 +854,4 @@ def _publish(run: Run, work: Path, export_dir: Path, report: dict, info: data.Da
     atomic.write_text(export_dir / REPORT_MD, report_markdown(report))
     atomic.write_json(export_dir / REPORT_JSON, report)
     written = [*MODEL_FILES.values(), EXAMPLE_INPUT, PREDICT_SCRIPT, REPORT_MD, REPORT_JSON]
-    run.add_artifacts([f"{EXPORT_DIR}/{name}" for name in written], created_by="quantize.py")
+    run.add_artifacts([run.layout.export_dir / name for name in written], created_by="quantize.py")

@@ -1,7 +1,7 @@
 """Figures of ``analyze_complexity.py``, written atomically as PNG.
 
-The numbers come from :mod:`medscope.weights` (rows of
-:data:`medscope.weights.COLUMNS`, undefined values as ``None``); this module
+The numbers come from :mod:`medscope.analysis.weights` (rows of
+:data:`medscope.analysis.weights.COLUMNS`, undefined values as ``None``); this module
 only draws them. Undefined values are drawn as grey crosses on the axis and
 counted in the legend, so a gap is never mistaken for a zero.
 """
@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import atomic  # noqa: E402
+from medscope import atomic  # noqa: E402
 
 LMC_PER_LAYER = "lmc_per_layer.png"
 SAMPEN_PER_LAYER = "sampen_per_layer.png"

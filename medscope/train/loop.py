@@ -5,7 +5,7 @@ data generator (shuffling, augmentation) from ``(seed, epoch)``, and a
 checkpoint is written at every epoch boundary. A run resumed from epoch *e*
 therefore replays epochs *e+1...* exactly as an uninterrupted run would.
 
-Under torchrun (:mod:`medscope.distributed`) every rank draws the epoch's
+Under torchrun (:mod:`medscope.train.distributed`) every rank draws the epoch's
 permutation from the shared generator and trains on its part of each global
 batch; ranks other than 0 take their dropout, MixUp and augmentation from
 generators of their own (:func:`seed_rank`), so the same seed and world size
@@ -22,12 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import augment
-from .activations import autocast
-from .cli import progress
-from .data import TASK_MULTILABEL, Split, batches, load_batches, normalize
-from .distributed import SINGLE, DistContext, all_gather_rows, all_reduce_sum, shard_epoch, shard_range
-from .metrics import auc_score, acc_score, scores_from_logits
+from medscope.activations import autocast
+from medscope.data import TASK_MULTILABEL, Split, batches, load_batches, normalize
+from medscope.metrics import acc_score, auc_score, scores_from_logits
+from medscope.progress import progress
+from medscope.train import augment
+from medscope.train.distributed import SINGLE, DistContext, all_gather_rows, all_reduce_sum, shard_epoch, shard_range
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -201,7 +201,7 @@ def train_one_epoch(model, split: Split, cfg: EpochConfig, optimizer, scheduler,
     ``generator`` shuffles (and, unless ``augment_generator`` is given,
     augments). Under torchrun ``model`` is the DDP-wrapped model, ``cfg.batch_size``
     the global batch, and this rank trains on its part of each global batch
-    (:func:`medscope.distributed.shard_epoch`); the returned metrics are those
+    (:func:`medscope.train.distributed.shard_epoch`); the returned metrics are those
     of all ranks together.
     """
     model.train()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .plots import display_image, plt
+from medscope import atomic
+from medscope.plots import display_image, plt
 
 HEATMAP_CMAP = "jet"
 OVERLAY_ALPHA = 0.45

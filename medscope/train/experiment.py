@@ -22,16 +22,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic, augment, checkpoints, distributed, plots
-from .activations import collect_outputs
-from .cli import RunFailed, UsageError
-from .data import DatasetInfo, Split
-from .distributed import SINGLE, DistContext
-from .metrics import evaluate, predictions
-from .models import build_model, imagenet_state_dict, load_pretrained, model_spec
-from .runs import Run, now_iso
-from .training import (EpochConfig, NonFiniteLoss, evaluate_split, evaluation_settings, make_optimizer,
-                       make_scheduler, seed_epoch, seed_rank, train_one_epoch)
+from medscope import atomic, checkpoints, plots
+from medscope.activations import collect_outputs
+from medscope.data import DatasetInfo, Split
+from medscope.errors import RunFailed, UsageError
+from medscope.metrics import evaluate, predictions
+from medscope.models import build_model, imagenet_state_dict, load_pretrained, model_spec
+from medscope.runs import Run, now_iso
+from medscope.train import augment, distributed
+from medscope.train.distributed import SINGLE, DistContext
+from medscope.train.loop import (
+    EpochConfig,
+    NonFiniteLoss,
+    evaluate_split,
+    evaluation_settings,
+    make_optimizer,
+    make_scheduler,
+    seed_epoch,
+    seed_rank,
+    train_one_epoch,
+)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_auc", "train_acc", "val_loss", "val_auc", "val_acc", "lr",
                    "images_per_s", "epoch_seconds"]
@@ -163,7 +173,7 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
 
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
-        tb_dir = Path(cfg["runs_dir"]) / run.name
+        tb_dir = run.layout.tensorboard_dir(cfg["runs_dir"])
         writer = SummaryWriter(log_dir=str(tb_dir), purge_step=state.epoch + 1 if resume is not None else None)
     stopped_early = False
     try:
@@ -196,12 +206,12 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
             if main:
                 _log_epoch(writer, row)
                 if kept:
-                    checkpoints.save(run.path / checkpoints.BEST,
+                    checkpoints.save(run.layout.best_pt,
                                      {"model": model.state_dict(), "spec": spec, "config": cfg, "epoch": epoch,
                                       "val_auc": val["auc"]})
-                checkpoints.save(run.path / checkpoints.LAST,
+                checkpoints.save(run.layout.last_pt,
                                  _checkpoint(model, spec, cfg, state, optimizer, scheduler, scaler))
-                atomic.write_csv(run.path / "history.csv", state.history, HISTORY_COLUMNS)
+                atomic.write_csv(run.layout.history_csv, state.history, HISTORY_COLUMNS)
             log(f"epoch {epoch:3d}/{cfg['epochs']}  train loss {train['loss']:.4f} auc {train['auc']:.3f}  "
                 f"val loss {val['loss']:.4f} auc {val['auc']:.3f} acc {val['acc']:.3f}  "
                 f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s{'  *' if kept else ''}")
@@ -246,7 +256,7 @@ def _record_stop(run: Run, writer, state: TrainState, **fields) -> None:
 
 
 def _kept(run: Run, state: TrainState) -> str:
-    return f"last good checkpoint: {run.path / checkpoints.LAST}" if state.epoch else "no epoch completed"
+    return f"last good checkpoint: {run.layout.last_pt}" if state.epoch else "no epoch completed"
 
 
 def _silent(*_args, **_kwargs) -> None:
@@ -288,7 +298,8 @@ def _log_epoch(writer, row: dict) -> None:
 
 def _finish(run, cfg, info, data, device, spec, state, writer, stopped_early) -> dict:
     """Evaluate the best checkpoint on val and test and write every output file."""
-    best = checkpoints.load(run.path / checkpoints.BEST, map_location=device)
+    layout = run.layout
+    best = checkpoints.load(layout.best_pt, map_location=device)
     model = checkpoints.model_from_checkpoint(best, device)
     settings = evaluation_settings(cfg, info, device)  # the precision and layout training used
     amp_dtype = settings["amp_dtype"]
@@ -303,12 +314,12 @@ def _finish(run, cfg, info, data, device, spec, state, writer, stopped_early) ->
                "selected_by": SELECTED_BY[cfg.get("select", "best")],
                "epochs_run": state.epoch, "stopped_early": stopped_early, "tta": bool(cfg["tta"]),
                "task": info.task, "class_names": names}
-    written = [atomic.write_json(run.path / "metrics.json", metrics)]
+    written = [atomic.write_json(layout.metrics_json, metrics)]
 
     outputs = dict(test_out, split="test", task=info.task, class_names=names, tta=bool(cfg["tta"]),
                    indices=torch.arange(len(data["test"])), best_epoch=state.best_epoch)
-    written.append(atomic.save_torch(run.path / "inference_outputs.pt", outputs))
-    written.append(atomic.write_json(run.path / "inference_mean.json", inference_means(test_out)))
+    written.append(atomic.save_torch(layout.inference_outputs, outputs))
+    written.append(atomic.write_json(layout.inference_mean, inference_means(test_out)))
 
     summary = {"run": run.name, "dataset": info.flag, "size": info.size, "model": cfg["model"], "task": info.task,
                "epochs_run": state.epoch, "best_epoch": state.best_epoch, "val_auc": val_metrics["auc"],
@@ -316,27 +327,26 @@ def _finish(run, cfg, info, data, device, spec, state, writer, stopped_early) ->
                "test_macro_f1": test_metrics["macro_f1"], "wall_seconds": round(state.wall_seconds, 2),
                "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
                "seed": cfg["seed"]}
-    written.append(atomic.write_csv(run.path / "summary.csv", [summary], SUMMARY_COLUMNS))
+    written.append(atomic.write_csv(layout.summary_csv, [summary], SUMMARY_COLUMNS))
 
     title = f"{run.name}"
-    written.append(plots.training_curves(run.path / "training_curves.png", state.history, title))
+    written.append(plots.training_curves(layout.training_curves_png, state.history, title))
     if info.task == "multi-label, binary-class":
         matrix = np.sum([np.asarray(m) for m in test_metrics["confusion_matrix"].values()], axis=0)
-        written.append(plots.confusion_matrix(run.path / "confusion_matrix.png", matrix, ["negative", "positive"],
+        written.append(plots.confusion_matrix(layout.confusion_matrix_png, matrix, ["negative", "positive"],
                                               f"test, all labels pooled — {title}"))
     else:
-        written.append(plots.confusion_matrix(run.path / "confusion_matrix.png", test_metrics["confusion_matrix"],
+        written.append(plots.confusion_matrix(layout.confusion_matrix_png, test_metrics["confusion_matrix"],
                                               names, f"test — {title}"))
     written.append(_prediction_grid(run, info, data["test"], test_out, title))
 
     _log_final(writer, cfg, spec, summary, model)
-    written.append(run.path / "history.csv")
-    written += [run.path / checkpoints.BEST, run.path / checkpoints.LAST]
+    written += [layout.history_csv, layout.best_pt, layout.last_pt]
     run.update(status="completed", finished=now_iso(), epochs_completed=state.epoch,
                metrics={"val_auc": val_metrics["auc"], "val_acc": val_metrics["acc"],
                         "test_auc": test_metrics["auc"], "test_acc": test_metrics["acc"],
                         "best_epoch": state.best_epoch, "wall_seconds": round(state.wall_seconds, 2)},
-               tensorboard_dir=str(Path(cfg["runs_dir"]) / run.name))
+               tensorboard_dir=str(layout.tensorboard_dir(cfg["runs_dir"])))
     run.add_artifacts([Path(p).name for p in written], created_by="train.py")
     return summary
 
@@ -374,7 +384,7 @@ def _prediction_grid(run, info, split, outputs, title, n: int = 32):
         conf = np.where(pred == 1, positive, 1 - positive) if info.task == "binary-class" \
             else probs[np.arange(len(pred)), pred]
         truth, shown = labels[:, 0], pred
-    return plots.prediction_grid(run.path / "sample_predictions.png", images, truth, shown, conf,
+    return plots.prediction_grid(run.layout.sample_predictions_png, images, truth, shown, conf,
                                  info.class_names, f"test samples — {title}")
 
 

@@ -32,11 +32,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import atomic, cli
-from .cli import UsageError
-from .data import TASK_MULTILABEL, gather, normalize
-from .metrics import predictions, scores_from_logits
-from .report_text import label_text
+from medscope import atomic
+from medscope.app import cli
+from medscope.data import TASK_MULTILABEL, gather, normalize
+from medscope.errors import UsageError
+from medscope.metrics import predictions, scores_from_logits
+from medscope.report_text import label_text
 
 EPS = 1e-7  # same guard as pytorch-grad-cam's min-max normalisation
 
@@ -588,7 +589,7 @@ def add_run_arguments(parser, *, batch_size: int) -> None:
 
 def open_run(args) -> RunContext:
     """Resolve the run, load its model and the requested split (all checked; bad input is a UsageError)."""
-    from . import checkpoints, data, runs
+    from medscope import checkpoints, data, runs
 
     run = runs.resolve_run(args.results_dir, args.run)
     device = cli.resolve_device(args.device)
@@ -597,17 +598,9 @@ def open_run(args) -> RunContext:
     if "dataset" not in cfg:
         raise UsageError(f"{run.path}: the checkpoint does not name its dataset; is this a medscope run?")
     info = data.dataset_info(cfg["dataset"], int(cfg.get("size", 28)))
-    data_dir = _data_dir_for(info, args.data_dir, cfg.get("data_dir"))
+    data_dir = runs.data_dir_for(info.file_name, args.data_dir, cfg.get("data_dir"))
     split = data.load_split(info, data_dir, args.split, check_md5=not cfg.get("skip_md5"))
     return RunContext(run, model, checkpoint, info, split, args.split, device)
-
-
-def _data_dir_for(info, requested, recorded):
-    """The requested data folder if it has the file, else the one the run was trained from."""
-    for folder in (requested, recorded):
-        if folder and (Path(folder).expanduser() / info.file_name).is_file():
-            return folder
-    return requested
 
 
 def save_npz(path, **arrays) -> Path:
@@ -627,7 +620,7 @@ def _prediction_and_probability(task: str, probabilities: np.ndarray):
 def write_explanations(ctx: RunContext, folder: Path, stem: str, explained: Explained, *, method_label: str,
                        layer: str | None, target, max_figures: int, extra: dict | None = None) -> list[Path]:
     """Figures, ``<stem>_maps.npz``, ``<stem>_metrics.csv``, faithfulness plot and summary JSON."""
-    from . import explain_plots
+    from medscope.explain import plots as explain_plots
 
     info, task = ctx.info, ctx.info.task
     names = info.class_names
@@ -745,7 +738,7 @@ def run_gradcam(args) -> int:
     with cam_class(ctx.model, layer) as cam:
         explained = explain_split(cam, ctx.model, ctx.split, ids, ctx.info.task, ctx.device,
                                   batch_size=args.batch_size, target=target, steps=args.steps, seed=args.seed)
-    folder = ctx.run.path / "gradcam"
+    folder = ctx.run.layout.gradcam_dir
     stem = "gradcam" if args.method == "gradcam" else "gradcampp"
     label = "Grad-CAM" if args.method == "gradcam" else "Grad-CAM++"
     written = write_explanations(ctx, folder, stem, explained, method_label=label, layer=layer, target=target,
@@ -769,7 +762,7 @@ def run_saliency(args) -> int:
     ctx = open_run(args)
     target, ids = _common_checks(args, ctx)
     methods = SALIENCY_METHODS if args.method == "both" else (args.method,)
-    folder = ctx.run.path / "saliency"
+    folder = ctx.run.layout.saliency_dir
     written = []
     for method in methods:
         if method == "vanilla":

@@ -7,12 +7,12 @@ flattened in PyTorch memory order (``tensor.detach().contiguous().view(-1)``,
 row-major over ``(out, in, *kernel)``) and converted to float64. Each tensor
 gets one row of :data:`COLUMNS`:
 
-* statistics (:func:`medscope.complexity.weight_statistics`): ``count``,
+* statistics (:func:`medscope.analysis.complexity.weight_statistics`): ``count``,
   ``mean``, ``std`` (population), ``kurtosis`` (excess), ``l1``, ``l2``,
   ``frac_near_zero`` (``|w| <= 1e-3 * max|w|``);
-* LMC complexity (:func:`medscope.complexity.lmc_complexity`): ``lmc_H``,
+* LMC complexity (:func:`medscope.analysis.complexity.lmc_complexity`): ``lmc_H``,
   ``lmc_D``, ``lmc_C`` = H * D over ``lmc_bins`` equal-width bins;
-* exact Sample Entropy (:func:`medscope.complexity.sample_entropy`):
+* exact Sample Entropy (:func:`medscope.analysis.complexity.sample_entropy`):
   ``sampen`` = -ln(A / B) with embedding dimension ``m`` and tolerance
   ``sampen_r = r_factor * std`` (Chebyshev distance, ties at distance ``r``
   count as matches, self-matches excluded), the pair counts ``sampen_A`` and
@@ -41,16 +41,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import atomic
-from .cli import UsageError
-from .complexity import LMC_DEFAULT_BINS, R_FACTOR, lmc_complexity, sample_entropy, weight_statistics
-from .runs import Run
+from medscope import atomic
+from medscope.analysis.complexity import LMC_DEFAULT_BINS, R_FACTOR, lmc_complexity, sample_entropy, weight_statistics
+from medscope.errors import UsageError
+from medscope.runs import ResultsLayout, Run, RunLayout
 
-OUTPUT_DIR = "complexity"
-RESULTS_FILE = "weights_entropy_results.csv"
 SUMMARY_CSV = "weights_entropy_summary.csv"
 SUMMARY_JSON = "weights_entropy_summary.json"
-COMPARISON_PREFIX = "complexity_comparison_"
 
 TRAINED = "trained"
 INITIAL = "initial"
@@ -170,7 +167,7 @@ class Settings:
 
 
 def layer_sample_entropy(x: np.ndarray, m: int = 2, r_factor: float = R_FACTOR):
-    """:func:`~medscope.complexity.sample_entropy` with ``r = r_factor * std(x, ddof=0)``.
+    """:func:`~medscope.analysis.complexity.sample_entropy` with ``r = r_factor * std(x, ddof=0)``.
 
     Without a usable ``r`` (NaN / inf weights, empty or constant vector) the
     vector goes to ``sample_entropy`` with its default ``r``, so its ``reason``
@@ -310,7 +307,7 @@ def torchvision_weights_url(spatial_dims: int) -> str:
 
 def _pretrained_state(run: Run, cfg: dict, spatial_dims: int) -> tuple[dict, str]:
     """The state dict a ``--pretrained`` run started from, found offline."""
-    from .checkpoints import load_state_dict
+    from medscope.checkpoints import load_state_dict
 
     if cfg.get("weights"):
         path = Path(cfg["weights"]).expanduser()
@@ -344,7 +341,7 @@ def initial_model_for(run: Run, spec: dict, cfg: dict) -> tuple[nn.Module, str]:
     it is in torch's local cache (``$TORCH_HOME/hub/checkpoints``). Otherwise the
     initial weights cannot be rebuilt offline: UsageError (exit 2).
     """
-    from .checkpoints import initial_model
+    from medscope.checkpoints import initial_model
 
     if "seed" not in cfg:
         raise UsageError(f"--compare-init: {run.json_path} records no config.seed; "
@@ -380,7 +377,7 @@ class RunPlan:
 
 def prepare_run(run: Run, *, which: str = "best", include_bias: bool = False, compare_init: bool = False) -> RunPlan:
     """Load a run's checkpoint (and, with ``compare_init``, its initial weights)."""
-    from .checkpoints import load_run_model
+    from medscope.checkpoints import load_run_model
 
     info = run.info()
     model, checkpoint = load_run_model(run, which, "cpu")
@@ -411,7 +408,7 @@ class RunResult:
 
 
 def output_dir(run_path: Path) -> Path:
-    return Path(run_path) / OUTPUT_DIR
+    return RunLayout(run_path).complexity_dir
 
 
 def analyze_run(plan: RunPlan, settings: Settings = Settings(), *, workers: int = 1,
@@ -419,7 +416,7 @@ def analyze_run(plan: RunPlan, settings: Settings = Settings(), *, workers: int 
     """Compute every row of a prepared run and write its ``complexity/`` folder:
     the per-tensor CSV, the run-level summary (CSV + JSON with the settings)
     and the three figures."""
-    from . import complexity_plots
+    from medscope.analysis import complexity_plots
 
     started = time.perf_counter()
     rows = analyze_tensors(plan.jobs, settings, workers=workers, on_done=on_done)
@@ -428,7 +425,7 @@ def analyze_run(plan: RunPlan, settings: Settings = Settings(), *, workers: int 
     out = output_dir(plan.run.path)
     title = f"{plan.run.name} ({plan.which}.pt" + (f", epoch {plan.epoch})" if plan.epoch is not None else ")")
     files = [
-        atomic.write_csv(out / RESULTS_FILE, rows, COLUMNS),
+        atomic.write_csv(RunLayout(plan.run.path).complexity_results_csv, rows, COLUMNS),
         atomic.write_csv(out / SUMMARY_CSV, summary, SUMMARY_COLUMNS),
         atomic.write_json(out / SUMMARY_JSON, {
             "run": plan.run.name, "checkpoint": f"{plan.which}.pt", "epoch": plan.epoch,
@@ -470,12 +467,11 @@ def comparison_rows(results: Sequence[RunResult]) -> list[dict]:
 def comparison_paths(results_dir, when: datetime | None = None) -> tuple[Path, Path]:
     """``<results_dir>/complexity_comparison_<YYYYMMDD-HHMMSS>{.png,.csv}``, never an existing name
     (a second comparison within the same second gets ``-2``, ``-3``, ...)."""
-    results_dir = Path(results_dir)
-    stem = COMPARISON_PREFIX + (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    layout = ResultsLayout(results_dir)
+    stamp = (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
     k = 1
     while True:
-        name = stem if k == 1 else f"{stem}-{k}"
-        png, csv = results_dir / f"{name}.png", results_dir / f"{name}.csv"
+        csv, png = layout.complexity_comparison(stamp if k == 1 else f"{stamp}-{k}")
         if not png.exists() and not csv.exists():
             return png, csv
         k += 1
@@ -483,7 +479,7 @@ def comparison_paths(results_dir, when: datetime | None = None) -> tuple[Path, P
 
 def write_comparison(results_dir, results: Sequence[RunResult]) -> tuple[Path, Path]:
     """The multi-run figure and its CSV (every tensor row of every run)."""
-    from . import complexity_plots
+    from medscope.analysis import complexity_plots
 
     png, csv = comparison_paths(results_dir)
     rows = comparison_rows(results)

@@ -27,11 +27,12 @@ import torch.nn as nn
 from scipy.special import entr
 from sklearn.metrics import roc_auc_score
 
-from . import atomic, cli
-from .cli import UsageError
-from .data import TASK_MULTILABEL, batches, gather, normalize
-from .metrics import predictions, scores_from_logits
-from .report_text import label_text, number_text, percent_text
+from medscope import atomic
+from medscope.app import cli
+from medscope.data import TASK_MULTILABEL, batches, gather, normalize
+from medscope.errors import UsageError
+from medscope.metrics import predictions, scores_from_logits
+from medscope.report_text import label_text, number_text, percent_text
 
 ELEMENTWISE = (nn.Dropout,)
 CHANNELWISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -362,7 +363,7 @@ def _per_class(stats, labels, task, class_names, threshold, correct, confident) 
 # --------------------------------------------------------------------------- the CLI
 
 def add_arguments(parser) -> None:
-    from .explain import add_run_arguments
+    from medscope.explain.cam import add_run_arguments
 
     add_run_arguments(parser, batch_size=256)
     parser.add_argument("--passes", type=cli.positive_int, default=20, help="stochastic passes T (default: 20)")
@@ -391,8 +392,8 @@ def dropout_label(rates: dict[str, float], override: float | None) -> dict:
 
 
 def run(args) -> int:
-    from . import explain_plots
-    from .explain import open_run
+    from medscope.explain import plots as explain_plots
+    from medscope.explain.cam import open_run
 
     if args.dropout_rate is not None and args.dropout_rate == 0:
         raise UsageError("--dropout-rate 0 turns MC dropout off; give a rate in (0, 1), e.g. 0.2")
@@ -422,7 +423,7 @@ def run(args) -> int:
                   "std_predicted_probability": "std over passes (ddof 0) of the predicted class's probability"}}
     summary = {**header, **summary}
 
-    folder = ctx.run.path / "uncertainty"
+    folder = ctx.run.layout.uncertainty_dir
     ids = np.arange(len(result.labels))
     written = [atomic.write_csv(folder / "uncertainty_per_image.csv", *_per_image_rows(ids, stats, result, summary,
                                                                                       task, names, args.threshold))]

@@ -77,7 +77,7 @@ def default_recipe(flag: str, model: str = "resnet18", size: int = 28, n_train: 
     >>> default_recipe("breastmnist", n_train=32).source
     'general'
     """
-    from .data import dataset_info
+    from medscope.data import dataset_info
 
     full = dataset_info(flag, size).n_samples["train"]
     n_train = full if n_train is None else n_train

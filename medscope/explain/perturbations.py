@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cli import UsageError
-from .explain import gaussian_blur as _separable_gaussian_blur
+from medscope.errors import UsageError
+from medscope.explain.cam import gaussian_blur as _separable_gaussian_blur
 
 SEVERITIES = (1, 2, 3, 4, 5)
 REFERENCE_SIDE = 28  # the parameters in the table are for 28 px images
@@ -107,7 +107,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, generator: torch.Generator | No
     """Gaussian blur of standard deviation ``sigma`` pixels over every spatial axis (2D or 3D), edges replicated.
 
     The kernel is truncated at ``ceil(3 sigma)``; it is
-    :func:`medscope.explain.gaussian_blur`, applied in [0, 1].
+    :func:`medscope.explain.cam.gaussian_blur`, applied in [0, 1].
 
     >>> x = torch.zeros(1, 1, 7, 7, dtype=torch.uint8); x[0, 0, 3, 3] = 255
     >>> gaussian_blur(x, 1.0)[0, 0, 3, 2:5].tolist()

@@ -1,7 +1,7 @@
 """The numbered terminal menu of ``run_tool.py`` and its full pipeline.
 
 Every item runs the ``main(argv)`` of a script beside ``run_tool.py`` through
-:func:`medscope.cli.run`, so exit codes and one-line errors are those of the
+:func:`medscope.app.cli.run`, so exit codes and one-line errors are those of the
 script run by hand; the menu only turns answers into an ``argv`` (and prints it
 as a command line first, so a session can be scripted later).
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import cli
-from .runs import Run, list_runs
+from medscope.app import cli
+from medscope.runs import Run, list_runs
 
 TITLE = "medscope — MedMNIST model lab"
 SCRIPT_DIR = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def integer(text: str) -> int:
 # --------------------------------------------------------------------------- answer lists
 
 def dataset_choices(session: "Session", answers: dict) -> Choices:
-    from . import data
+    from medscope import data
 
     options = []
     for flag in data.dataset_flags():
@@ -153,7 +153,7 @@ def dataset_choices(session: "Session", answers: dict) -> Choices:
 
 
 def default_dataset(session: "Session", answers: dict) -> str:
-    from . import data
+    from medscope import data
 
     flags = data.dataset_flags()
     on_disk = [f for f in flags if session.local_sizes(f)]
@@ -161,7 +161,7 @@ def default_dataset(session: "Session", answers: dict) -> str:
 
 
 def size_choices(session: "Session", answers: dict) -> Choices:
-    from . import data
+    from medscope import data
 
     flag = answers["dataset"]
     sizes = data.SIZES_3D if data.dataset_info(flag, 28).is_3d else data.SIZES_2D
@@ -177,7 +177,8 @@ def model_choices(session: "Session", answers: dict) -> Choices:
 
 def train_recipe(session: "Session", answers: dict):
     """The recipe train.py would use for the answers so far (medscope/recipes.py)."""
-    from . import data, recipes
+    from medscope import data
+    from medscope.train import recipes
 
     size = int(answers.get("size") or 28)
     n_train = data.dataset_info(answers["dataset"], size).n_samples["train"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import atomic
-from .explain_plots import overlay_heatmap, show_image
-from .plots import display_image, plt
+from medscope import atomic
+from medscope.explain.plots import overlay_heatmap, show_image
+from medscope.plots import display_image, plt
 
 MEASURES = (("acc", "ACC"), ("auc", "AUC"), ("balanced_acc", "balanced accuracy"), ("ece", "ECE"),
             ("flip_rate", "fraction of predictions flipped"), ("saliency_rmse", "saliency RMSE (0 = unchanged)"),

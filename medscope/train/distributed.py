@@ -32,7 +32,8 @@ from typing import Callable, TypeVar
 import torch
 import torch.distributed as dist
 
-from .cli import RunFailed, UsageError, resolve_device
+from medscope.devices import resolve_device
+from medscope.errors import RunFailed, UsageError
 
 T = TypeVar("T")
 

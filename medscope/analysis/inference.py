@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import UsageError
-from .data import TASK_BINARY, TASK_MULTILABEL
+from medscope.data import TASK_BINARY, TASK_MULTILABEL
+from medscope.errors import UsageError
+from medscope.runs import RunLayout
 
 DEFAULT_BINS = 15
 DEAD_THRESHOLD = 1e-8
@@ -444,13 +445,12 @@ def embedding_projections(embeddings, *, max_tsne_points: int = TSNE_POINTS, see
 
 # ===================================================================== run folders
 
-OUTPUTS_FILE = "inference_outputs.pt"
 OUTPUT_KEYS = ("logits", "probabilities", "labels", "embeddings", "layer_names", "activations")
 
 
 def output_dir(run_path: Path, split: str) -> Path:
     """``inference/`` for the test split, ``inference/<split>/`` for train and val."""
-    base = Path(run_path) / "inference"
+    base = RunLayout(run_path).inference_dir
     return base if split == "test" else base / split
 
 
@@ -489,19 +489,18 @@ def check_outputs(outputs: dict, source) -> None:
 
 def require_checkpoint(run, split: str, *, stored_missing: bool = False) -> None:
     """Refuse (one line) a recomputation that has no weights to run."""
-    from .checkpoints import BEST
 
-    if not (run.path / BEST).is_file():
-        what = f"no {OUTPUTS_FILE} and " if stored_missing else ""
-        raise UsageError(f"{run.path} has {what}no {BEST} to compute the {split} outputs from; "
+    if not run.layout.best_pt.is_file():
+        what = f"no {run.layout.inference_outputs.name} and " if stored_missing else ""
+        raise UsageError(f"{run.path} has {what}no {run.layout.best_pt.name} to compute the {split} outputs from; "
                          f"finish training it with: python train.py --resume {run.path}")
 
 
 def recompute_outputs(run, info, split_data, split: str, device, batch_size: int = 256) -> dict:
     """Run a split through the run's best checkpoint: forward hooks, batched, no grad, fp32."""
-    from . import checkpoints
-    from .activations import collect_outputs
-    from .training import memory_format_for
+    from medscope import checkpoints
+    from medscope.activations import collect_outputs
+    from medscope.train.loop import memory_format_for
 
     require_checkpoint(run, split)
     model, checkpoint = checkpoints.load_run_model(run, "best", device)
@@ -554,8 +553,8 @@ def analyze(outputs: dict, info, split_images, out_dir: Path, *, title: str, n_b
     outputs is image ``outputs["indices"][r]`` (only the confident errors are
     read from it, so a memory-mapped split stays on disk).
     """
-    from . import atomic
-    from . import inference_plots as iplots
+    from medscope import atomic
+    from medscope.analysis import inference_plots as iplots
 
     task, names = info.task, info.class_names
     split = outputs.get("split", "test")

@@ -3,7 +3,7 @@
 Every figure has a fixed size (:data:`FIGURE_SIZES` inches at :data:`DPI`,
 saved without a tight bounding box), so a file's pixel size is known in
 advance: ``FIGURE_SIZES[name] * DPI``. The numbers come from
-:mod:`medscope.inference`; this module only draws them.
+:mod:`medscope.analysis.inference`; this module only draws them.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import atomic  # noqa: E402
-from .plots import display_image  # noqa: E402
+from medscope import atomic  # noqa: E402
+from medscope.plots import display_image  # noqa: E402
 
 DPI = 100
 FIGURE_SIZES = {

@@ -1,6 +1,6 @@
 """Robustness: how a model degrades under realistic perturbations, and whether its saliency warns of it.
 
-Every perturbation of :mod:`medscope.perturbations` at each severity is
+Every perturbation of :mod:`medscope.explain.perturbations` at each severity is
 applied to a whole split (batched tensor ops, seeded), and the perturbed
 images go through exactly the evaluation that training used for the run's
 ``metrics.json`` (:func:`medscope.activations.collect_outputs`: same batches,
@@ -35,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic, cli
-from . import perturbations as pt
-from .cli import UsageError
-from .data import TASK_MULTILABEL, Split, batches, gather, normalize
-from .metrics import acc_score, auc_score, predictions
-from .report_text import label_text, number_text, percent_text
+from medscope import atomic
+from medscope.app import cli
+from medscope.data import TASK_MULTILABEL, Split, batches, gather, normalize
+from medscope.errors import UsageError
+from medscope.explain import perturbations as pt
+from medscope.metrics import acc_score, auc_score, predictions
+from medscope.report_text import label_text, number_text, percent_text
 
 TOP_FRACTION = 0.10  # the "most salient" pixels compared by the IoU
 PERTURB_CHUNK = 256  # images perturbed at once; fixed so that --batch-size never changes the random draws
@@ -168,7 +169,7 @@ def flip_auroc(score: np.ndarray, is_flipped: np.ndarray) -> tuple[float, str]:
     >>> flip_auroc(np.array([0.1, 0.9]), np.array([False, False]))[1]
     'no prediction flipped among the 2 explained images'
     """
-    from .uncertainty import error_auroc
+    from medscope.explain.uncertainty import error_auroc
 
     is_flipped = np.asarray(is_flipped, dtype=bool)
     if not len(is_flipped):
@@ -229,7 +230,7 @@ def evaluate_perturbed(model, split: Split, perturbation: pt.Perturbation | None
     generator per (seed, perturbation, severity), so the images do not depend
     on ``batch_size``. ``perturbation=None`` is the clean split.
     """
-    from .activations import collect_outputs
+    from medscope.activations import collect_outputs
 
     generator = pt.make_generator(seed, perturbation.name, severity) if perturbation else None
     probs, logits, explained, squared = [], [], [], 0.0
@@ -255,7 +256,7 @@ def evaluate_perturbed(model, split: Split, perturbation: pt.Perturbation | None
 def saliency_maps(model, images: torch.Tensor, targets: torch.Tensor, method: str, layer: str | None,
                   device) -> torch.Tensor:
     """(N, *spatial) maps in [0, 1] of uint8 ``images`` for ``targets``: Grad-CAM at ``layer`` or vanilla gradient."""
-    from .explain import GradCAM, vanilla_gradient
+    from medscope.explain.cam import GradCAM, vanilla_gradient
 
     if not len(images):
         return torch.zeros((0, *images.shape[2:]))
@@ -289,7 +290,7 @@ def middle_slices(array: np.ndarray, spatial_dims: int) -> np.ndarray:
 
 def condition_row(name: str, severity: int, parameter, task: str, labels: np.ndarray, ev: Evaluation,
                   clean_pred: np.ndarray, class_names: list[str]) -> dict:
-    from .inference import calibration
+    from medscope.analysis.inference import calibration
 
     pred = predictions(task, ev.probabilities)
     return {"perturbation": name, "severity": int(severity), "parameter": parameter,
@@ -303,11 +304,11 @@ def condition_row(name: str, severity: int, parameter, task: str, labels: np.nda
 def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed: int, method: str,
               layer: str | None, n_saliency: int, n_examples: int, batch_size: int) -> Sweep:
     """Clean split, then every perturbation at every severity: metrics, flips, saliency shifts, example maps."""
-    from .explain import choose_ids, select_targets
+    from medscope.explain.cam import choose_ids, select_targets
 
     task, names, split = ctx.info.task, ctx.info.class_names, ctx.split
     model = ctx.model
-    from .training import evaluation_settings
+    from medscope.train.loop import evaluation_settings
 
     settings = evaluation_settings(ctx.checkpoint.get("config") or ctx.run.info().get("config") or {},
                                    ctx.info, ctx.device)
@@ -486,7 +487,7 @@ def severity(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    from .explain import add_run_arguments
+    from medscope.explain.cam import add_run_arguments
 
     add_run_arguments(parser, batch_size=256)
     parser.add_argument("--perturbations", nargs="+", default=None, metavar="NAME",
@@ -518,8 +519,8 @@ def parse_perturbation_names(values) -> list[str] | None:
 
 
 def run(args) -> int:
-    from . import robustness_plots
-    from .explain import open_run, resolve_layer
+    from medscope.explain import robustness_plots
+    from medscope.explain.cam import open_run, resolve_layer
 
     names = parse_perturbation_names(args.perturbations)
     severities = sorted(set(args.severities)) if args.severities else list(pt.SEVERITIES)
@@ -565,7 +566,7 @@ def run(args) -> int:
         "summary": summary_rows,
     }
 
-    folder = ctx.run.path / "robustness"
+    folder = ctx.run.layout.robustness_dir
     written = [atomic.write_csv(folder / "robustness_results.csv", sweep.rows, RESULT_COLUMNS),
                atomic.write_csv(folder / "robustness_summary.csv", summary_rows, SUMMARY_COLUMNS),
                atomic.write_csv(folder / "robustness_per_image.csv", sweep.per_image, PER_IMAGE_COLUMNS),
@@ -612,7 +613,7 @@ def _stored_metrics(ctx, args) -> dict | None:
     if args.checkpoint != "best" or ctx.split_name not in ("val", "test"):
         return None
     try:
-        metrics = json.loads((ctx.run.path / "metrics.json").read_text())[ctx.split_name]
+        metrics = json.loads(ctx.run.layout.metrics_json.read_text())[ctx.split_name]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return {"auc": metrics.get("auc"), "acc": metrics.get("acc")}

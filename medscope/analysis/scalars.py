@@ -31,15 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import atomic
-from .cli import UsageError
-from .runs import Run, list_runs
+from medscope import atomic
+from medscope.errors import UsageError
+from medscope.runs import ResultsLayout, Run, list_runs
 
 TIDY_COLUMNS = ("run", "tag", "step", "wall_time", "value")
-TIDY_FILE = "tensorboard_scalars.csv"
-WIDE_FILE = "tensorboard_scalars_wide.csv"
-ALL_TIDY_FILE = "tensorboard_scalars_all.csv"
-ALL_WIDE_FILE = "tensorboard_scalars_all_wide.csv"
 SCALARS_PLUGIN = "scalars"
 
 
@@ -133,13 +129,13 @@ def tensorboard_logdir(run: Run, runs_dir: str | os.PathLike) -> Path:
     recorded in run.json (so ``--runs-dir`` may be left out for a run trained
     elsewhere). Raises UsageError when no candidate holds an event file.
     """
-    candidates = [Path(runs_dir) / run.name]
+    candidates = [run.layout.tensorboard_dir(runs_dir)]
     info = run.info()
     if info.get("tensorboard_dir"):
         candidates.append(Path(info["tensorboard_dir"]))
     config_runs_dir = (info.get("config") or {}).get("runs_dir")
     if config_runs_dir:
-        candidates.append(Path(config_runs_dir) / run.name)
+        candidates.append(run.layout.tensorboard_dir(config_runs_dir))
     for candidate in candidates:
         if event_dirs(candidate):
             return candidate
@@ -209,7 +205,7 @@ class Export:
 def export_run(run: Run, runs_dir: str | os.PathLike) -> Export:
     """Write ``tensorboard_scalars.csv`` and ``_wide.csv`` into the run folder and record them."""
     points = read_run(run, runs_dir)
-    files = write_tables(points, run.path / TIDY_FILE, run.path / WIDE_FILE)
+    files = write_tables(points, run.layout.tensorboard_scalars_csv, run.layout.tensorboard_scalars_wide_csv)
     run.add_artifacts([f.name for f in files], created_by="export_scalars.py")
     return Export((run.name,), len({p.tag for p in points}), len(points), tuple(files))
 
@@ -237,7 +233,8 @@ def export_all(results_dir: str | os.PathLike, runs_dir: str | os.PathLike, *, w
         raise UsageError(f"none of the {len(runs)} runs in {results_dir}/ has TensorBoard scalars in {runs_dir}/")
     for line in skipped if warn is not None else ():
         warn(line)
-    files = write_tables(points, Path(results_dir) / ALL_TIDY_FILE, Path(results_dir) / ALL_WIDE_FILE)
+    layout = ResultsLayout(results_dir)
+    files = write_tables(points, layout.tensorboard_scalars_all_csv, layout.tensorboard_scalars_all_wide_csv)
     return Export(tuple(exported), len({p.tag for p in points}), len(points), tuple(files))
 
 
