@@ -105,7 +105,7 @@ def data_dir_for(file_name: str, given: str | os.PathLike | None, recorded: str 
         if folder and (Path(folder).expanduser() / file_name).is_file():
             return str(folder)
     return str(given if given else default_data_dir())
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _SEQ = re.compile(r"^(\d{4,})_")
 
 
@@ -199,7 +199,7 @@ def create_run(results_dir, runs_dir, description: str, run_name: str | None = N
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     if run_name is not None:
-        if not _NAME_OK.match(run_name):
+        if not _NAME_OK.fullmatch(run_name):
             raise UsageError(f"--run-name {run_name!r}: use letters, digits, '.', '_', '+' or '-'")
         if run_name in _taken_names(results_dir, runs_dir):
             raise UsageError(f"--run-name {run_name!r} is already used in {results_dir} or {runs_dir}; "
