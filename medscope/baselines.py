@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 
 SOURCE = (
     "Yang J., Shi R., Wei D., Liu Z., Zhao L., Ke B., Pfister H., Ni B. "

@@ -8,7 +8,7 @@ import pytest
 from medscope import baselines
 from medscope.baselines import (Baseline, baselines_for, best_baseline, comparison_text,
                                 reference_baseline)
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 
 
 def test_the_documented_examples_hold():
