@@ -2,6 +2,11 @@
 
 An interrupted step therefore leaves either the old file or the new one, never
 half of one (os.replace is atomic on POSIX and Windows within one folder).
+
+Temporary names carry the writer's process id (``.<name>.<pid>.<random>.tmp``):
+a process killed outright (SIGKILL, power loss) cannot remove its own, so
+:func:`remove_stale_temporaries` lets the next writer of a folder remove those
+whose process is gone, and never one that is still being written.
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import io
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -23,6 +30,38 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+TMP_SUFFIX = ".tmp"
+_TMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .<name>.<pid>.<random>.tmp, and temporary folders alike
+
+
+def temporary_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new hidden folder in ``parent`` named like the temporary files (removable when stale)."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{prefix}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=parent))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Remove temporary files and folders left in ``folder`` by processes that no longer exist.
+
+    Returns what was removed. A temporary whose process is alive (on this machine) is kept.
+    """
+    from medscope.runs import process_alive
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    candidates = folder.rglob(f"*{TMP_SUFFIX}") if recursive else folder.glob(f"*{TMP_SUFFIX}")
+    for path in sorted(candidates, key=lambda p: len(p.parts)):
+        match = _TMP_NAME.match(path.name)
+        if not match or not path.exists() or process_alive(int(match.group(1))):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -30,7 +69,7 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
     try:

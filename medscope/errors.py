@@ -13,3 +13,7 @@ class UsageError(Exception):
 
 class RunFailed(Exception):
     """Work that started but could not finish (e.g. the loss diverged): one line, exit code 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill, ``kill PID``): ends the work like Ctrl-C does, cleanup included."""

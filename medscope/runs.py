@@ -12,11 +12,14 @@ listed here are named by the module that writes that folder.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import json
 import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +116,33 @@ def now_iso() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+STATUSES = ("created", "running", "completed", "interrupted", "failed", "killed")
+FINISHED = "completed"
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with this id exists on this machine (signal 0 only checks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock (``<path>.lock``) around a read-modify-write of ``path``, across processes."""
+    lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @dataclass(frozen=True)
 class Run:
     """An existing run folder."""
@@ -133,36 +163,49 @@ class Run:
 
     def info(self) -> dict:
         try:
-            return json.loads(self.json_path.read_text())
+            info = json.loads(self.json_path.read_text())
         except FileNotFoundError:
             raise UsageError(f"{self.path} is not a run folder (no {RUN_JSON}); "
                              "train one with: python train.py --dataset breastmnist") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UsageError(f"{self.json_path} is not valid JSON ({exc})") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {self.json_path}: {exc.strerror or exc}") from None
+        _check_schema(info, self.json_path)
+        return info
 
     def update(self, **fields) -> dict:
-        """Merge ``fields`` into run.json (atomically) and return the new content."""
-        info = self.info()
-        info.update(fields)
-        atomic.write_json(self.json_path, info)
+        """Merge ``fields`` into run.json (atomically, serialised across processes); return the new content.
+
+        Setting ``status="running"`` also records this process (``pid``, ``host``), so that
+        a later reader can tell a run in progress from one whose process was killed.
+        """
+        if fields.get("status") == "running":
+            fields.setdefault("pid", os.getpid())
+            fields.setdefault("host", socket.gethostname())
+        with _locked(self.json_path):
+            info = self.info()
+            info.update(fields)
+            atomic.write_json(self.json_path, info)
         return info
 
     def add_artifacts(self, paths, *, created_by: str) -> None:
         """Record files a script wrote (relative to the run folder) in run.json."""
-        info = self.info()
-        artifacts = [a for a in info.get("artifacts", [])]
-        known = {a["path"]: i for i, a in enumerate(artifacts)}
         stamp = now_iso()
-        for p in paths:
-            rel = str(Path(p).resolve().relative_to(self.path.resolve())) if Path(p).is_absolute() else str(p)
-            entry = {"path": rel, "created_by": created_by, "created": stamp}
-            if rel in known:
-                artifacts[known[rel]] = entry
-            else:
-                known[rel] = len(artifacts)
-                artifacts.append(entry)
-        info["artifacts"] = artifacts
-        atomic.write_json(self.json_path, info)
+        with _locked(self.json_path):
+            info = self.info()
+            artifacts = list(info.get("artifacts", []))
+            known = {a["path"]: i for i, a in enumerate(artifacts)}
+            for p in paths:
+                rel = self.relative(p)
+                entry = {"path": rel, "created_by": created_by, "created": stamp}
+                if rel in known:
+                    artifacts[known[rel]] = entry
+                else:
+                    known[rel] = len(artifacts)
+                    artifacts.append(entry)
+            info["artifacts"] = artifacts
+            atomic.write_json(self.json_path, info)
 
     def remove_artifacts(self, paths) -> None:
         """Delete files an earlier call wrote into this run and drop their records from run.json."""
@@ -171,9 +214,57 @@ class Run:
             return
         for path in paths:
             path.unlink(missing_ok=True)
-        gone = {str(p.resolve().relative_to(self.path.resolve())) for p in paths}
-        info = self.info()
-        self.update(artifacts=[a for a in info.get("artifacts", []) if a.get("path") not in gone])
+        gone = {self.relative(p) for p in paths}
+        with _locked(self.json_path):
+            info = self.info()
+            info["artifacts"] = [a for a in info.get("artifacts", []) if a.get("path") not in gone]
+            atomic.write_json(self.json_path, info)
+
+    def relative(self, path) -> str:
+        """A path inside the run folder as run.json records it (relative, '/'-separated)."""
+        path = Path(path)
+        if path.is_absolute() or path.parts[:len(self.path.parts)] == self.path.parts:
+            return Path(path).resolve().relative_to(self.path.resolve()).as_posix()
+        return path.as_posix()
+
+    def status(self, info: dict | None = None) -> str:
+        """The run's true status: run.json's, except that a ``running`` run whose process
+        (on this machine) is gone is ``killed``."""
+        info = self.info() if info is None else info
+        status = info.get("status", "created")
+        if status == "running" and info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) \
+                and not process_alive(info["pid"]):
+            return "killed"
+        return status
+
+    def unfinished_note(self, info: dict | None = None) -> str | None:
+        """One sentence for a reader of a run that did not complete, or None when it did."""
+        info = self.info() if info is None else info
+        status = self.status(info)
+        if status == FINISHED:
+            return None
+        done, planned = info.get("epochs_completed"), (info.get("config") or {}).get("epochs")
+        epochs = f" after {done}/{planned} epochs" if done is not None and planned else ""
+        what = {"running": "is still training", "killed": "was killed (its process is gone)",
+                "created": "never started training"}.get(status, f"stopped: {status}")
+        resume = (f"; resume it with: python train.py --resume {self.path}" if self.layout.last_pt.is_file()
+                  and status != "running" else "")
+        return f"note: run {self.name} {what}{epochs}; its results are not final{resume}"
+
+
+def _check_schema(info, path: Path) -> None:
+    """The parts of run.json that scripts rely on have the right types."""
+    if not isinstance(info, dict):
+        raise UsageError(f"{path} is not a run record (expected a JSON object, found {type(info).__name__})")
+    expected = {"artifacts": list, "config": dict, "metrics": dict, "status": str, "environment": dict,
+                "dataset": dict, "model": dict}
+    for key, kind in expected.items():
+        if key in info and info[key] is not None and not isinstance(info[key], kind):
+            raise UsageError(f"{path}: '{key}' should be a JSON {kind.__name__}, found {type(info[key]).__name__}; "
+                             "the file was edited or damaged")
+    for entry in info.get("artifacts") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise UsageError(f"{path}: an 'artifacts' entry is not a {{path, created_by, created}} record")
 
 
 def sequence_number(name: str) -> int | None:
@@ -194,31 +285,42 @@ def create_run(results_dir, runs_dir, description: str, run_name: str | None = N
 
     ``description`` is the readable part (``breastmnist28_resnet18``); the
     sequence number is one more than the largest in use in either folder.
-    An explicit ``run_name`` that is already taken is refused.
+    An explicit ``run_name`` that is already taken is refused. The name is
+    reserved with ``mkdir`` in both folders, so neither two processes nor two
+    results folders sharing one TensorBoard folder can get the same one.
     """
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     if run_name is not None:
         if not _NAME_OK.fullmatch(run_name):
             raise UsageError(f"--run-name {run_name!r}: use letters, digits, '.', '_', '+' or '-'")
-        if run_name in _taken_names(results_dir, runs_dir):
+        if run_name in _taken_names(results_dir, runs_dir) or not _reserve(results_dir, runs_dir, run_name):
             raise UsageError(f"--run-name {run_name!r} is already used in {results_dir} or {runs_dir}; "
                              "run names are never reused")
-        path = results_dir / run_name
-        try:
-            path.mkdir()
-        except FileExistsError:
-            raise UsageError(f"--run-name {run_name!r} is already used") from None
-        return _initialized(Run(path))
+        return _initialized(Run(results_dir / run_name))
     while True:
         taken = _taken_names(results_dir, runs_dir)
         seq = max((sequence_number(n) or 0 for n in taken), default=0) + 1
-        path = results_dir / f"{seq:04d}_{description}"
+        name = f"{seq:04d}_{description}"
+        if _reserve(results_dir, runs_dir, name):
+            return _initialized(Run(results_dir / name))
+        # another process (or another results folder) took it first: try the next number
+
+
+def _reserve(results_dir: Path, runs_dir, name: str) -> bool:
+    """Create ``results_dir/name`` and ``runs_dir/name``; False (and nothing left) if either exists."""
+    try:
+        (results_dir / name).mkdir()
+    except FileExistsError:
+        return False
+    if runs_dir is not None:
         try:
-            path.mkdir()
-            return _initialized(Run(path))
-        except FileExistsError:  # another process took it first; try the next number
-            continue
+            Path(runs_dir).mkdir(parents=True, exist_ok=True)
+            (Path(runs_dir) / name).mkdir()
+        except FileExistsError:
+            (results_dir / name).rmdir()
+            return False
+    return True
 
 
 def _initialized(run: Run) -> Run:
@@ -247,13 +349,25 @@ def list_runs(results_dir) -> list[Run]:
     return sorted(runs, key=key, reverse=True)
 
 
+def newest_completed(runs: list[Run]) -> Run | None:
+    """The first completed run of a newest-first list (unreadable run.json files are passed over)."""
+    for run in runs:
+        try:
+            if run.status() == FINISHED:
+                return run
+        except UsageError:
+            continue
+    return None
+
+
 def resolve_run(results_dir, spec: str | None) -> Run:
-    """A run by name, by path, or (``spec`` None) the newest one."""
+    """A run by name, by path, by unique prefix, or (``spec`` None) the newest completed one
+    (the newest of all when none has completed)."""
     if spec is None:
         runs = list_runs(results_dir)
         if not runs:
             raise UsageError(f"no runs in {results_dir}/; train one first: python train.py --dataset breastmnist")
-        return runs[0]
+        return newest_completed(runs) or runs[0]
     candidates = [Path(spec), Path(results_dir) / spec]
     for path in candidates:
         if (path / RUN_JSON).is_file():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -132,3 +133,70 @@ def test_default_data_dir_is_the_environment_or_home(monkeypatch):
     assert runs.default_data_dir() == "/data/medmnist"
     monkeypatch.delenv("MEDMNIST_DIR")
     assert runs.default_data_dir() == str(runs.DEFAULT_DATA_DIR)
+
+
+def _add_many(run_path: str, prefix: str, n: int) -> None:
+    run = runs.Run(__import__("pathlib").Path(run_path))
+    for i in range(n):
+        run.add_artifacts([f"{prefix}_{i}.csv"], created_by="test")
+
+
+def test_concurrent_writers_lose_no_record(tmp_path):
+    import multiprocessing
+
+    run = runs.create_run(tmp_path / "results", tmp_path / "runs", "x")
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_add_many, args=(str(run.path), name, 100)) for name in ("a", "b")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(run.info()["artifacts"]) == 200
+
+
+def test_two_results_folders_sharing_one_runs_folder_get_different_names(tmp_path):
+    tb = tmp_path / "runs"
+    a = runs.create_run(tmp_path / "results_a", tb, "x")
+    b = runs.create_run(tmp_path / "results_b", tb, "x")
+    assert a.name != b.name and (tb / a.name).is_dir() and (tb / b.name).is_dir()
+
+
+def test_a_running_run_whose_process_is_gone_is_killed(tmp_path):
+    import subprocess
+    import sys
+
+    run = runs.create_run(tmp_path / "results", tmp_path / "runs", "x")
+    run.update(status="running", config={"epochs": 6}, epochs_completed=2)
+    assert run.status() == "running" and run.info()["pid"] > 0  # this process is alive
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run.update(pid=int(dead.stdout))
+    assert run.status() == "killed"
+    note = run.unfinished_note()
+    assert "was killed" in note and "after 2/6 epochs" in note and "--resume" not in note  # no last.pt
+    run.layout.last_pt.write_bytes(b"")
+    assert f"python train.py --resume {run.path}" in run.unfinished_note()
+    run.update(status="completed")
+    assert run.unfinished_note() is None
+
+
+def test_the_default_run_is_the_newest_completed_one(tmp_path):
+    results, tb = tmp_path / "results", tmp_path / "runs"
+    done = runs.create_run(results, tb, "x")
+    done.update(status="completed")
+    runs.create_run(results, tb, "y").update(status="interrupted")
+    assert runs.resolve_run(results, None).name == done.name
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "not a run record"),
+    ('{"artifacts": {"a": 1}}', "'artifacts' should be a JSON list"),
+    ('{"config": "lr=1"}', "'config' should be a JSON dict"),
+    ('{"artifacts": [3]}', "not a {path, created_by, created} record"),
+])
+def test_malformed_run_json_is_one_clear_error(tmp_path, content, message):
+    folder = tmp_path / "0001_x"
+    folder.mkdir()
+    (folder / "run.json").write_text(content)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        runs.Run(folder).info()

@@ -8,12 +8,15 @@ traceback) for an unexpected failure.
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
+import threading
 import traceback
 from typing import Callable, Sequence
 
 from medscope.devices import resolve_device
-from medscope.errors import RunFailed, UsageError
+from medscope.errors import RunFailed, Terminated, UsageError
 from medscope.progress import progress
 from medscope.runs import default_data_dir
 
@@ -24,6 +27,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process it killed
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -41,7 +45,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Call ``main(argv)`` and map its outcome to an exit code."""
+    """Call ``main(argv)`` and map its outcome to an exit code: the one error boundary of a script.
+
+    Bad input (:class:`UsageError`), an operating-system fault (a read-only or full disk,
+    a permission) and running out of memory are one line on stderr and exit code 2;
+    a run that could not finish is one line and 1; Ctrl-C is 130 and SIGTERM 143, both
+    after the work's own cleanup (``finally`` blocks, run.json's status) has run.
+    """
+    previous = _handle_sigterm()
     try:
         return main(argv) or EXIT_OK
     except UsageError as exc:
@@ -50,14 +61,55 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     except RunFailed as exc:
         print(f"failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except SystemExit as exc:  # --help and friends
         return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except OSError as exc:
+        print(f"error: {os_error_text(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError as exc:
+        print(f"error: not enough memory ({exc or 'allocation failed'}); use a smaller --batch-size or "
+              "--subset, or a machine with more memory", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception:  # noqa: BLE001 - last line of defence, keep the traceback
         traceback.print_exc()
         return EXIT_FAILURE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OSError as one line: what failed, on which file, and what to do."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename else ""
+    hint = {errno.ENOSPC: "free some space or choose another --results-dir",
+            errno.EDQUOT: "free some space or choose another --results-dir",
+            errno.EACCES: "check the folder's permissions or choose another --results-dir",
+            errno.EPERM: "check the folder's permissions or choose another --results-dir",
+            errno.EROFS: "the file system is read-only; choose another --results-dir"}.get(exc.errno)
+    return f"{what}{where}" + (f" ({hint})" if hint else "")
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the cleanup finish
+    raise Terminated()
+
+
+def _handle_sigterm():
+    """SIGTERM ends the work like Ctrl-C (in the main thread; torchrun workers keep their own handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    current = signal.getsignal(signal.SIGTERM)
+    if current not in (signal.SIG_DFL, None):
+        return None  # someone (torchrun's worker setup, a test) handles it already
+    signal.signal(signal.SIGTERM, _terminate)
+    return current
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, run_arg: str | None = "one") -> None:

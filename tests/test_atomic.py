@@ -1,0 +1,45 @@
+"""medscope.atomic: whole files or none, and no temporary outlives its writer."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from medscope import atomic
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "metrics.json"
+    atomic.write_json(target, {"auc": 0.9})
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("disk went away")
+    assert target.read_text().strip().startswith("{") and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_temporaries_name_their_process(tmp_path):
+    with atomic.atomic_path(tmp_path / "a.csv") as tmp:
+        assert tmp.name.startswith(f".a.csv.{os.getpid()}.") and tmp.name.endswith(".tmp")
+    folder = atomic.temporary_dir(tmp_path, "export")
+    assert folder.name.startswith(f".export.{os.getpid()}.") and folder.is_dir()
+
+
+def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+    (tmp_path / "gradcam").mkdir()
+    stale_file = tmp_path / "gradcam" / f".page.png.{dead}.abc123.tmp"
+    stale_file.write_bytes(b"half")
+    stale_dir = tmp_path / f".export.{dead}.xyz.tmp"
+    stale_dir.mkdir()
+    (stale_dir / "model.onnx").write_bytes(b"x" * 100)
+    live = tmp_path / f".report.html.{os.getpid()}.q.tmp"
+    live.write_text("being written")
+    ordinary = tmp_path / "notes.tmp"  # not ours: never touched
+    ordinary.write_text("user file")
+    removed = atomic.remove_stale_temporaries(tmp_path)
+    assert set(removed) == {stale_file, stale_dir}
+    assert live.exists() and ordinary.exists() and not stale_file.exists() and not stale_dir.exists()
