@@ -16,26 +16,49 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+REAL_FILES = ("breastmnist", "pneumoniamnist", "adrenalmnist3d", "adrenalmnist3d_64")
+
+
 def _medmnist_dir() -> Path:
-    env = os.environ.get("MEDMNIST_DIR")
-    return Path(env).resolve() if env else ROOT.parent / "shared" / "medmnist"
+    """Where the suite finds the real MedMNIST files: as the scripts do, MEDMNIST_DIR or ~/.medmnist."""
+    from medscope.runs import default_data_dir
+
+    return Path(default_data_dir()).expanduser().resolve()
+
+
+def _fetch_missing_files(folder: Path) -> str | None:
+    """Download (MD5-checked, as the scripts do) the real files the suite needs; None, or why not."""
+    from medscope import data
+    from medscope.errors import UsageError
+
+    for name in REAL_FILES:
+        flag, _, size = name.partition("_")
+        info = data.dataset_info(flag, int(size or 28))
+        if not (folder / info.file_name).is_file():
+            try:
+                data.locate(info, folder)
+            except UsageError as exc:
+                return str(exc)
+    return None
 
 
 @pytest.fixture(scope="session")
 def medmnist_dir() -> Path:
-    path = _medmnist_dir()
-    if not (path / "breastmnist.npz").is_file():
-        pytest.fail(f"real MedMNIST files not found in {path}; set MEDMNIST_DIR")
-    return path
+    return _medmnist_dir()
 
 
 def pytest_configure(config):
-    """Keep the MD5 memo and memory-map cache out of the user's home."""
+    """Keep the MD5 memo and memory-map cache out of the user's home; find (or fetch) the real files."""
     import tempfile
 
     os.environ["MEDSCOPE_CACHE"] = tempfile.mkdtemp(prefix="medscope-cache-")
+    folder = _medmnist_dir()
+    problem = _fetch_missing_files(folder)
+    if problem is not None:
+        pytest.exit(f"the tests need the real MedMNIST files ({', '.join(n + '.npz' for n in REAL_FILES)}) "
+                    f"in {folder}: {problem}. Set MEDMNIST_DIR to a folder that holds them.", returncode=2)
     # absolute, so subprocesses started in another folder find the files too
-    os.environ["MEDMNIST_DIR"] = str(_medmnist_dir())
+    os.environ["MEDMNIST_DIR"] = str(folder)
 
 
 def train_run(workdir: Path, medmnist_dir: Path, *args: str) -> Path:
