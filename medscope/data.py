@@ -11,6 +11,7 @@ there (see :func:`load_split`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -132,15 +133,25 @@ def _verified_md5(path: Path) -> str:
 
 
 def download(url: str, target: Path, md5: str, timeout: float = 30.0) -> None:
-    """Fetch ``url`` to ``target`` (atomically), checking its MD5."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(target) as tmp:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            while block := response.read(1 << 20):
-                out.write(block)
-        got = md5sum(tmp)
-        if got != md5:
-            raise UsageError(f"downloaded {url} but its MD5 is {got}, expected {md5}; try again later")
+    """Fetch ``url`` to ``target`` (atomically), checking its MD5.
+
+    A folder this call had to create is removed again if the download fails, so a
+    mistyped ``--data-dir`` is not left behind as an empty folder.
+    """
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+    try:
+        with atomic.atomic_path(target) as tmp:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+                while block := response.read(1 << 20):
+                    out.write(block)
+            got = md5sum(tmp)
+            if got != md5:
+                raise UsageError(f"downloaded {url} but its MD5 is {got}, expected {md5}; try again later")
+    except BaseException:
+        for folder in created:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def locate(info: DatasetInfo, data_dir, *, allow_download: bool = True, check_md5: bool = True) -> Path:

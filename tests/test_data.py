@@ -176,3 +176,15 @@ def test_a_split_that_several_processes_would_copy_is_memory_mapped(medmnist_dir
     monkeypatch.setattr(data, "_available_ram", lambda: int(411_000 * 8 / data.MMAP_FRACTION))
     assert not data.load_split(info, medmnist_dir, "val").memmapped
     assert data.load_split(info, medmnist_dir, "val", copies=16).memmapped
+
+
+def test_a_failed_download_leaves_no_new_folder(tmp_path, monkeypatch):
+    import urllib.error
+
+    from medscope import data
+
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # nothing listens: fails at once, as offline
+    target = tmp_path / "typo" / "medmnist" / "breastmnist.npz"
+    with pytest.raises(urllib.error.URLError):
+        data.download("https://zenodo.org/records/10519652/files/breastmnist.npz", target, "0" * 32)
+    assert list(tmp_path.iterdir()) == []
