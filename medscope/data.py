@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 import zipfile
@@ -180,16 +181,54 @@ def _expected_image_shape(info: DatasetInfo) -> tuple:
     return side + ((3,) if info.n_channels == 3 else ())
 
 
-def _check_arrays(path: Path, info: DatasetInfo) -> None:
-    """Open the archive and check that every split's arrays are there."""
+def _npy_header(zf: zipfile.ZipFile, member: str) -> tuple[tuple, np.dtype]:
+    """Shape and dtype an .npy member declares, read from its header alone (nothing is decompressed
+    beyond the first bytes)."""
+    with zf.open(member) as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read(fh, max_header_size=100_000)
+    return tuple(shape), np.dtype(dtype)
+
+
+def _check_arrays(path: Path, info: DatasetInfo) -> dict[str, tuple[tuple, np.dtype]]:
+    """Check every split's arrays from their headers, before anything is read: present, of the
+    dataset's shape and dtype, not empty, and small enough for this machine. Returns the headers."""
     try:
-        archive = np.load(path, mmap_mode=None, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}.npy" not in names]
+            if missing:
+                raise UsageError(f"{path} lacks the arrays {', '.join(missing)}; it is not a MedMNIST file")
+            headers = {m: _npy_header(zf, f"{m}.npy") for m in (f"{s}_{k}" for s in SPLITS for k in ("images", "labels"))}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise UsageError(f"{path} is not a readable .npz file ({exc}); delete it and download {info.url}") from None
-    with archive:
-        missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in archive.files]
-        if missing:
-            raise UsageError(f"{path} lacks the arrays {', '.join(missing)}; it is not a MedMNIST file")
+    want = _expected_image_shape(info)
+    n_labels = len(info.labels) if info.task == TASK_MULTILABEL else 1
+    for split in SPLITS:
+        (shape, dtype), (lshape, ldtype) = headers[f"{split}_images"], headers[f"{split}_labels"]
+        if dtype != np.uint8 or shape[1:] != want:
+            raise UsageError(f"{path}: {split}_images is declared {shape} {dtype}, "
+                             f"expected (N, {', '.join(map(str, want))}) uint8; not a {info.flag} file")
+        if shape[0] == 0:
+            raise UsageError(f"{path}: the {split} split is empty; not a usable {info.flag} file")
+        if lshape != (shape[0], n_labels):
+            raise UsageError(f"{path}: {split}_labels is declared {lshape}, expected ({shape[0]}, {n_labels})")
+        if ldtype.kind not in "iub":
+            raise UsageError(f"{path}: {split}_labels are {ldtype}, expected integer class indices")
+    return headers
+
+
+def _check_labels(path: Path, info: DatasetInfo, split: str, labels: np.ndarray) -> None:
+    """Label values: integers within the dataset's classes (0/1 per label for multi-label)."""
+    limit = 2 if info.task == TASK_MULTILABEL else len(info.labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= limit):
+        raise UsageError(f"{path}: {split}_labels hold values outside the {len(info.labels)} labels of {info.flag}")
+
+
+def _declared_bytes(header: tuple[tuple, np.dtype]) -> int:
+    shape, dtype = header
+    return int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
 
 
 def load_arrays(path: Path, info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -207,8 +246,7 @@ def load_arrays(path: Path, info: DatasetInfo, split: str) -> tuple[np.ndarray, 
     n_labels = len(info.labels) if info.task == TASK_MULTILABEL else 1
     if labels.ndim != 2 or labels.shape != (images.shape[0], n_labels):
         raise UsageError(f"{path}: {split}_labels has shape {labels.shape}, expected ({images.shape[0]}, {n_labels})")
-    if labels.size and (labels.min() < 0 or labels.max() >= (2 if info.task == TASK_MULTILABEL else len(info.labels))):
-        raise UsageError(f"{path}: {split}_labels hold values outside the {len(info.labels)} labels of {info.flag}")
+    _check_labels(path, info, split, labels)
     return images, labels
 
 
@@ -221,11 +259,6 @@ def _available_ram() -> int:
     except OSError:
         pass
     return 8 << 30
-
-
-def _uncompressed_size(path: Path, member: str) -> int:
-    with zipfile.ZipFile(path) as zf:
-        return zf.getinfo(member + ".npy").file_size
 
 
 @dataclass
@@ -266,12 +299,15 @@ def load_split(info: DatasetInfo, data_dir, split: str, *, check_md5: bool = Tru
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose train, val or test")
     path = locate(info, data_dir, allow_download=allow_download, check_md5=check_md5)
-    _check_arrays(path, info)
+    headers = _check_arrays(path, info)
+    size = _declared_bytes(headers[f"{split}_images"])
     if mmap is None:
-        try:
-            mmap = _uncompressed_size(path, f"{split}_images") * copies > MMAP_FRACTION * _available_ram()
-        except (KeyError, zipfile.BadZipFile, OSError):
-            mmap = False
+        mmap = size * copies > MMAP_FRACTION * _available_ram()
+    room = shutil.disk_usage(_existing_parent(cache_dir())).free if mmap else _available_ram()
+    if size > room:
+        where = f"free disk in {cache_dir()}" if mmap else "available memory"
+        raise UsageError(f"{path}: the {split} images would take {size / 2**30:.1f} GiB, more than the "
+                         f"{room / 2**30:.1f} GiB of {where}; not a MedMNIST file, or too large for this machine")
     if not mmap:
         images, labels = load_arrays(path, info, split)
         return _to_split(images, labels, info, memmapped=False)
@@ -297,7 +333,14 @@ def _extract_npy(path: Path, info: DatasetInfo, split: str):
     if images.dtype != np.uint8 or images.shape[1:] != want or labels.shape[0] != images.shape[0]:
         raise UsageError(f"{path}: {split} split has images {images.shape} and labels {labels.shape}; "
                          "not a MedMNIST file")
+    _check_labels(path, info, split, labels)
     return images, labels
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def load_dataset(info: DatasetInfo, data_dir, *, check_md5: bool = True, splits=SPLITS, mmap=None,

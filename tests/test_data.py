@@ -1,5 +1,6 @@
 """medscope.data: the official files, verified, loaded once as uint8 tensors."""
 import io
+import re
 import urllib.error
 
 import numpy as np
@@ -188,3 +189,77 @@ def test_a_failed_download_leaves_no_new_folder(tmp_path, monkeypatch):
     with pytest.raises(urllib.error.URLError):
         data.download("https://zenodo.org/records/10519652/files/breastmnist.npz", target, "0" * 32)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- hostile files
+
+def _npz(path, **overrides):
+    """A small breastmnist-shaped .npz whose arrays ``overrides`` replace."""
+    arrays = {}
+    for split, n in zip(data.SPLITS, (6, 4, 4)):
+        arrays[f"{split}_images"] = np.zeros((n, 28, 28), np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).astype(np.uint8)[:, None]
+    arrays.update(overrides)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def _load(path, split="train", **kwargs):
+    return data.load_split(data.dataset_info("breastmnist"), path.parent, split, check_md5=False, **kwargs)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([["a"], ["b"], ["a"], ["b"], ["a"], ["b"]]), "expected integer class indices"),
+    (np.array([[0.0], [np.nan], [1.0], [0.0], [1.0], [0.0]]), "expected integer class indices"),
+    (np.array([[0.5], [1.0], [0.0], [1.0], [0.0], [1.0]]), "expected integer class indices"),
+    (np.array([[0], [1], [2], [0], [1], [0]], np.uint8), "outside the 2 labels"),
+    (np.zeros((6, 2), np.uint8), "expected (6, 1)"),
+])
+def test_labels_that_are_not_class_indices_are_refused(tmp_path, labels, message):
+    path = _npz(tmp_path / "breastmnist.npz", train_labels=labels)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        _load(path)
+
+
+def test_an_empty_split_is_refused(tmp_path):
+    path = _npz(tmp_path / "breastmnist.npz", test_images=np.zeros((0, 28, 28), np.uint8),
+                test_labels=np.zeros((0, 1), np.uint8))
+    with pytest.raises(UsageError, match="the test split is empty"):
+        _load(path)
+
+
+def _forge_headers(path, n: int) -> None:
+    """Rewrite the train arrays' headers to declare ``n`` samples over the same few bytes."""
+    import zipfile
+
+    forged = path.with_suffix(".forged")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(forged, "w") as dst:
+        for item in src.infolist():
+            payload = src.read(item)
+            shape = {"train_images.npy": (n, 28, 28), "train_labels.npy": (n, 1)}.get(item.filename)
+            if shape:
+                buffer = io.BytesIO()
+                np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+                payload = buffer.getvalue() + payload[len(buffer.getvalue()):]
+            dst.writestr(item, payload)
+    forged.replace(path)
+
+
+def test_a_huge_declared_array_is_refused_from_its_header_before_anything_is_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDSCOPE_CACHE", str(tmp_path / "cache"))
+    path = _npz(tmp_path / "breastmnist.npz")
+    _forge_headers(path, 100_000_000)  # 73 GiB of images
+    with pytest.raises(UsageError, match=r"would take 73\.0 GiB, more than the .* of available memory"):
+        _load(path, mmap=False)
+    _forge_headers(path, 10**12)  # more than any disk
+    with pytest.raises(UsageError, match=r"GiB of free disk"):
+        _load(path, mmap=True)
+    assert not any((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_a_wrong_shape_is_refused_before_extraction_to_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDSCOPE_CACHE", str(tmp_path / "cache"))
+    path = _npz(tmp_path / "breastmnist.npz", train_images=np.zeros((6, 64, 64), np.uint8))
+    with pytest.raises(UsageError, match="expected .N, 28, 28. uint8"):
+        _load(path, mmap=True)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
