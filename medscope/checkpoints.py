@@ -14,7 +14,7 @@ import torch
 
 from medscope import atomic
 from medscope.errors import UsageError
-from medscope.models import build_model, load_pretrained
+from medscope.models import build_model, check_spec, load_pretrained
 from medscope.runs import Run
 
 
@@ -34,12 +34,19 @@ def load(path, map_location="cpu") -> dict:
         raise UsageError(f"{path} is not a readable medscope checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "spec" not in checkpoint:
         raise UsageError(f"{path} is not a medscope checkpoint (no model state or spec)")
+    check_spec(checkpoint["spec"], path)
+    state = checkpoint["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"{path}: the model state is not a dict of tensors")
     return checkpoint
 
 
 def model_from_checkpoint(checkpoint: dict, device="cpu") -> torch.nn.Module:
     model = build_model(**checkpoint["spec"])
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:  # shapes or names that do not fit the spec
+        raise UsageError(f"the checkpoint's weights do not fit its model spec ({str(exc).splitlines()[0]})") from None
     return model.to(device).eval()
 
 

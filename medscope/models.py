@@ -15,6 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from medscope.errors import UsageError
+
 MODELS = ("resnet18", "cnn")
 
 
@@ -122,6 +124,27 @@ def build_model(name: str, in_channels: int, num_classes: int, spatial_dims: int
 def model_spec(name, in_channels, num_classes, spatial_dims, size, dropout) -> dict:
     return dict(name=name, in_channels=int(in_channels), num_classes=int(num_classes),
                 spatial_dims=int(spatial_dims), size=int(size), dropout=float(dropout))
+
+
+MAX_CLASSES = 1000  # MedMNIST has at most 14 labels; anything far larger is a damaged or hostile file
+
+
+def check_spec(spec, source) -> dict:
+    """A model spec read from disk, checked before anything is built from it (a checkpoint may
+    come from someone else: an unknown model or ``num_classes=10**10`` must not reach torch)."""
+    if not isinstance(spec, dict) or set(spec) != {"name", "in_channels", "num_classes", "spatial_dims", "size",
+                                                   "dropout"}:
+        raise UsageError(f"{source}: the model spec is not one medscope writes")
+    allowed = {"name": MODELS, "in_channels": (1, 3), "spatial_dims": (2, 3), "size": (28, 64, 128, 224)}
+    for key, values in allowed.items():
+        if isinstance(spec[key], bool) or spec[key] not in values:
+            raise UsageError(f"{source}: model spec {key}={spec[key]!r}, expected one of {list(values)}")
+    classes, dropout = spec["num_classes"], spec["dropout"]
+    if isinstance(classes, bool) or not isinstance(classes, int) or not 1 <= classes <= MAX_CLASSES:
+        raise UsageError(f"{source}: model spec num_classes={classes!r}, expected 1 to {MAX_CLASSES}")
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise UsageError(f"{source}: model spec dropout={dropout!r}, expected a number in [0, 1)")
+    return spec
 
 
 # ---------------------------------------------------------------- pretrained weights
