@@ -79,3 +79,21 @@ def test_the_handler_is_given_back_after_the_call():
     cli.run(lambda argv: 0, [])
     assert signal.getsignal(signal.SIGTERM) == before
     time.sleep(0)
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-1", "1e400", "x"])
+def test_number_flags_must_be_finite(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.non_negative_float(text)
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.positive_float(text)
+
+
+@pytest.mark.parametrize("text", ["-1", "1e23", "2.5", "x"])
+def test_integer_flags_are_whole_and_in_range(text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.non_negative_int(text)
