@@ -43,11 +43,13 @@ class, from the validation samples of that class, and ``k`` is in the set when
 (a class with fewer than ``1/alpha - 1`` validation samples gets ``q = inf``:
 always in the set).
 
-Tasks: binary tasks are two-class problems on their two softmax columns;
+Tasks: binary tasks are two-class problems on their two softmax columns
+(MAPIE accepts only LAC there; APS is a valid score for two classes too);
 multi-class and ordinal regression (as multi-class: the sets need not be
 contiguous ranges) use all K columns; multi-label tasks are L independent
 binary problems, label ``j`` with the two-class vector ``[1 - p_j, p_j]`` and
-its own quantile (or two, class-conditionally). Sets are boolean arrays
+its own quantile (or two, class-conditionally; randomised APS draws are
+shared by the labels of a sample). Sets are boolean arrays
 ``(n, K)``, or ``(n, L, 2)`` for multi-label (``[i, j, v]``: value ``v`` of
 label ``j`` is in the set of sample ``i``); coverage then holds per label.
 """

@@ -233,4 +233,4 @@ def calibration_summary(task: str, probabilities, labels, n_bins: int = DEFAULT_
     return {"ece": ece(task, probs, labels, n_bins, "uniform"),
             "adaptive_ece": ece(task, probs, labels, n_bins, "quantile"),
             "brier": brier_score(task, probs, labels), "nll": negative_log_likelihood(task, probs, labels),
-            "n_bins": int(n_bins), "n": int(len(probs))}
+            "n_bins": int(n_bins), "n": len(probs)}

@@ -187,8 +187,8 @@ def selective_summary(task: str, probabilities, labels, confidence=None) -> dict
                 "augrc": augrc(c, e), "augrc_optimal": augrc_optimal(e), "error_rate": float(e.mean())}
 
     if task != TASK_MULTILABEL:
-        return one(conf, errors) | {"n": int(len(conf))}
+        return one(conf, errors) | {"n": len(conf)}
     per_label = [one(conf[:, j], errors[:, j]) for j in range(conf.shape[1])]
     result = {key: np.array([r[key] for r in per_label]) for key in per_label[0]}
     result |= {f"mean_{key}": float(values.mean()) for key, values in list(result.items())}
-    return result | {"n": int(len(conf))}
+    return result | {"n": len(conf)}

@@ -20,7 +20,7 @@ exact first and second derivatives,
 * softmax: ``f'(b) = mean_i (E_p[z_i] - z_{i, y_i})``, ``f''(b) = mean_i Var_p[z_i]``;
 * sigmoid: ``f'(b) = mean_i (s(b z_i) - y_i) z_i``, ``f''(b) = mean_i s(1 - s) z_i^2``;
 
-safeguarded by bisection inside a bracket where ``f'`` changes sign. It is
+safeguarded by bisection (of ``log b``) inside a bracket where ``f'`` changes sign. It is
 deterministic and converges to machine precision in a handful of steps. ``T``
 is confined to ``[t_min, t_max]`` (default [0.01, 100]); when the optimum lies
 outside (for example a validation set that the model separates perfectly,
@@ -29,6 +29,7 @@ where the NLL keeps falling as ``T -> 0``), the bound is returned and
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,10 +109,12 @@ def _root_of_increasing(derivatives, lo: float, hi: float) -> tuple[float, bool]
         else:
             c = b
         step = -g / h if h > 0.0 else np.inf
+        if abs(step) <= 1e-13 * b:  # converged: the next Newton step is below rounding
+            return b + step, False
         candidate = b + step
-        if not a < candidate < c:  # Newton would leave the bracket: bisect instead
-            candidate = 0.5 * (a + c)
-        if abs(candidate - b) <= 1e-14 * max(abs(b), 1e-300) or c - a <= 1e-15 * c:
+        if not a < candidate < c:  # Newton would leave the bracket: bisect it (geometrically: b spans decades)
+            candidate = math.sqrt(a * c)
+        if c - a <= 1e-15 * c:
             return candidate, False
         b = candidate
     return b, False

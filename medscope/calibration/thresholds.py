@@ -163,7 +163,7 @@ def evaluate_threshold(scores, labels, threshold: float) -> dict:
     tp, fp = int(np.sum(positive & y)), int(np.sum(positive & ~y))
     fn, tn = int(np.sum(~positive & y)), int(np.sum(~positive & ~y))
     sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
-    return {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n": int(len(s)),
+    return {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n": len(s),
             "sensitivity": sens, "specificity": spec, "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn),
             "balanced_accuracy": (sens + spec) / 2.0, "accuracy": _ratio(tp + tn, len(s))}
 

@@ -116,3 +116,11 @@ def test_bad_input_is_refused():
         temperature.fit_temperature(TASK_MULTICLASS, np.zeros((0, 3)), np.zeros((0, 1)))
     with pytest.raises(UsageError, match="bounds"):
         temperature.fit_temperature(TASK_MULTICLASS, [[0.0, 1.0]], [[0]], t_min=2.0, t_max=1.0)
+
+
+@pytest.mark.parametrize("scale", [0.03, 0.3, 8.0, 60.0])
+def test_optimum_far_from_one_is_found_as_exactly(scale):
+    logits, labels = softmax_task_data(5, 1500, 6, 1.0)
+    fit = temperature.fit_temperature(TASK_MULTICLASS, logits * scale, labels)
+    assert not fit.at_bound
+    assert fit.temperature == pytest.approx(reference_temperature_softmax(logits * scale, labels), rel=1e-6)
