@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cli import UsageError
-from ..data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL
+from medscope.errors import UsageError
+from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL
 
 TASKS = (TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL)
 SOFTMAX_TASKS = (TASK_BINARY, TASK_MULTICLASS, TASK_ORDINAL)

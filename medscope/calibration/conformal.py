@@ -60,8 +60,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cli import UsageError
-from ..data import TASK_BINARY, TASK_MULTILABEL
+from medscope.errors import UsageError
+from medscope.data import TASK_BINARY, TASK_MULTILABEL
 from ._inputs import binary_pair, check_alpha, label_array, scores_matrix
 
 SCORES = ("lac", "aps")

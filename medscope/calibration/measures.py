@@ -9,7 +9,7 @@ Confidence and correctness (the inputs of the ECE) follow
 * multi-label: every label on its own as a binary problem (as binary above);
   task-level numbers are the mean over labels of the per-label numbers.
 
-The equal-width ECE is the one :mod:`medscope.inference` reports (same bins,
+The equal-width ECE is the one :mod:`medscope.analysis.inference` reports (same bins,
 same formula; a test holds the two equal). All numbers are unitless.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_expit, log_softmax
 
-from ..cli import UsageError
-from ..data import TASK_BINARY, TASK_MULTILABEL
+from medscope.errors import UsageError
+from medscope.data import TASK_BINARY, TASK_MULTILABEL
 from ._inputs import label_array, scores_matrix
 
 DEFAULT_BINS = 15
@@ -158,7 +158,7 @@ def brier_score(task: str, probabilities, labels) -> float:
     * multi-label: the binary score averaged over samples and labels, in [0, 1].
 
     These are ``sklearn.metrics.brier_score_loss`` with ``scale_by_half="auto"``
-    and the values :func:`medscope.inference.brier_score` reports.
+    and the values :func:`medscope.analysis.inference.brier_score` reports.
 
     >>> round(brier_score("binary-class", [[0.2, 0.8], [0.7, 0.3]], [[1], [1]]), 4)
     0.265

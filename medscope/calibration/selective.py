@@ -48,8 +48,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import digamma
 
-from ..cli import UsageError
-from ..data import TASK_MULTILABEL
+from medscope.errors import UsageError
+from medscope.data import TASK_MULTILABEL
 from .measures import predicted_confidence
 
 ESTIMATORS = ("interpolated", "per-sample")

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, softmax
 
-from ..cli import UsageError
-from ..data import TASK_MULTILABEL
+from medscope.errors import UsageError
+from medscope.data import TASK_MULTILABEL
 from ._inputs import label_array, scores_matrix
 from .measures import nll_from_logits
 

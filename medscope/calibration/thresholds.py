@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cli import UsageError
-from ..data import TASK_BINARY, TASK_MULTILABEL
+from medscope.errors import UsageError
+from medscope.data import TASK_BINARY, TASK_MULTILABEL
 from ._inputs import label_array, scores_matrix
 
 MEDMNIST_THRESHOLD = float(np.nextafter(0.5, 1.0))

@@ -9,7 +9,7 @@ from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from medscope.calibration import conformal
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL
 
 mapie_classification = pytest.importorskip("mapie.classification")

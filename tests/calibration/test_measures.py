@@ -7,9 +7,9 @@ from scipy.special import expit, softmax
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, log_loss
 
-from medscope import inference
+from medscope.analysis import inference
 from medscope.calibration import measures
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL
 
 

@@ -10,7 +10,7 @@ from scipy.integrate import quad
 from scipy.special import expit, softmax
 
 from medscope.calibration import measures, selective
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL
 
 CONF = [0.9, 0.8, 0.7, 0.6]

@@ -7,7 +7,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_expit, log_softmax, softmax
 
 from medscope.calibration import temperature
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL
 
 

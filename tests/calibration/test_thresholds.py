@@ -7,7 +7,7 @@ from sklearn.metrics import confusion_matrix, roc_curve
 
 from medscope import metrics
 from medscope.calibration import thresholds
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL
 
 
