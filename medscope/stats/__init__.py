@@ -1,0 +1,25 @@
+"""Numbers a researcher can publish: intervals and tests for medscope's metrics.
+
+Pure numpy/scipy; every function takes values and returns plain dicts.
+
+Intervals on one test split
+    :func:`metric_intervals` -- stratified percentile bootstrap of AUC, ACC,
+    balanced accuracy and per-class sensitivity/specificity/AUC.
+    :func:`delong_interval` -- DeLong's normal interval of a binary AUC.
+
+Two models on the same test split
+    :func:`paired_bootstrap` -- paired bootstrap of every metric difference.
+    :func:`delong_test` -- DeLong's test of two correlated AUCs.
+
+Across training seeds
+    :func:`seed_summary` -- mean, sd and t-interval of the mean.
+    :func:`paired_seed_test` -- exact sign-flip (n <= 16) or Wilcoxon test.
+    :func:`unpaired_permutation_test` -- two unpaired groups of seeds.
+
+Several comparisons
+    :func:`holm` -- Holm-Bonferroni adjusted p-values.
+"""
+from .bootstrap import (bootstrap_distributions, metric_intervals, percentile_interval, point_metrics,
+                        resample_metrics)
+
+__all__ = ["bootstrap_distributions", "metric_intervals", "percentile_interval", "point_metrics", "resample_metrics"]
