@@ -21,5 +21,7 @@ Several comparisons
 """
 from .bootstrap import (bootstrap_distributions, metric_intervals, percentile_interval, point_metrics,
                         resample_metrics)
+from .delong import delong_covariance, delong_interval, delong_test
 
-__all__ = ["bootstrap_distributions", "metric_intervals", "percentile_interval", "point_metrics", "resample_metrics"]
+__all__ = ["bootstrap_distributions", "delong_covariance", "delong_interval", "delong_test", "metric_intervals",
+           "percentile_interval", "point_metrics", "resample_metrics"]
