@@ -19,12 +19,11 @@ Across training seeds
 Several comparisons
     :func:`holm` -- Holm-Bonferroni adjusted p-values.
 """
-from .bootstrap import (bootstrap_distributions, metric_intervals, percentile_interval, point_metrics,
-                        resample_metrics)
+from .bootstrap import bootstrap_distributions, metric_intervals, percentile_interval, point_metrics, resample_metrics
 from .delong import delong_covariance, delong_interval, delong_test
 from .multiplicity import holm
 from .paired import bootstrap_p_value, paired_bootstrap
-from .seeds import seed_summary, paired_seed_test, sign_flip_test, unpaired_permutation_test, wilcoxon_test
+from .seeds import paired_seed_test, seed_summary, sign_flip_test, unpaired_permutation_test, wilcoxon_test
 
 __all__ = [
     "bootstrap_distributions", "bootstrap_p_value", "delong_covariance", "delong_interval", "delong_test", "holm",

@@ -50,9 +50,13 @@ can drop values.
 With the negatives sorted by score and ``S_b(k)`` the cumulative count of
 the first ``k`` of them, the inner sum is
 ``(S_b(lo_i) + S_b(hi_i)) / 2`` where ``lo_i`` / ``hi_i`` count the
-negatives below / at-or-below ``s_i``.  One cumulative sum per resample and
-two gathers give every resample's AUC in ``O(B n)`` work; the numerator is
-an exact integer.
+negatives below / at-or-below ``s_i``.  The code cumulates whichever group
+is smaller (for one-vs-rest AUCs, the positives); with positives cumulated
+into ``P_b`` and ``lo_j`` / ``hi_j`` the positives below / at-or-below a
+negative ``s_j``, ``2 U_b = 2 N_{1b} N_{0b} - sum_j c_{bj} (P_b(lo_j) +
+P_b(hi_j))``.  One short cumulative sum per resample, one gather and one
+weighted sum over the samples give every resample's AUC in ``O(B n)``
+work; ``2 U_b`` is an exact integer.
 
 **Interval.**  Percentile: ``[q(alpha/2), q(1 - alpha/2)]`` of the
 bootstrap values, ``alpha = 1 - level``, with ``numpy.quantile``'s default
@@ -65,8 +69,8 @@ the same resamples.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -134,9 +138,9 @@ def _design(task: str, labels) -> _Design:
     labels = np.asarray(labels)
     if labels.size == 0:
         raise UsageError("no samples: labels are empty")
-    if not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_):
-        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-            raise UsageError("labels must be integers")
+    if labels.dtype.kind not in "biuf" or (labels.dtype.kind == "f" and (
+            not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)))):
+        raise UsageError("labels must be integers")
     labels = labels.astype(np.int64)
     if task == TASK_MULTILABEL:
         if labels.ndim != 2:
@@ -172,7 +176,7 @@ def _checked_scores(design: _Design, scores) -> np.ndarray:
         if scores.shape[1] != design.n_classes:
             raise UsageError(f"{design.n_classes} labels but {scores.shape[1]} score columns")
     elif design.task == TASK_BINARY:
-        if design.n_classes > 2 or design.labels.max() > 1:
+        if design.labels.max() > 1:
             raise UsageError("binary-class labels must be 0 or 1")
     elif design.n_classes > scores.shape[1]:
         raise UsageError(f"label {design.n_classes - 1} but only {scores.shape[1]} score columns")

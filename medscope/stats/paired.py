@@ -25,13 +25,12 @@ model are left out (``n_dropped``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..cli import UsageError
-from .bootstrap import (_check_resampling, bootstrap_distributions, method_name, nest, percentile_interval,
-                        point_metrics)
+from .bootstrap import _check_resampling, bootstrap_distributions, method_name, nest, percentile_interval, point_metrics
 
 
 def bootstrap_p_value(differences) -> float:

@@ -132,7 +132,7 @@ def test_variance_agrees_with_the_stratified_bootstrap_variance():
     labels, a, _ = two_models(n=2000, seed=5)
     scores = np.stack([1 - a, a], 1)  # any monotone scores: AUC is rank-based
     values, = bootstrap.bootstrap_distributions("binary-class", labels, [scores], n_resamples=2000, seed=6)
-    aucs, cov = delong.delong_covariance(labels, a)
+    _, cov = delong.delong_covariance(labels, a)
     assert values["auc"].var(ddof=1) == pytest.approx(cov[0, 0], rel=0.12)
 
 

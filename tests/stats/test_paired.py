@@ -8,6 +8,10 @@ from medscope.cli import UsageError
 from medscope.stats import bootstrap, paired
 
 
+def softmax(z):
+    return np.exp(z) / np.exp(z).sum(1, keepdims=True)
+
+
 def models(n=400, seed=0, task="binary-class"):
     """A model and a slightly worse one whose scores are strongly correlated with it."""
     rng = np.random.default_rng(seed)
@@ -15,7 +19,6 @@ def models(n=400, seed=0, task="binary-class"):
         labels = rng.integers(0, 3, size=(n, 1))
         logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[labels[:, 0]]
         noisy = logits + 0.7 * rng.normal(size=(n, 3))
-        softmax = lambda z: np.exp(z) / np.exp(z).sum(1, keepdims=True)  # noqa: E731
         return labels, softmax(logits), softmax(noisy)
     labels = rng.integers(0, 2, size=(n, 1))
     base = labels[:, 0] + rng.normal(size=n)
