@@ -239,6 +239,7 @@ def _unit_counts(counts_t: np.ndarray, total: np.ndarray, unit: _Unit, int32_pro
     if int32_products:  # exact and several times faster than an int64 einsum
         weighted = np.multiply(counts_t, looked_up, out=looked_up).sum(axis=0, dtype=np.int64)
     else:
+        # exact while the sums stay below 2**53 (always, for bootstrap counts of n < 2**26 samples)
         weighted = np.einsum("ij,ij->j", counts_t, looked_up, dtype=np.float64).astype(np.int64)
     n_group = cumulated[:, -1].astype(np.int64)
     if unit.cumulated_positive:

@@ -304,3 +304,18 @@ def test_results_do_not_depend_on_sample_order_within_a_class():
 def test_bad_input_is_a_usage_error(call, message):
     with pytest.raises(UsageError, match=message):
         call()
+
+
+@pytest.mark.parametrize("big", [3_000, 2**20, 2**31])
+def test_large_counts_take_the_wide_integer_paths_exactly(big):
+    """Counts so large that products count x cumulative count overflow int32 (2**20), or that the counts
+    themselves need int64 (2**31): AUC as sklearn's with the counts as sample weights."""
+    labels, scores = case(TASK_MULTICLASS, n=60, k=3, seed=23, decimals=2)
+    counts = np.random.default_rng(24).integers(0, 4, size=(3, 60))
+    counts[:, 5] = big
+    ours = bootstrap.resample_metrics(TASK_MULTICLASS, labels, scores, counts)
+    for b, weights in enumerate(counts):
+        for k in range(3):
+            ref = roc_auc_score(labels[:, 0] == k, scores[:, k], sample_weight=weights.astype(float))
+            assert ours[f"auc/{k}"][b] == pytest.approx(ref, rel=1e-9)
+        assert ours["acc"][b] == pytest.approx(np.average(scores.argmax(1) == labels[:, 0], weights=weights))
