@@ -74,8 +74,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cli import UsageError
-from ._tasks import TASK_BINARY, TASK_MULTILABEL, TASKS
+from medscope.errors import UsageError
+from medscope.tasks import BINARY as TASK_BINARY, MULTILABEL as TASK_MULTILABEL, NAMES as TASKS
 
 THRESHOLD = 0.5  # the decision threshold of medscope.metrics
 HEADLINE = ("auc", "acc", "balanced_acc")

@@ -39,7 +39,7 @@ import numpy as np
 from scipy.special import expit, logit
 from scipy.stats import norm, rankdata
 
-from ..cli import UsageError
+from medscope.errors import UsageError
 
 
 def _binary_labels(labels) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cli import UsageError
+from medscope.errors import UsageError
 
 
 def holm(pvalues) -> list[float]:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..cli import UsageError
+from medscope.errors import UsageError
 from .bootstrap import _check_resampling, bootstrap_distributions, method_name, nest, percentile_interval, point_metrics
 
 

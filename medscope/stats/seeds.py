@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import comb
 
-from ..cli import UsageError
+from medscope.errors import UsageError
 
 MAX_EXACT_PAIRED = 16  # paired_seed_test: exact sign flips up to 2^16 patterns
 MAX_SIGN_FLIP = 24  # sign_flip_test refuses more (2^24 subset sums = 128 MiB)

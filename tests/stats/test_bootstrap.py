@@ -8,9 +8,9 @@ from scipy import stats
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from medscope import data, metrics
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 from medscope.stats import bootstrap
-from medscope.stats._tasks import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL
+from medscope.tasks import BINARY as TASK_BINARY, MULTICLASS as TASK_MULTICLASS, MULTILABEL as TASK_MULTILABEL, ORDINAL as TASK_ORDINAL
 
 TASKS = [TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, TASK_ORDINAL]
 

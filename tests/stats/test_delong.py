@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 from medscope.stats import bootstrap, delong
 
 

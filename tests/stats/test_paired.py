@@ -4,7 +4,7 @@ import doctest
 import numpy as np
 import pytest
 
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 from medscope.stats import bootstrap, paired
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from medscope.cli import UsageError
+from medscope.errors import UsageError
 from medscope.stats import seeds
 
 
