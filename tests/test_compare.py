@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +58,17 @@ def stored(results: Path, name: str) -> dict:
     config = json.loads(layout.run_json.read_text())["config"]
     return {"labels": outputs["labels"].numpy(), "probabilities": outputs["probabilities"].numpy().astype(np.float64),
             "task": outputs["task"], "test": metrics["test"], "seed": config["seed"], "model": config["model"]}
+
+
+def copy_scores(results: Path, name: str, dest: Path) -> Run:
+    """A run folder with only what a comparison reads (run.json, metrics.json, inference_outputs.pt)."""
+    import shutil
+
+    source, target = RunLayout(results / name), RunLayout(dest / name)
+    target.root.mkdir(parents=True)
+    for attr in ("run_json", "metrics_json", "inference_outputs"):
+        shutil.copy2(getattr(source, attr), getattr(target, attr))
+    return Run(target.root)
 
 
 def run_compare(capsys, *args) -> tuple[int, str, str]:
@@ -344,11 +354,9 @@ def test_one_run_still_gives_a_table_but_no_tests(results, names, capsys, tmp_pa
 
 
 def test_runs_on_different_test_splits_are_not_paired(results, names, capsys, tmp_path):
-    import shutil
-
     other = tmp_path / "results"
     for name in names[:2]:
-        shutil.copytree(results / name, other / name)
+        copy_scores(results, name, other)
     layout = RunLayout(other / names[1])
     outputs = torch.load(layout.inference_outputs, map_location="cpu", weights_only=True)
     outputs["labels"] = outputs["labels"].flip(0)  # the same images in another order
@@ -435,3 +443,62 @@ def _fake(name, labels, probabilities, *, model="cnn", seed=1, dataset="madeupmn
                      status="completed", task=task, class_names=tuple(str(k) for k in range(probabilities.shape[1])),
                      labels=np.asarray(labels, dtype=np.int64), probabilities=np.asarray(probabilities, float),
                      indices=None, recorded={}, config=config)
+
+
+# ---------------------------------------------------------------- studies
+
+
+def test_compare_study_compares_the_runs_of_one_or_more_studies(results, names, full, capsys, tmp_path):
+    from medscope.compare.study import read_study, write_study
+
+    resnet = write_study(results, None, [Run(results / n) for n in names[:2]], n_resamples=N_RESAMPLES, seed=3,
+                         created_by="test")
+    cnn = write_study(results, None, [Run(results / n) for n in names[2:]], n_resamples=N_RESAMPLES, seed=3)
+    assert resnet.folder.name == "0001-0002_breastmnist28_resnet18_seeds"
+    assert cnn.folder.name == "0003-0004_breastmnist28_cnn_seeds"
+    assert read_study(results, resnet.folder.name).run_specs == names[:2]
+    # the study's rows are the comparison's rows for the same runs and settings
+    with open(resnet.csv, newline="") as fh:
+        study_rows = by_name(list(csv.DictReader(fh)))
+    assert study_rows == {n: r for n, r in by_name(full["rows"]).items() if n in names[:2]}
+
+    code, out, _ = run_compare(capsys, "--results-dir", results, "--study", "0001-0002*", cnn.folder.name,
+                               "--bootstrap", N_RESAMPLES, "--seed", 3, "--out", tmp_path / "s")
+    assert code == 0
+    with open(tmp_path / "s" / paths.CSV, newline="") as fh:
+        assert list(csv.DictReader(fh)) == full["rows"]  # the same four runs, the same numbers
+    assert json.loads((tmp_path / "s" / paths.JSON).read_text())["studies"] == [resnet.folder.name,
+                                                                                cnn.folder.name]
+
+
+def test_an_unknown_study_is_one_line(results, capsys):
+    assert cli.run(compare.main, ["--results-dir", str(results), "--study", "nosuchstudy"]) == 2
+    one_line_error(capsys, "no study named 'nosuchstudy'")
+
+
+def test_holm_runs_over_every_split_of_the_call():
+    rng = np.random.default_rng(4)
+    run_scores = []
+    for dataset in ("breastmnist", "pneumoniamnist"):
+        labels = (rng.random((60, 1)) < 0.6).astype(int)
+        for model in ("cnn", "resnet18"):
+            p = np.clip(0.3 * labels[:, 0] + 0.7 * rng.random(60), 0, 1)
+            run_scores.append(_fake(f"{len(run_scores) + 1:04d}_{dataset}", labels, np.stack([1 - p, p], 1),
+                                    model=model, dataset=dataset))
+    comparison = tables.compare(run_scores, n_resamples=100)
+    assert [len(t.tests) for t in comparison.tables] == [2, 2]
+    assert [t.p_holm for t in comparison.tests] == holm([t.p_value for t in comparison.tests])
+    assert [b.method for b in comparison.tables[1].baselines] == ["ResNet-18 (28)", "Google AutoML Vision"]
+
+
+def test_a_run_without_scores_is_left_out_of_a_pattern_but_not_when_named(results, names, capsys, tmp_path):
+    other = tmp_path / "results"
+    for name in names[:3]:
+        copy_scores(results, name, other)
+    unfinished = Run(other / names[2])
+    unfinished.layout.inference_outputs.unlink()
+    unfinished.update(status="interrupted")
+    code, out, _ = run_compare(capsys, "--results-dir", other, "0*", "--bootstrap", "20", "--out", tmp_path / "p")
+    assert code == 0 and f"note: {names[2]} left out: run {names[2]} has no inference_outputs.pt" in out
+    assert cli.run(compare.main, ["--results-dir", str(other), names[0], names[2]]) == 2
+    one_line_error(capsys, f"run {names[2]} has no inference_outputs.pt (status: interrupted)")

@@ -91,7 +91,7 @@ def forest_plot(comparison: Comparison, metric: str | None = None):
     level = comparison.settings.level
     n_rows = [max(len(rows), 1) for rows in panels]
     height = 0.9 * len(panels) + ROW_HEIGHT_IN * sum(n_rows) + 0.8
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, height), squeeze=False,
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8.5, height), squeeze=False,
                              gridspec_kw={"height_ratios": [n + 1.5 for n in n_rows]})
     for ax, table, rows in zip(axes[:, 0], comparison.tables, panels):
         _panel(ax, rows)

@@ -213,7 +213,7 @@ def _split_section(table: SplitTable, s, level: str) -> list[str]:
 def _methods(comparison: Comparison, level: str) -> list[str]:
     s = comparison.settings
     lines = ["## Methods", ""]
-    lines.append(f"- Estimates: AUC and ACC as medmnist.Evaluator computes them (the numbers of metrics.json); "
+    lines.append("- Estimates: AUC and ACC as medmnist.Evaluator computes them (the numbers of metrics.json); "
                  "balanced accuracy is the mean recall over classes.")
     if s.n_resamples:
         lines.append(f"- Intervals: {level} percentile intervals over {s.n_resamples} bootstrap resamples of the "
@@ -222,8 +222,8 @@ def _methods(comparison: Comparison, level: str) -> list[str]:
     else:
         lines.append("- Intervals: none from the bootstrap (--bootstrap 0); a binary AUC has DeLong's normal interval.")
     lines.append("- Seed groups: runs of one configuration (same run.json configuration but for the seed); "
-                 "t-interval: mean ± t(n-1) sd/√n (not clipped to [0, 1]); pooled interval: percentile interval of the seeds' mean "
-                 "metric over the same test resamples.")
+                 "t-interval: mean ± t(n-1) sd/√n (not clipped to [0, 1]); pooled interval: percentile "
+                 "interval of the seeds' mean metric over the same test resamples.")
     lines.append("- Tests: DeLong's test of two correlated AUCs (binary AUC); paired bootstrap of the "
                  "difference (p from inverting the percentile interval); across seeds, the exact sign-flip "
                  "test (up to 16 paired seeds, Wilcoxon signed-rank above) or, for seeds that do not match, "

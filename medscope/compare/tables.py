@@ -339,9 +339,13 @@ def _check_settings(scores, metric, n_resamples, level, seed) -> None:
         raise UsageError(f"level must be between 0 and 1 (exclusive), got {level!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
-    names = [s.name for s in scores]
-    if len(set(names)) != len(names):
-        raise UsageError("a run is listed twice")
+    seen: dict[str, RunScores] = {}
+    for s in scores:
+        if s.name in seen:
+            where = f" ({seen[s.name].run.path} and {s.run.path})" if seen[s.name].run.path != s.run.path else ""
+            raise UsageError(f"two runs are named {s.name}{where}; rows are named by run, so compare runs "
+                             "with different names")
+        seen[s.name] = s
     if len({s.split for s in scores}) > 1:
         raise UsageError("the runs' scores are of different splits")
 
