@@ -54,7 +54,7 @@ runs of one dataset and size whose labels differ are an error.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Sequence
 
@@ -70,7 +70,7 @@ from medscope.stats.paired import bootstrap_p_value
 from medscope.stats.seeds import paired_seed_test, seed_summary, unpaired_permutation_test
 from medscope.tasks import task as task_of
 
-from .scores import RunScores
+from .scores import EXECUTION_KEYS, RunScores
 
 METRICS = ("auc", "acc", "balanced_acc")
 METRIC_NAMES = {"auc": "AUC", "acc": "ACC", "balanced_acc": "balanced accuracy"}
@@ -267,8 +267,6 @@ def configurations(members: Sequence[RunScores]) -> dict[tuple, list[RunScores]]
 def _distinguishing(configs: Sequence[dict]) -> list[str]:
     """Configuration keys (besides dataset, size, model) whose values differ among ``configs``."""
     keys = sorted({k for c in configs for k in c} - {"dataset", "size", "model"})
-    from .scores import EXECUTION_KEYS
-
     return [k for k in keys if k not in EXECUTION_KEYS and len({repr(c.get(k)) for c in configs}) > 1]
 
 
@@ -538,6 +536,4 @@ def _adjust(tables: list) -> None:
 
 
 def _with_holm(test: PairTest, p_holm: float) -> PairTest:
-    from dataclasses import replace
-
     return replace(test, p_holm=p_holm)
