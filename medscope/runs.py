@@ -86,6 +86,7 @@ class ResultsLayout:
         self.tensorboard_scalars_all_csv = self.root / "tensorboard_scalars_all.csv"
         self.tensorboard_scalars_all_wide_csv = self.root / "tensorboard_scalars_all_wide.csv"
         self.studies_dir = self.root / "studies"
+        self.comparisons_dir = self.root / "comparisons"
 
     def complexity_comparison(self, stamp: str) -> tuple[Path, Path]:
         """The multi-run complexity table and figure of one ``analyze_complexity.py`` call."""

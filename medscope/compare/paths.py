@@ -17,7 +17,6 @@ from typing import Sequence
 from medscope.errors import UsageError
 from medscope.runs import ResultsLayout, sequence_number
 
-COMPARISONS = "comparisons"
 MD, CSV, TESTS_CSV, JSON = "comparison.md", "comparison.csv", "comparison_tests.csv", "comparison.json"
 MAX_SHORT_NAME = 60
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -34,7 +33,7 @@ def forest_png(metric: str) -> str:
 
 def comparisons_dir(results_dir) -> Path:
     """``<results_dir>/comparisons``: every comparison's folder lives here."""
-    return ResultsLayout(results_dir).root / COMPARISONS
+    return ResultsLayout(results_dir).comparisons_dir
 
 
 def short_name(run_names: Sequence[str], split_labels: Sequence[str], studies: Sequence[str] = ()) -> str:
