@@ -186,7 +186,7 @@ def robustness_sentence(row: dict) -> str:
 
 def caveats(report: RunReport) -> list[str]:
     """What a reader must keep in mind: unfinished run, small test split, class imbalance, subset, baseline."""
-    verdict, classes = report.section("verdict").data, report.section("classes").data
+    verdict = report.section("verdict").data
     cfg = report.info.get("config") or {}
     notes = []
     if verdict.get("status") != "completed":
@@ -264,8 +264,10 @@ def model_card_markdown(card: dict) -> str:
     splits = ", ".join(f"{k} {v}" for k, v in (t["splits"] or {}).items())
     lines += ["", "## Training data", "",
               f"- **dataset**: MedMNIST `{t['dataset']}` at {t['size']} px ({splits})",
-              f"- **license**: {t['license']}", f"- **citation**: {t['citation']} {t['doi']}",
-              f"- **file**: {t['file']} (MD5 {t['md5']})", f"- **preprocessing**: {t['preprocessing']}"]
+              f"- **license**: {t['license']}", f"- **citation**: {t['citation']} {t['doi']}"]
+    if t["file"]:
+        lines.append(f"- **file**: {t['file']} (MD5 {t['md5']})")
+    lines.append(f"- **preprocessing**: {t['preprocessing']}")
     if t["subset"]:
         lines.append(f"- **subset**: a random {t['subset']} of the training images")
     e = card["evaluation_data"]

@@ -7,6 +7,7 @@ compares runs or studies extends the same base and reuses ``macros.html.j2``.
 """
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -29,8 +30,7 @@ def environment() -> jinja2.Environment:
     env.filters.update(number=text.number_text, percent=text.percent_text, interval=text.interval_text,
                        duration=text.duration_text, size=text.size_text, words=text.title_text,
                        when=text.time_text)
-    env.tests["finite"] = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v == v \
-        and v not in (float("inf"), float("-inf"))
+    env.tests["finite"] = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     return env
 
 
