@@ -16,6 +16,7 @@ import sys
 import types
 
 import numpy as np
+import pytest
 
 import report
 from medscope import atomic, cli
@@ -164,6 +165,110 @@ def test_grad_cam_pages_with_confident_errors_come_first(reported_run, tmp_path)
     assert method["gallery"][0].caption.startswith("1 of 8 predictions here are wrong (red titles), the most "
                                                    "confident at 95%")
     assert method["gallery"][1].caption.startswith("All 8 predictions here are right")
+
+
+def test_3d_volume_figures_with_confident_errors_come_first(reported_run, tmp_path):
+    """3D runs: one figure per volume, named by image id; the wrong, most confident ones first."""
+    from PIL import Image
+
+    run = copy_run(reported_run.path, tmp_path)
+    folder = run / "gradcam"
+    for old in folder.glob("gradcam_page*.png"):
+        old.unlink()
+    ids = np.array([3, 8, 21])
+    for image_id in ids:
+        Image.new("RGB", (30, 10), "grey").save(folder / f"gradcam_volume_{image_id:05d}.png")
+    np.savez_compressed(folder / "gradcam_maps.npz", ids=ids, labels=np.array([[0], [1], [0]]),
+                        predictions=np.array([1, 0, 0]), probabilities=np.array([[0.3, 0.7], [0.9, 0.1], [0.8, 0.2]]))
+    (method,) = build_run_report(run).section("explanations").data["methods"]
+    assert [f.path.name for f in method["gallery"]] == ["gradcam_volume_00008.png", "gradcam_volume_00003.png",
+                                                      "gradcam_volume_00021.png"]
+    assert [f.title for f in method["gallery"]] == ["Grad-CAM, volume 8", "Grad-CAM, volume 3", "Grad-CAM, volume 21"]
+    assert method["n_wrong"] == 2
+
+
+def test_calibration_folder_is_shown_when_present(reported_run, tmp_path):
+    from PIL import Image
+
+    run = copy_run(reported_run.path, tmp_path)
+    folder = run / "calibration"
+    folder.mkdir()
+    atomic.write_json(folder / "calibration_summary.json",
+                      {"method": "temperature scaling", "temperature": 1.7342, "ece_before": 0.21, "ece_after": 0.04,
+                       "per_class": [1, 2], "fit": {"split": "val", "n": 78}})
+    atomic.write_text(folder / "calibration_report.md", "# Calibration\n\nECE fell from 0.21 to 0.04 <b>.\n")
+    Image.new("RGB", (40, 30), "white").save(folder / "reliability_after.png")
+    assert report.main(["--run", str(run), "--results-dir", str(tmp_path / "results")]) == 0
+    page = (run / "report.html").read_text()
+    section = page[page.index('<section id="calibration"'):page.index('<section id="explanations"')]
+    assert "python explain.py calibrate" not in section and "Not run yet" not in section
+    for key, value in (("temperature", "1.7342"), ("ece before", "0.2100"), ("fit.split", "val"), ("fit.n", "78")):
+        assert re.search(rf"<th scope=\"row\">{re.escape(key)}</th><td[^>]*>(<data [^>]+>)?{value}", section), key
+    assert "ECE fell from 0.21 to 0.04 &lt;b&gt;." in section  # the Markdown is shown as text, escaped
+    assert "(reliability_after.png)</span></figcaption>" in section and "(reliability_diagram.png)" in section
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["calibration"]["recalibration"]["temperature"] == 1.7342 and card["calibration"]["not_run"] == []
+
+
+def test_robustness_summary_is_told_worst_first(reported_run, tmp_path):
+    from medscope.robustness import SUMMARY_COLUMNS
+
+    run = copy_run(reported_run.path, tmp_path)
+    base = dict.fromkeys(SUMMARY_COLUMNS, None) | {"severities": "1;2;3;4;5", "clean_ce": 0.2, "mean_flip_rate": 0.1,
+                                                   "mean_image_rmse": 5.0}
+    rows = [base | {"perturbation": "gamma", "mce": 1.05, "mean_acc": 0.78, "worst_acc": 0.75, "worst_severity": 5,
+                    "first_severity_below": None},
+            base | {"perturbation": "gaussian_noise", "mce": 2.4, "mean_acc": 0.55, "worst_acc": 0.31,
+                    "worst_severity": 5, "first_severity_below": 2, "mean_flip_rate": 0.42},
+            base | {"perturbation": "jpeg", "mce": 1.3, "mean_acc": 0.7, "worst_acc": 0.62, "worst_severity": 4,
+                    "first_severity_below": 4, "flip_auroc_rmse": float("nan")},
+            base | {"perturbation": "overall", "mce": 1.58, "mean_acc": 0.68, "worst_acc": 0.31, "worst_severity": 5}]
+    atomic.write_csv(run / "robustness" / "robustness_summary.csv", rows, SUMMARY_COLUMNS)
+    atomic.write_json(run / "robustness" / "robustness_summary.json",
+                      {"n_images": 156, "severities": [1, 2, 3, 4, 5], "tolerance": 0.05,
+                       "clean": {"auc": 0.9, "acc": 0.8, "balanced_acc": 0.75, "ece": 0.05},
+                       "clean_matches_run_metrics": True,
+                       "perturbations": {"gaussian_noise": {"description": "additive Gaussian noise"}}})
+    built = build_run_report(run)
+    data = built.section("robustness").data
+    assert [r["perturbation"] for r in data["rows"]] == ["gaussian_noise", "jpeg", "gamma"]
+    assert data["overall"]["mce"] == 1.58
+    card = model_card(built)
+    assert card["robustness"]["limits"][0] == (
+        "gaussian noise: mean corruption error 2.40x the clean one, mean ACC 0.550, lowest 0.310 at severity 5; "
+        "ACC drops beyond tolerance from severity 2; 42% of predictions flip on average")
+    assert card["robustness"]["limits"][2].endswith("ACC stays within tolerance at every severity tried; 10% of "
+                                                    "predictions flip on average")
+    assert report.main(["--run", str(run), "--results-dir", str(tmp_path / "results")]) == 0
+    page = (run / "report.html").read_text()
+    assert "<strong>gaussian noise</strong> (additive Gaussian noise): mean corruption error" in page
+    assert "ACC falls more than 0.05 below clean from severity 2" in page
+    assert '<td class="n muted">n/a</td>' in page and ">nan<" not in page  # an undefined AUROC
+
+
+def test_export_report_becomes_a_table(reported_run, tmp_path):
+    run = copy_run(reported_run.path, tmp_path)
+    models, latency = {}, {"threads": 2, "runs": 50, "batch_size": 64, "gpu": "CPU only", "cpu": {}}
+    for k, key in enumerate(("pytorch_fp32", "onnx_fp32", "onnx_int8_static", "onnx_int8_dynamic")):
+        models[key] = {"auc": 0.91 - k / 1000, "acc": 0.85, "agreement": 1.0 - k / 100, "file": f"{key}.onnx",
+                       "size_mb": None if k == 0 else 44.8 / (1 + 3 * (k > 1)), "auc_delta": -k / 1000,
+                       "size_ratio": None if k == 0 else 1 + 3 * (k > 1)}
+        latency["cpu"][key] = {"batch1": {"p50_ms": 10.0 + k, "p95_ms": 12.0 + k, "p99_ms": 15.0 + k},
+                               "batch64": {"images_per_s": 500.0 - k}}
+    atomic.write_json(run / "export" / "export_report.json",
+                      {"checkpoint": "best", "models": models, "latency": latency, "onnx": {"opset": 18},
+                       "verification": {"n_images": 156, "max_abs_diff_logits": 1.4e-06, "tolerance": 1e-4,
+                                        "passed": True, "argmax_agreement": 1.0},
+                       "test": {"n_images": 156, "n_split": 156}, "environment": {"cpu": "a test CPU"},
+                       "targets": {"notes": ["INT8 dynamic is slower than FP32 here"]}})
+    assert report.main(["--run", str(run), "--results-dir", str(tmp_path / "results")]) == 0
+    page = (run / "report.html").read_text()
+    section = page[page.index('<section id="export"'):page.index('<section id="model-card"')]
+    assert "quantize.py" not in section and "<strong>passed</strong>" in section and "opset 18" in section
+    row = re.search(r"<tr><th scope=\"row\">ONNX INT8 static<br>.*?</tr>", section).group(0)
+    cells = re.findall(r"<data value=\"([^\"]+)\"", row)
+    assert [float(c) for c in cells] == pytest.approx([11.2, 4.0, 0.908, 0.85, -0.002, 0.98, 12.0, 14.0, 17.0, 498.0])
+    assert "Note: INT8 dynamic is slower than FP32 here" in section
 
 
 # --------------------------------------------------------------------------- verdict inputs
