@@ -164,6 +164,10 @@ class Commands:
         extra = ["--results-dir", self.results_dir] if self.results_dir not in (None, "results") else []
         return shlex.join(["python", script, *args, "--run", self.run, *extra])
 
+    def resume(self) -> str:
+        extra = ["--results-dir", self.results_dir] if self.results_dir not in (None, "results") else []
+        return shlex.join(["python", "train.py", "--resume", self.run, *extra])
+
     def pending(self, what: str, script: str, *args: str) -> Pending:
         return Pending(what, self.line(script, *args))
 
@@ -279,7 +283,7 @@ def _run_warnings(info: dict, metrics: dict | None, notes: list[str], commands: 
         failure = f": {info['failure']}" if info.get("failure") else ""
         advice = ""
         if status in ("interrupted", "failed", "running"):
-            advice = f" Resume it with: python train.py --resume {commands.run}"
+            advice = f" Resume it with: {commands.resume()}"
         warnings.append(f"This run's status is '{status}'{progress}{failure}; its numbers may be those of an "
                         f"unfinished model.{advice}")
     if metrics is None:

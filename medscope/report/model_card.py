@@ -286,7 +286,8 @@ def model_card_markdown(card: dict) -> str:
     if "not_run" in r:
         lines += [f"- not run yet ({p['what']}): `{p['command']}`" for p in r["not_run"]]
     else:
-        lines.append(f"{r['n_images']} test images, severities {r['severities']}. The most harmful perturbations:")
+        severities = ", ".join(str(v) for v in r["severities"] or [])
+        lines.append(f"{r['n_images']} test images, severities {severities}. The most harmful perturbations:")
         lines += [""] + [f"- {s}" for s in r["limits"]]
     lines += ["", "## Ethical considerations", ""] + [f"- {x}" for x in card["ethical_considerations"]]
     lines += ["", "## Caveats and recommendations", ""] + [f"- {x}" for x in card["caveats"]]
