@@ -140,6 +140,32 @@ def run_3d(session_workdir, medmnist_dir) -> Path:
                      "--epochs", "1", "--subset", "96", "--batch-size", "32", "--seed", "1")
 
 
+@pytest.fixture(scope="session")
+def reported_run(run_2d, tmp_path_factory, medmnist_dir):
+    """A copy of run_2d with inference, Grad-CAM and uncertainty analyses, reported by report.py.
+
+    Attributes: ``path`` (the run folder), ``results`` (its results folder), ``seconds``
+    (how long report.main took) and ``html`` (report.html's text).
+    """
+    import time
+    import types
+
+    import analyze_inference
+    import explain
+    import report
+
+    run = copy_run(run_2d, tmp_path_factory.mktemp("report"))
+    results = str(run.parent)
+    common = ["--run", run.name, "--results-dir", results, "--data-dir", str(medmnist_dir), "--device", "cpu"]
+    assert analyze_inference.main([*common, "--tsne-points", "200"]) == 0
+    assert explain.main(["gradcam", *common, "--n", "12", "--steps", "5"]) == 0
+    assert explain.main(["uncertainty", *common, "--passes", "5"]) == 0
+    started = time.perf_counter()
+    assert report.main(["--run", run.name, "--results-dir", results]) == 0
+    return types.SimpleNamespace(path=run, results=results, seconds=time.perf_counter() - started,
+                                 html=(run / "report.html").read_text(encoding="utf-8"))
+
+
 def copy_run(run: Path, dest_root: Path) -> Path:
     """A private copy of a run folder (and nothing else) for tests that change it."""
     dest = dest_root / "results" / run.name

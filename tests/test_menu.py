@@ -132,6 +132,7 @@ def lab(tmp_path, run_2d):
     (scripts / "analyze_inference.py").write_text(FAKE_ANALYSIS.format(log=str(log), name="analyze_inference"))
     (scripts / "explain.py").write_text(FAKE_EXPLAIN.format(log=str(log)))
     (scripts / "quantize.py").write_text(FAKE_QUANTIZE.format(log=str(log)))
+    (scripts / "report.py").symlink_to(ROOT / "report.py")  # the real one
 
     class Lab:
         root = tmp_path
@@ -186,7 +187,7 @@ def session(lab, console, **kwargs) -> menu.Session:
 def test_main_menu_lists_every_item_and_marks_missing_scripts(lab):
     console = Console(["4", "0"])
     assert session(lab, console).loop() == 0
-    assert console.lines[:9] == [
+    assert console.lines[:10] == [
         "medscope — MedMNIST model lab",
         " 1. Train a model",
         " 2. Export TensorBoard scalars to CSV",
@@ -194,10 +195,11 @@ def test_main_menu_lists_every_item_and_marks_missing_scripts(lab):
         " 4. Analyze weight complexity (LMC & Sample Entropy) (not available yet)",
         " 5. Explain: Grad-CAM, saliency, MC-dropout uncertainty, robustness",
         " 6. Export to ONNX and quantize to INT8",
-        " 7. Full pipeline (train, then every analysis)",
+        " 7. Write the report page and model card",
+        " 8. Full pipeline (train, then every analysis)",
         " 0. Quit"]
     assert "analyze_complexity.py is not available yet" in console.text
-    assert console.prompts == ["choose [0-7]: ", "choose [0-7]: "]  # back at the menu, then quit
+    assert console.prompts == ["choose [0-8]: ", "choose [0-8]: "]  # back at the menu, then quit
 
 
 def test_a_script_that_fails_to_import_is_one_line_and_the_menu_goes_on(lab):
@@ -225,7 +227,7 @@ def test_train_reasks_bad_answers_and_passes_only_what_differs_from_train_defaul
     epochs = recipes.default_recipe("breastmnist", "cnn").epochs
     assert f"epochs [{epochs}]: " in console.prompts and "advanced options? (y/n) [n]: " in console.prompts
     assert "train on a random subset of N images [all]: " in console.prompts
-    for hint in ("  type a number from 0 to 7", "  choose a number from 1 to 18 (Enter: %s)" % breast,
+    for hint in ("  type a number from 0 to 8", "  choose a number from 1 to 18 (Enter: %s)" % breast,
                  "  choose a number from 1 to 4 (Enter: 1)", f"  expected a positive integer, got 0 (Enter: {epochs})",
                  f"  expected a positive integer, got 'many' (Enter: {epochs})", "  answer y or n (Enter: n)",
                  "  expected a number in [0, 1), got 1.5 (Enter: 0.2)"):
@@ -308,7 +310,7 @@ def test_end_of_input_in_a_question_goes_back_and_at_the_menu_ends(lab):
     console = Console(["1", "breastmnist"])
     assert session(lab, console).loop() == 0
     assert "(end of input: back to the menu)" in console.lines
-    assert console.prompts[-1] == "choose [0-7]: " and lab.calls() == []
+    assert console.prompts[-1] == "choose [0-8]: " and lab.calls() == []
 
 
 def test_pipeline_trains_then_runs_every_available_script_on_the_new_run(lab, capsys):
@@ -335,18 +337,20 @@ def test_pipeline_trains_then_runs_every_available_script_on_the_new_run(lab, ca
     assert table[0] == f"pipeline summary for {new} ({menu._shown_path(lab.results / new)}):"
     rows = {line.split("  ")[1].strip(): line for line in table[2:] if line.strip()}
     assert rows.keys() == {"train", "export_scalars", "analyze_inference", "analyze_complexity", "explain gradcam",
-                           "explain saliency", "quantize"}
+                           "explain saliency", "quantize", "report"}
     assert " ok " in rows["train"] and f"{new}/ (" in rows["train"]
     assert rows["export_scalars"].endswith("tensorboard_scalars.csv, tensorboard_scalars_wide.csv")
     assert rows["analyze_inference"].endswith("analyze_inference/ (1 file)")
     assert rows["analyze_complexity"].endswith("not available yet")
     assert rows["explain saliency"].endswith("saliency/ (1 file)")
     assert "failed (exit 2)" in rows["quantize"]
+    assert " ok " in rows["report"] and rows["report"].endswith("model_card.json, model_card.md, report.html")
+    assert list(rows)[-1] == "report"  # the last step: it shows what the others wrote
     assert f"$ {menu.Session(script_dir=lab.script_dir).command_line('explain', calls[3][1])}" in out
 
 
 def test_pipeline_item_asks_the_train_questions_then_runs_everything(lab, capsys):
-    console = Console(["7", "breastmnist", "", "cnn", "1", "", "0"])
+    console = Console(["8", "breastmnist", "", "cnn", "1", "", "0"])
     assert session(lab, console).loop() == 0
     assert [call[0] for call in lab.calls()] == ["train", "analyze_inference", "explain", "explain", "quantize"]
     assert "pipeline summary for 0001_breastmnist28_cnn" in capsys.readouterr().out + console.text
@@ -385,9 +389,9 @@ def test_bad_pipeline_flags_are_usage_errors(lab):
 def test_question_table_rows_are_complete():
     """Every item names its script; every question can produce a default and an argv entry."""
     keys = [item.key for item in menu.ITEMS]
-    assert keys == ["1", "2", "3", "4", "5", "6", "7"]
+    assert keys == ["1", "2", "3", "4", "5", "6", "7", "8"]
     assert [item.script for item in menu.ITEMS] == ["train", "export_scalars", "analyze_inference",
-                                                    "analyze_complexity", "explain", "quantize", None]
+                                                    "analyze_complexity", "explain", "quantize", "report", None]
     for item in menu.ITEMS:
         for question in item.questions:
             assert question.choices or question.parse or question.flag, question.key

@@ -315,7 +315,7 @@ class Item:
     title: str
     script: str | None  # module beside run_tool.py; None for the pipeline
     questions: tuple[Question, ...] = ()
-    in_pipeline: bool = False  # run by item 7 after training
+    in_pipeline: bool = False  # run by the full pipeline after training, in this order
 
 
 ITEMS = (
@@ -329,9 +329,10 @@ ITEMS = (
                         each=True)),
          in_pipeline=True),
     Item("6", "Export to ONNX and quantize to INT8", "quantize", (RUN,), in_pipeline=True),
-    Item("7", "Full pipeline (train, then every analysis)", None, TRAIN_QUESTIONS),
+    Item("7", "Write the report page and model card", "report", (RUN,), in_pipeline=True),
+    Item("8", "Full pipeline (train, then every analysis)", None, TRAIN_QUESTIONS),
 )
-PIPELINE_KEY = "7"
+PIPELINE_KEY = "8"
 TRAIN_KEY = "1"
 
 
