@@ -2,10 +2,12 @@
 
     python run_tool.py                                   # the menu
     printf '2\\n1\\n0\\n' | python run_tool.py            # scripted: export the newest run's scalars
+    printf '9\\n\\n0\\n' | python run_tool.py              # list the runs, delete none
     python run_tool.py --pipeline --dataset breastmnist  # train, then every analysis, then a table
 
 Each menu item runs the same ``main(argv)`` as the script it names and prints
-that script's command line first; see medscope/menu.py.
+that script's command line first (item 8 resumes an interrupted run with
+``train.py --resume``); item 9 lists and deletes runs. See medscope/app/menu.py.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pty
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, interrupted_run
 
 RUN_TOOL = str(ROOT / "run_tool.py")
 
@@ -36,14 +37,14 @@ def pipe(answers: str, *args: str, cwd: Path, timeout: float = 300) -> subproces
 @pytest.mark.slow
 def test_menu_through_a_pipe_trains_exports_reasks_and_ends_at_end_of_input(tmp_path, medmnist_dir):
     answers = "\n".join([
-        "9",  # not an item: asked again
+        "11",  # not an item: asked again
         "1", "lungmnist", "breastmnist", "", "cnn", "zero", "1", "",  # train: 1 epoch of the small CNN
         "2", "",  # export the newest run's scalars
     ]) + "\n"  # ... and then the input ends, with no "0"
     done = pipe(answers, "--subset", "32", "--device", "cpu", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "  type a number from 0 to 8" in out
+    assert "  type a number from 0 to 10" in out
     assert re.search(r"  choose a number from 1 to 18 \(Enter: \d+\)", out)
     from medscope.train import recipes
 
@@ -62,13 +63,33 @@ def test_menu_through_a_pipe_trains_exports_reasks_and_ends_at_end_of_input(tmp_
         (history,) = list(csv.DictReader(fh))
     (auc,) = [r for r in tidy if r["tag"] == "auc/val"]
     assert np.float32(float(auc["value"])) == np.float32(float(history["val_auc"]))
-    assert out.rstrip().endswith("choose [0-8]:")  # ended at the menu by end of input
+    assert out.rstrip().endswith("choose [0-10]:")  # ended at the menu by end of input
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_menu_resumes_a_run_interrupted_by_ctrl_c(tmp_path, medmnist_dir, monkeypatch):
+    run, _ = interrupted_run(tmp_path, medmnist_dir, monkeypatch, 2, "--dataset", "breastmnist", "--model", "cnn",
+                             "--epochs", "2", "--subset", "32", "--device", "cpu")
+    before = json.loads((run / "run.json").read_text())
+    assert before["status"] == "interrupted" and before["epochs_completed"] == 1
+    done = pipe("9\n\n", "--device", "cpu", cwd=tmp_path)  # item 9, Enter: the newest run to resume
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    row = re.search(rf"   1\. {run.name}  breastmnist +28  cnn +interrupted +1/2  \d{{4}}-\d\d-\d\d \d\d:\d\d\n", out)
+    assert row and "run to resume [1]: " in out, out
+    command = f"$ python {RUN_TOOL[:-len('run_tool.py')]}train.py --resume {run.name} --device cpu"
+    assert command in out and out.index(command) < out.index(f"resuming {run.name} after epoch 1/2")
+    after = json.loads((run / "run.json").read_text())
+    assert after["status"] == "completed" and after["epochs_completed"] == 2
+    assert [row["epoch"] for row in csv.DictReader(open(run / "history.csv", newline=""))] == ["1", "2"]
+    assert f"results in results/{run.name}/: " in out and "Traceback" not in done.stderr
 
 
 def test_end_of_input_at_once_exits_0_with_a_newline(tmp_path):
     done = pipe("", cwd=tmp_path, timeout=60)
-    assert done.returncode == 0 and done.stdout.endswith("choose [0-8]: \n") and done.stderr == ""
+    assert done.returncode == 0 and done.stdout.endswith("choose [0-10]: \n") and done.stderr == ""
+    assert "|" not in done.stdout and "\r" not in done.stdout  # no spinner in a pipe
 
 
 def test_bad_flags_are_one_line_and_exit_2(tmp_path):
@@ -78,6 +99,11 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path):
         done = pipe("", *args, cwd=tmp_path, timeout=120)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert not (tmp_path / "results").exists()
+
+
+# the menu's spinner as the terminal receives it: each frame drawn over the last, then blanked out
+SPINNER_FRAME = re.compile(r"\r[|/\\-] [^\r\n]* \.\.\. *(?=\r)")
+SPINNER_ERASED = re.compile(r"\r +\r")
 
 
 class Terminal:
@@ -95,6 +121,7 @@ class Terminal:
             finally:
                 os._exit(127)
         self.seen = ""
+        self.spinner_frames = 0  # frames of the menu's spinner seen (and dropped, as the screen erases them)
 
     def read_until(self, text: str, timeout: float = 60) -> str:
         """Everything shown up to and including ``text`` (ANSI escapes dropped)."""
@@ -112,6 +139,8 @@ class Terminal:
                 if not chunk:
                     raise AssertionError(f"run_tool.py ended before {text!r}; it showed:\n{self.seen[-2000:]}")
                 self.seen += re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", chunk.decode("utf-8", "replace"))
+                self.spinner_frames += len(SPINNER_FRAME.findall(self.seen))
+                self.seen = SPINNER_ERASED.sub("", SPINNER_FRAME.sub("", self.seen))
         shown, _, self.seen = self.seen.partition(text)
         return shown + text
 
@@ -156,9 +185,10 @@ def test_prompts_on_a_terminal_read_as_a_person_sees_them(run_2d, tmp_path):
     seeded_workdir(run_2d, tmp_path)
     term = Terminal([], cwd=tmp_path)
     try:
-        screen = term.read_until("choose [0-8]: ")
-        assert "medscope — MedMNIST model lab\r\n 1. Train a model\r\n" in screen
-        assert " 0. Quit\r\nchoose [0-8]: " in screen
+        screen = term.read_until("choose [0-10]: ")
+        assert f"medscope — MedMNIST model lab\r\ndata: {os.environ['MEDMNIST_DIR']} ($MEDMNIST_DIR): " in screen
+        assert " MedMNIST files (" in screen and ")\r\n 1. Train a model\r\n" in screen
+        assert " 0. Quit\r\nchoose [0-10]: " in screen
         term.type("2\r")
         screen = term.read_until("run [1]: ")
         assert "2\r\nrun:\r\n" in screen  # the terminal echoes what was typed; the menu adds no second copy
@@ -168,12 +198,12 @@ def test_prompts_on_a_terminal_read_as_a_person_sees_them(run_2d, tmp_path):
         term.type("7\r")
         assert term.read_until("run [1]: ").endswith("7\r\n  choose a number from 1 to 2 (Enter: 1)\r\nrun [1]: ")
         term.ctrl_c()  # in a question: back to the menu
-        screen = term.read_until("choose [0-8]: ")
+        screen = term.read_until("choose [0-10]: ")
         assert "(cancelled: back to the menu)" in screen and " 1. Train a model" in screen
         term.type("2\r")
         term.read_until("run [1]: ")
         term.type("\r")  # Enter takes the default: the newest run
-        screen = term.read_until("choose [0-8]: ", timeout=120)
+        screen = term.read_until("choose [0-10]: ", timeout=120)
         assert f"$ python {RUN_TOOL[:-len('run_tool.py')]}export_scalars.py --run {run_2d.name}" in screen
         assert f"results in results/{run_2d.name}/: tensorboard_scalars.csv, tensorboard_scalars_wide.csv" in screen
         term.ctrl_c()  # at the menu: a clean goodbye

@@ -12,26 +12,45 @@ Input comes from ``input()``, so the menu works on a terminal and through a
 pipe (``printf '2\\n1\\n0\\n' | python run_tool.py``). End of input or Ctrl-C at
 the main menu ends the session (exit 0); during an item's questions they go
 back to the main menu; an invalid answer is asked again with a hint.
+
+Besides the scripts, the menu looks after the results folder: it resumes a run
+that stopped before its last epoch (item 9, ``train.py --resume``), and lists
+and deletes runs (item 10; a deletion is confirmed by typing the run's name and
+an interrupted one leaves either the whole run or none of it listed). Its header
+names the data folder in force and the MedMNIST files there; every run list
+marks runs that did not complete (``[interrupted]``), and a default run is the
+newest completed one. On a terminal, a pause of more than a second with
+nothing printed (importing PyTorch, a script before its first line) shows a
+spinner, erased before anything else is printed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import importlib
 import importlib.util
 import itertools
 import os
+import re
 import shlex
+import shutil
+import signal
+import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from medscope import runs as runs_lib
 from medscope.app import cli
-from medscope.runs import Run, list_runs
+from medscope.runs import RUN_JSON, Run, list_runs
 
 TITLE = "medscope — MedMNIST model lab"
-SCRIPT_DIR = Path(__file__).resolve().parents[1]
+PRELOADED = ("torch",)  # imported before the first script, Ctrl-C held back (see Session.load)
+SCRIPT_DIR = Path(__file__).resolve().parents[2]  # medscope/app/menu.py -> the folder of run_tool.py
 ALL_RUNS = "--all"
 
 
@@ -75,6 +94,8 @@ class Question:
     show     : ``value -> str`` for the default in brackets and the command line
     to_argv  : ``value -> list[str]`` when one flag is not enough (``--all``)
     each     : in the full pipeline, run the script once per option instead of once
+    many     : a numbered list from which several answers may be chosen (``1 3``, ``2-4``,
+               names); the value is a tuple in list order, ``()`` for none
     """
 
     key: str
@@ -90,6 +111,7 @@ class Question:
     show: Callable[[Any], str] | None = None
     to_argv: Callable[[Any], list[str]] | None = None
     each: bool = False
+    many: bool = False
 
     def default_for(self, session: "Session", answers: dict):
         return self.default(session, answers) if callable(self.default) else self.default
@@ -103,6 +125,8 @@ class Question:
         """The value of a typed answer; ValueError with a hint when it is not acceptable."""
         if self.choices is not None:
             options = (choices or self.choices(session, answers)).options
+            if self.many:
+                return pick_many(text, [o.value for o in options])
             if text.isdigit() and 1 <= int(text) <= len(options):
                 return options[int(text) - 1].value
             for option in options:  # the value itself is fine too: "breastmnist", a run name
@@ -122,6 +146,43 @@ def yes_no(text: str) -> bool:
     if answer in ("n", "no"):
         return False
     raise ValueError("answer y or n")
+
+
+def pick_many(text: str, values: Sequence[str]) -> tuple[str, ...]:
+    """Several answers from a numbered list: numbers, ranges and values, in list order.
+
+    Parameters
+    ----------
+    text : what was typed: numbers (1-based), ranges ``a-b`` and values, separated
+        by spaces or commas
+    values : the list's values, in the order shown
+
+    Returns
+    -------
+    The chosen values, each once, in the order of ``values``. ValueError (with a
+    hint) when a part is neither a number in range nor a value.
+
+    >>> pick_many("3, 1-2 1", ["a", "b", "c", "d"])
+    ('a', 'b', 'c')
+    >>> pick_many("d", ["a", "b", "c", "d"])
+    ('d',)
+    """
+    hint = f"choose numbers from 1 to {len(values)}, e.g. 2, or 1 3, or 2-4"
+    chosen: set[int] = set()
+    by_value = {v.lower(): i for i, v in enumerate(values)}
+    for part in text.replace(",", " ").split():
+        bounds = re.fullmatch(r"(\d+)-(\d+)", part)
+        if part.isdigit() and 1 <= int(part) <= len(values):
+            chosen.add(int(part) - 1)
+        elif bounds and 1 <= int(bounds[1]) <= int(bounds[2]) <= len(values):
+            chosen.update(range(int(bounds[1]) - 1, int(bounds[2])))
+        elif part.lower() in by_value:
+            chosen.add(by_value[part.lower()])
+        else:
+            raise ValueError(f"{part!r}? {hint}")
+    if not chosen:
+        raise ValueError(hint)
+    return tuple(values[i] for i in sorted(chosen))
 
 
 def optional_positive_int(text: str) -> int | None:
@@ -201,18 +262,137 @@ def _recipe_value(field: str):
 default_epochs = _recipe_value("epochs")
 
 
-def run_choices(session: "Session", answers: dict) -> Choices:
-    runs = list_runs(session.results_dir)
-    if not runs:
-        raise Back(f"no runs in {session.results_dir}/ yet; train one first (item 1)")
-    rows = [describe_run(run) for run in runs]
-    widths = [max(len(r[i]) for r in rows + [RUN_COLUMNS]) for i in range(len(RUN_COLUMNS))]
+# --------------------------------------------------------------------------- runs, as the menu lists them
+
+# A `running` run whose process cannot be checked (another machine, or run.json without a pid) is
+# taken as stalled, and offered for resuming, after this long with nothing written to its folder,
+# or three of its longest epochs when that is longer.
+STALL_AFTER_S = 3600.0
+RESUMABLE = ("interrupted", "failed", "killed", "stalled")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run folder with its run.json and the state the menu shows for it.
+
+    ``state`` is run.json's status with what can be checked from here:
+    ``killed`` when its process on this machine is gone (:meth:`Run.status`),
+    ``stalled`` for a ``running`` run no process is known to hold that has
+    written nothing for a long time (:func:`stall_after`), and ``unreadable``
+    when run.json cannot be read.
+    """
+
+    run: Run
+    info: dict
+    state: str
+
+    @classmethod
+    def read(cls, run: Run, now: float | None = None) -> "RunRecord":
+        try:
+            info = run.info()
+        except cli.UsageError:
+            return cls(run, {}, "unreadable")
+        return cls(run, info, run_state(run, info, now))
+
+    @property
+    def completed(self) -> bool:
+        return self.state == runs_lib.FINISHED
+
+    @property
+    def resumable(self) -> bool:
+        """Stopped before its last epoch, and ``last.pt`` is there to go on from."""
+        return self.state in RESUMABLE and self.run.layout.last_pt.is_file()
+
+    @property
+    def marked_name(self) -> str:
+        """The name, with ``[state]`` after it unless the run completed."""
+        return self.run.name if self.completed else f"{self.run.name} [{self.state}]"
+
+    def config(self, key: str) -> str:
+        return str((self.info.get("config") or {}).get(key, "?"))
+
+    def metric(self, key: str) -> str:
+        value = (self.info.get("metrics") or {}).get(key)
+        return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+    def epochs(self) -> str:
+        """Epochs completed, and ``done/planned`` when the run did not complete."""
+        done = self.info.get("epochs_completed")
+        planned = (self.info.get("config") or {}).get("epochs")
+        if self.completed:
+            return str(done if done is not None else planned if planned is not None else "?")
+        return f"{done if done is not None else 0}/{planned if planned is not None else '?'}"
+
+    def date(self, key: str = "created") -> str:
+        return str(self.info.get(key) or "")[:16].replace("T", " ")
+
+
+def run_state(run: Run, info: dict, now: float | None = None) -> str:
+    """The state of a run as the menu shows it (see :class:`RunRecord`)."""
+    status = run.status(info)  # 'killed' once its process on this machine is gone
+    if status != "running" or (info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int)):
+        return status  # not running, or running with a live process on this machine
+    quiet = (time.time() if now is None else now) - last_activity(run)
+    return "stalled" if quiet > stall_after(run) else "running"
+
+
+def last_activity(run: Run) -> float:
+    """When training last wrote to the run folder (seconds since the epoch; mtimes)."""
+    layout = run.layout
+    stamps = [p.stat().st_mtime for p in (layout.run_json, layout.last_pt, layout.history_csv) if p.exists()]
+    return max(stamps, default=0.0)
+
+
+def stall_after(run: Run) -> float:
+    """Seconds of silence after which a ``running`` run counts as stalled: the larger of
+    :data:`STALL_AFTER_S` and three times its longest epoch in history.csv."""
+    longest = 0.0
+    try:
+        with open(run.layout.history_csv, newline="") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    longest = max(longest, float(row.get("epoch_seconds") or 0))
+                except ValueError:
+                    continue
+    except OSError:
+        pass
+    return max(STALL_AFTER_S, 3 * longest)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> tuple[str, list[str]]:
+    """Aligned columns: the header line and one line per row (columns in ``right`` right-aligned).
+
+    >>> table(("a", "bb"), [("xyz", "1"), ("q", "22")], right=(1,))
+    ('a    bb', ['xyz   1', 'q    22'])
+    """
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in (2, 4, 5) else c.ljust(w)
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    return Choices([Option(run.name, line(row)) for run, row in zip(runs, rows)], header=line(RUN_COLUMNS))
+    return line(header), [line(r) for r in rows]
+
+
+def _no_runs(session: "Session") -> Back:
+    return Back(f"no runs in {session.results_dir}/ yet; train one first (item 1)")
+
+
+RUN_COLUMNS = ("run", "dataset", "size", "model", "epochs", "test AUC", "date")
+
+
+def describe_run(record: RunRecord) -> tuple[str, ...]:
+    """The columns of the run list of items 2-6, from run.json (unreadable fields show as '?')."""
+    return (record.marked_name, record.config("dataset"), record.config("size"), record.config("model"),
+            record.epochs(), record.metric("test_auc"), record.date("finished") or record.date("created"))
+
+
+def run_choices(session: "Session", answers: dict) -> Choices:
+    records = session.run_records()
+    if not records:
+        raise _no_runs(session)
+    header, lines = table(RUN_COLUMNS, [describe_run(r) for r in records], right=(2, 4, 5))
+    return Choices([Option(r.run.name, line) for r, line in zip(records, lines)], header=header)
 
 
 def run_or_all_choices(session: "Session", answers: dict) -> Choices:
@@ -220,23 +400,34 @@ def run_or_all_choices(session: "Session", answers: dict) -> Choices:
     return Choices(listed.options + [Option(ALL_RUNS, "all runs, one combined file")], listed.header)
 
 
-RUN_COLUMNS = ("run", "dataset", "size", "model", "epochs", "test AUC", "date")
+RESUME_COLUMNS = ("run", "dataset", "size", "model", "status", "epochs", "last saved")
 
 
-def describe_run(run: Run) -> tuple[str, ...]:
-    """The run list's columns, read from run.json (unreadable fields show as '?')."""
-    try:
-        info = run.info()
-    except cli.UsageError:
-        info = {}
-    cfg = info.get("config") or {}
-    auc = (info.get("metrics") or {}).get("test_auc")
-    status = info.get("status", "?")
-    date = str(info.get("finished") or info.get("created") or "")[:16].replace("T", " ")
-    return (run.name, str(cfg.get("dataset", "?")), str(cfg.get("size", "?")), str(cfg.get("model", "?")),
-            str(info.get("epochs_completed", cfg.get("epochs", "?"))),
-            f"{auc:.3f}" if isinstance(auc, (int, float)) else "—",
-            date + ("" if status == "completed" else f" ({status})"))
+def resumable_choices(session: "Session", answers: dict) -> Choices:
+    """Runs that stopped before their last epoch and kept ``last.pt``, newest first."""
+    records = [r for r in session.run_records() if r.resumable]
+    if not records:
+        raise Back(f"no run to resume in {session.results_dir}/ (none stopped before its last epoch "
+                   "with a last.pt to go on from)")
+    rows = [(r.run.name, r.config("dataset"), r.config("size"), r.config("model"), r.state, r.epochs(),
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.run.layout.last_pt.stat().st_mtime)))
+            for r in records]
+    header, lines = table(RESUME_COLUMNS, rows, right=(2, 5))
+    return Choices([Option(r.run.name, line) for r, line in zip(records, lines)], header=header)
+
+
+LIST_COLUMNS = ("run", "dataset", "size", "model", "status", "epochs", "test AUC", "test ACC", "created")
+
+
+def run_table_choices(session: "Session", answers: dict) -> Choices:
+    """Every run with its status and test metrics (the list of item 9)."""
+    records = session.run_records()
+    if not records:
+        raise _no_runs(session)
+    rows = [(r.run.name, r.config("dataset"), r.config("size"), r.config("model"), r.state, r.epochs(),
+             r.metric("test_auc"), r.metric("test_acc"), r.date("created")) for r in records]
+    header, lines = table(LIST_COLUMNS, rows, right=(2, 5, 6, 7))
+    return Choices([Option(r.run.name, line) for r, line in zip(records, lines)], header=header)
 
 
 def subcommand_choices(session: "Session", answers: dict) -> Choices:
@@ -267,10 +458,18 @@ def _train_default(dest: str, preset: str | None = None):
 
 
 def _newest(session: "Session", answers: dict) -> str:
-    return run_choices(session, answers).options[0].value
+    """The newest completed run (the newest of all when none completed)."""
+    records = session.run_records()
+    if not records:
+        raise _no_runs(session)
+    return next((r for r in records if r.completed), records[0]).run.name
 
 
 RUN = Question("run", "run", choices=run_choices, default=_newest, flag="--run")
+RESUME = Question("run", "run to resume", choices=resumable_choices,
+                  default=lambda s, a: resumable_choices(s, a).options[0].value, flag="--resume")
+DELETE = Question("runs", "delete which runs? (numbers such as 2, 1 3 or 2-4)", choices=run_table_choices,
+                  many=True, default=(), show=lambda v: ", ".join(v) if v else "none")
 RUN_OR_ALL = Question("run", "run", choices=run_or_all_choices, default=_newest,
                       to_argv=lambda v: [ALL_RUNS] if v == ALL_RUNS else ["--run", v])
 
@@ -313,9 +512,12 @@ class Item:
 
     key: str
     title: str
-    script: str | None  # module beside run_tool.py; None for the pipeline
+    script: str | None  # module beside run_tool.py; None for the pipeline and for menu actions
     questions: tuple[Question, ...] = ()
     in_pipeline: bool = False  # run by the full pipeline after training, in this order
+    action: Callable[["Session", dict], None] | None = None  # done by the menu itself with the answers
+    prepare: Callable[["Session"], None] | None = None  # run before anything is listed or asked
+    not_passed: tuple[str, ...] = ()  # session-wide flags the script accepts but would ignore here
 
 
 ITEMS = (
@@ -331,6 +533,10 @@ ITEMS = (
     Item("6", "Export to ONNX and quantize to INT8", "quantize", (RUN,), in_pipeline=True),
     Item("7", "Write the report page and model card", "report", (RUN,), in_pipeline=True),
     Item("8", "Full pipeline (train, then every analysis)", None, TRAIN_QUESTIONS),
+    # a resumed run goes on with its own seed (from last.pt), so run_tool's --seed is not passed
+    Item("9", "Resume an interrupted run", "train", (RESUME,), not_passed=("--seed",)),
+    Item("10", "List or delete runs", None, (DELETE,), prepare=lambda session: session.finish_deletions(),
+         action=lambda session, answers: session.delete(answers["runs"])),
 )
 PIPELINE_KEY = "8"
 TRAIN_KEY = "1"
@@ -370,23 +576,34 @@ class Session:
         return script is None or self.script_path(script).is_file()
 
     def load(self, script: str):
-        """The script's module (imported once). Raises Back when it cannot be loaded."""
+        """The script's module (imported once). Raises Back when it cannot be loaded.
+
+        PyTorch is imported first (every script needs it, and it takes seconds), with
+        a spinner. Ctrl-C is held back until the import is done: an import stopped
+        half way leaves NumPy or PyTorch half initialised, and every later script of
+        the session would fail to load. The module is kept, then Ctrl-C takes effect.
+        """
         if script in self._modules:
             return self._modules[script]
         path = self.script_path(script).resolve()
         try:
-            spec = importlib.util.find_spec(script)
-            if spec is not None and spec.origin and Path(spec.origin).resolve() == path:
-                module = importlib.import_module(script)
-            else:  # a script folder off sys.path: load it under a private name, shadowing nothing
-                spec = importlib.util.spec_from_file_location(f"_medscope_menu_{script}", path)
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-            if not callable(getattr(module, "main", None)):
-                raise AttributeError("it has no main(argv)")
+            with Waiting(f"loading {path.name}") as waiting, \
+                    _ctrl_c_held(lambda: waiting.say(f"loading {path.name}; Ctrl-C: back to the menu once loaded")):
+                for name in PRELOADED:
+                    if importlib.util.find_spec(name) is not None:
+                        importlib.import_module(name)
+                spec = importlib.util.find_spec(script)
+                if spec is not None and spec.origin and Path(spec.origin).resolve() == path:
+                    module = importlib.import_module(script)
+                else:  # a script folder off sys.path: load it under a private name, shadowing nothing
+                    spec = importlib.util.spec_from_file_location(f"_medscope_menu_{script}", path)
+                    module = importlib.util.module_from_spec(spec)
+                    spec.loader.exec_module(module)
+                if not callable(getattr(module, "main", None)):
+                    raise AttributeError("it has no main(argv)")
+                self._modules[script] = module
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken script must not end the menu
             raise Back(f"error: could not load {path.name}: {exc.__class__.__name__}: {exc}") from None
-        self._modules[script] = module
         return module
 
     def parser(self, script: str) -> argparse.ArgumentParser:
@@ -396,15 +613,38 @@ class Session:
 
     def local_sizes(self, flag: str) -> set[int]:
         """Sizes of ``flag`` whose .npz file is in the data folder."""
-        folder = Path(self.common.get("--data-dir") or cli.default_data_dir()).expanduser()
-        sizes = set()
-        if (folder / f"{flag}.npz").is_file():
-            sizes.add(28)
-        for path in folder.glob(f"{flag}_*.npz") if folder.is_dir() else ():
-            tail = path.stem[len(flag) + 1:]
-            if tail.isdigit():
-                sizes.add(int(tail))
-        return sizes
+        return set(medmnist_files(self.data_folder()[0]).get(flag, ()))
+
+    def data_folder(self) -> tuple[str, str]:
+        """The data folder the scripts will read, and where that choice comes from."""
+        if self.common.get("--data-dir"):
+            return str(self.common["--data-dir"]), "--data-dir"
+        if os.environ.get("MEDMNIST_DIR"):
+            return os.environ["MEDMNIST_DIR"], "$MEDMNIST_DIR"
+        return str(runs_lib.DEFAULT_DATA_DIR), "default"
+
+    def data_line(self) -> str:
+        """The header line naming the data folder and the MedMNIST files in it (names only, no MD5)."""
+        folder, source = self.data_folder()
+        where = f"data: {folder} ({source})"
+        if not Path(folder).expanduser().is_dir():
+            return f"{where}: no such folder yet; train.py downloads each dataset there on first use"
+        found = medmnist_files(folder)
+        if not found:
+            return f"{where}: no MedMNIST files yet; train.py downloads each dataset there on first use"
+        count = sum(len(sizes) for sizes in found.values())
+        named = [f"{flag} {'+'.join(map(str, sizes))}" for flag, sizes in found.items()]
+        more = f", +{len(named) - 4} more" if len(named) > 4 else ""
+        return f"{where}: {count} MedMNIST file{'s' if count != 1 else ''} ({', '.join(named[:4])}{more})"
+
+    @property
+    def runs_dir(self) -> str:
+        return str(self.common.get("--runs-dir") or "runs")
+
+    def run_records(self) -> list[RunRecord]:
+        """The runs of the results folder, newest first, with their states (hidden folders left out)."""
+        now = time.time()
+        return [RunRecord.read(run, now) for run in list_runs(self.results_dir) if not run.name.startswith(".")]
 
     # ---- questions
     def ask(self, question: Question, answers: dict):
@@ -419,7 +659,8 @@ class Session:
             for number, option in enumerate(choices.options, 1):
                 self.out(f"  {number:>2}. {option.label}")
             values = [o.value for o in choices.options]
-            shown = str(values.index(default) + 1) if default in values else ""
+            if not question.many:
+                shown = str(values.index(default) + 1) if default in values else ""
         prompt = f"{question.prompt} [{shown}]: " if shown else f"{question.prompt}: "
         while True:
             text = self.input_fn(prompt)
@@ -459,8 +700,9 @@ class Session:
                 answers[question.key] = question.default_for(self, answers)
         return answers
 
-    def argv_for(self, script: str, questions: Sequence[Question], answers: dict) -> list[str]:
-        """The script's argv for these answers, plus the common flags it accepts."""
+    def argv_for(self, script: str, questions: Sequence[Question], answers: dict,
+                 not_passed: Sequence[str] = ()) -> list[str]:
+        """The script's argv for these answers, plus the common flags it accepts (but ``not_passed``)."""
         parser = self.parser(script)
         positional, flags = [], []
         for question in questions:
@@ -478,7 +720,7 @@ class Session:
         accepted = _option_strings(parser, positional[:1])
         asked = {q.flag for q in questions if q.flag}  # an answer beats the session-wide flag
         for flag, value in self.common.items():
-            if value is not None and flag in accepted and flag not in asked:
+            if value is not None and flag in accepted and flag not in asked and flag not in not_passed:
                 flags += [flag, str(value)]
         return positional + flags
 
@@ -494,7 +736,8 @@ class Session:
         self.out(f"$ {self.command_line(script, argv)}", flush=True)
         before = snapshot(self.results_dir)
         started = time.perf_counter()
-        code = cli.run(module.main, argv)
+        with Waiting(f"starting {script}.py"):  # until the script prints its first line
+            code = cli.run(module.main, argv)
         seconds = time.perf_counter() - started
         sys.stdout.flush()
         sys.stderr.flush()
@@ -508,13 +751,20 @@ class Session:
         if not self.available(item.script):
             self.out(f"  {item.title}: {item.script}.py is not available yet")
             return
+        if item.prepare is not None:
+            item.prepare(self)
+        if item.questions and item.questions[0].key in ("run", "runs"):
+            item.questions[0].choices(self, {})  # no run to choose from: say so (Back) before loading anything
+        if item.action is not None:
+            item.action(self, self.answers_for(item, interactive=True))
+            return
         self.load(item.script or "train")  # a broken script is reported before any question
         if item.key == PIPELINE_KEY:
             answers = self.answers_for(item, interactive=True)
             self.pipeline(answers)
             return
         answers = self.answers_for(item, interactive=True)
-        argv = self.argv_for(item.script, item.questions, answers)
+        argv = self.argv_for(item.script, item.questions, answers, item.not_passed)
         run = answers.get("run") if answers.get("run") != ALL_RUNS else None
         result = self.call(item.script, argv, run=run)
         if result.code == 0:
@@ -577,9 +827,44 @@ class Session:
             self.out("  " + "  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]),
                                        row[3]]).rstrip())
 
+    def finish_deletions(self) -> None:
+        """Remove what an interrupted deletion left (hidden folders), saying so."""
+        for note in finish_interrupted_deletions(self.results_dir, self.runs_dir):
+            self.out(f"  {note}")
+
+    def delete(self, names: Sequence[str]) -> None:
+        """Item 9 after the list: confirm, then remove each run and its TensorBoard folder."""
+        if not names:
+            self.out("  nothing deleted")
+            return
+        plans = []
+        for name in names:
+            try:
+                plans.append(plan_deletion(Path(self.results_dir) / name, self.results_dir, self.runs_dir))
+            except cli.UsageError as exc:
+                self.out(f"  {exc}")
+        if not plans:
+            return
+        self.out("this deletes, for good:")
+        for plan in plans:
+            for folder, (files, size) in zip(plan.folders, plan.sizes):
+                self.out(f"  {_shown_path(folder)}/  ({_count(files, 'file')}, {human_bytes(size)})")
+            for note in plan.kept:
+                self.out(f"  {note}")
+        if len(plans) == 1:
+            expected, prompt = plans[0].run.name, "type the run's name to confirm (Enter keeps it)"
+        else:
+            expected, prompt = f"delete {len(plans)}", f"type 'delete {len(plans)}' to confirm (Enter keeps them)"
+        typed = self.ask(Question("confirm", prompt, default=""), {})
+        if typed != expected:
+            self.out("  nothing deleted" + (f" ({typed!r} is not {expected!r})" if typed else ""))
+            return
+        for plan in plans:
+            self.out(f"  {remove_run(plan)}")
+
     # ---- the loop
     def main_menu(self) -> str:
-        lines = [TITLE]
+        lines = [TITLE, self.data_line()]
         for item in ITEMS:
             lines.append(f" {item.key}. {item.title}{'' if self.available(item.script) else ' (not available yet)'}")
         lines.append(" 0. Quit")
@@ -619,6 +904,319 @@ class Session:
             except cli.UsageError as exc:  # a bad preset: say it, keep the session
                 self.out(f"error: {exc}")
             self.out("")
+
+
+# --------------------------------------------------------------------------- the data folder
+
+MEDMNIST_FILE = re.compile(r"([a-z]+mnist(?:3d)?)(?:_(\d+))?\.npz")
+
+
+def medmnist_files(folder: str | os.PathLike) -> dict[str, list[int]]:
+    """The MedMNIST files in ``folder``, by name only: ``flag -> sizes`` (sorted).
+
+    ``<flag>.npz`` is the 28 px file and ``<flag>_<size>.npz`` another size
+    (DESIGN.md); nothing is opened or checked, so this is cheap enough for the
+    menu's header. A missing folder has none.
+    """
+    folder = Path(folder).expanduser()
+    found: dict[str, set[int]] = {}
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.is_file()]
+    except OSError:
+        return {}
+    for name in names:
+        match = MEDMNIST_FILE.fullmatch(name)
+        if match:
+            found.setdefault(match[1], set()).add(int(match[2] or 28))
+    return {flag: sorted(found[flag]) for flag in sorted(found)}
+
+
+# --------------------------------------------------------------------------- deleting runs
+
+TRASH_PREFIX = ".deleting-"  # a folder being removed; hidden, so no list shows it
+SET_ASIDE_JSON = ".run.json.deleting"  # run.json of a run being removed: the folder is no run any more
+TENSORBOARD_FILE = re.compile(r".*tfevents.*|.*\.pbtxt")  # what SummaryWriter and its plugins write
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What deleting one run removes: its folder first, then its TensorBoard folders."""
+
+    run: Run
+    folders: tuple[Path, ...]
+    sizes: tuple[tuple[int, int], ...]  # (files, bytes) of each folder
+    kept: tuple[str, ...] = ()  # TensorBoard folders left in place, and why
+
+
+def plan_deletion(folder: str | os.PathLike, results_dir: str | os.PathLike,
+                  runs_dir: str | os.PathLike) -> Deletion:
+    """What deleting the run folder ``folder`` would remove; nothing is touched.
+
+    Refused (UsageError): anything but a real folder directly in ``results_dir``
+    holding a run.json, and a run that is still training. Its TensorBoard folder
+    is ``<runs_dir>/<run>`` and, when run.json records another one, that one too
+    if it lies inside ``runs_dir`` and bears the run's name; either is removed
+    only if it holds nothing but TensorBoard files.
+    """
+    folder = Path(folder)
+    results = Path(results_dir).resolve()
+    if (folder.is_symlink() or not folder.is_dir() or folder.name.startswith(".")
+            or folder.resolve().parent != results):
+        raise cli.UsageError(f"{folder} is not a run folder of {results_dir}/; nothing deleted")
+    if not (folder / RUN_JSON).is_file():
+        raise cli.UsageError(f"{folder} is not a run folder (no {RUN_JSON}); nothing deleted")
+    run = Run(folder)
+    record = RunRecord.read(run)
+    if record.state == "running":
+        pid = record.info.get("pid")
+        raise cli.UsageError(f"{run.name} is still training{f' (process {pid})' if pid else ''}; "
+                             "stop it first, then delete it")
+    candidates = [run.layout.tensorboard_dir(runs_dir)]
+    recorded = record.info.get("tensorboard_dir")
+    if isinstance(recorded, str) and recorded:
+        candidates.append(Path(recorded).expanduser())
+    runs_root = Path(runs_dir).resolve()
+    folders, kept, seen = [folder], [], {folder.resolve()}
+    for tb in candidates:
+        if not tb.is_dir() or tb.resolve() in seen:
+            continue
+        seen.add(tb.resolve())
+        if tb.is_symlink() or runs_root not in tb.resolve().parents or tb.name != run.name:
+            kept.append(f"{_shown_path(tb)}/ left in place: not {run.name}'s folder inside {runs_dir}/")
+            continue
+        stranger = _not_tensorboard(tb)
+        if stranger is not None:
+            kept.append(f"{_shown_path(tb)}/ left in place: it holds {stranger}, which TensorBoard does not write")
+            continue
+        folders.append(tb)
+    return Deletion(run, tuple(folders), tuple(folder_size(f) for f in folders), tuple(kept))
+
+
+def remove_run(plan: Deletion) -> str:
+    """Remove what ``plan`` names; returns one line saying what went.
+
+    The run leaves every run list in one atomic step (its run.json is renamed
+    away), then each folder is renamed to a hidden ``.deleting-<name>`` beside
+    it and removed. Ctrl-C is held back during the renames; an interruption
+    later (or a crash) leaves only hidden folders, which
+    :func:`finish_interrupted_deletions` removes.
+    """
+    moved, failed = [], []
+    with _ctrl_c_held():
+        os.replace(plan.folders[0] / RUN_JSON, plan.folders[0] / SET_ASIDE_JSON)
+        for folder, size in zip(plan.folders, plan.sizes):
+            target = _trash_name(folder)
+            try:
+                os.rename(folder, target)
+            except OSError as exc:  # a TensorBoard folder on a read-only disk, say: the run is gone anyway
+                failed.append(f"{_shown_path(folder)}/ ({exc.strerror or exc})")
+                continue
+            moved.append((folder, size, target))
+    for _folder, _size, target in moved:
+        shutil.rmtree(target, ignore_errors=True)
+    files, size = sum(m[1][0] for m in moved), sum(m[1][1] for m in moved)
+    gone = " and ".join(f"{_shown_path(folder)}/" for folder, _size, _target in moved)
+    line = f"removed {gone} ({_count(files, 'file')}, {human_bytes(size)})"
+    return line + (f"; could not remove {', '.join(failed)}" if failed else "")
+
+
+def finish_interrupted_deletions(results_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> list[str]:
+    """Finish deletions that an interruption or a crash left half done; returns a note per run."""
+    results, tb_root = Path(results_dir), Path(runs_dir)
+    done = {}
+    for parent in (results, tb_root):
+        for trash in parent.glob(f"{TRASH_PREFIX}*") if parent.is_dir() else ():
+            if trash.is_dir() and not trash.is_symlink():
+                shutil.rmtree(trash, ignore_errors=True)
+                done[re.sub(r"\.\d+$", "", trash.name[len(TRASH_PREFIX):])] = True
+    for folder in results.iterdir() if results.is_dir() else ():
+        if (not folder.is_symlink() and folder.is_dir() and (folder / SET_ASIDE_JSON).is_file()
+                and not (folder / RUN_JSON).exists()):
+            target = _trash_name(folder)
+            os.rename(folder, target)
+            shutil.rmtree(target, ignore_errors=True)
+            done[folder.name] = True
+    for name in done:  # its TensorBoard folder, when the interruption came before it was renamed
+        tb = tb_root / name
+        if (tb.is_dir() and not tb.is_symlink() and not (results / name).exists()
+                and _not_tensorboard(tb) is None):
+            target = _trash_name(tb)
+            os.rename(tb, target)
+            shutil.rmtree(target, ignore_errors=True)
+    return [f"finished deleting {name} (an earlier deletion was interrupted)" for name in sorted(done)]
+
+
+def _trash_name(folder: Path) -> Path:
+    """``.deleting-<name>`` beside ``folder`` (``.deleting-<name>.2`` and on if that is taken)."""
+    for n in itertools.count(1):
+        target = folder.with_name(f"{TRASH_PREFIX}{folder.name}{f'.{n}' if n > 1 else ''}")
+        if not os.path.lexists(target):
+            return target
+    raise AssertionError("unreachable")
+
+
+def _not_tensorboard(folder: Path) -> str | None:
+    """The first file under ``folder`` that TensorBoard does not write (relative), or None."""
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if not TENSORBOARD_FILE.fullmatch(name):
+                return (Path(root) / name).relative_to(folder).as_posix()
+    return None
+
+
+def folder_size(folder: Path) -> tuple[int, int]:
+    """(files, bytes) under ``folder``; links count as themselves and are not followed."""
+    files = size = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            try:
+                size += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+            files += 1
+    return files, size
+
+
+def human_bytes(n: int) -> str:
+    """A size in decimal units.
+
+    >>> human_bytes(999), human_bytes(108_184), human_bytes(5_123_456)
+    ('999 B', '108 kB', '5.1 MB')
+    """
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{n} B"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+@contextlib.contextmanager
+def _ctrl_c_held(on_press: Callable[[], None] | None = None):
+    """Hold Ctrl-C back while the block runs; it takes effect (KeyboardInterrupt) right after.
+
+    For work that must not stop half way (renames, imports). ``on_press`` is
+    called when Ctrl-C is pressed, to say so. Main thread only; elsewhere a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = []
+
+    def hold(*_):
+        pressed.append(True)
+        if on_press is not None:
+            on_press()
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
+# --------------------------------------------------------------------------- waiting, visibly
+
+class Waiting:
+    """A spinner on the terminal while nothing is printed; erased before anything else is.
+
+    ``with Waiting("loading train.py"):`` draws ``| loading train.py ...`` after
+    ``delay`` seconds without output and turns it every ``interval`` seconds.
+    While it is active, sys.stdout and sys.stderr are wrapped so that the first
+    write (a print, a warning, a progress bar) erases it for good, so it never
+    mixes with what the work prints. When ``stream`` is not a terminal (a pipe,
+    a log, a test's capture) it does nothing at all. Output written to the file
+    descriptors directly, bypassing sys.stdout (C extensions, child processes),
+    is not seen; the line is still erased with a carriage return.
+    """
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, message: str, *, delay: float = 1.0, interval: float = 0.125, stream=None):
+        self.message, self.delay, self.interval = message, delay, interval
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._width = 0  # columns of spinner on screen now
+        self._thread: threading.Thread | None = None
+        self._saved: tuple | None = None
+
+    def __enter__(self) -> "Waiting":
+        self.stream = self.stream or sys.stdout
+        try:
+            on_terminal = self.stream.isatty()
+        except (AttributeError, ValueError):
+            on_terminal = False
+        if not on_terminal:
+            self._stopped.set()
+            return self
+        self._saved = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _StopsWaiting(sys.stdout, self), _StopsWaiting(sys.stderr, self)
+        self._thread = threading.Thread(target=self._spin, name="medscope-waiting", daemon=True)
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        if self._stopped.wait(self.delay):
+            return
+        for frame in itertools.cycle(self.FRAMES):
+            with self._lock:
+                if self._stopped.is_set():
+                    return
+                text = f"{frame} {self.message} ..."
+                self.stream.write("\r" + text.ljust(self._width))  # a shorter message covers a longer one
+                self.stream.flush()
+                self._width = max(self._width, len(text))
+            if self._stopped.wait(self.interval):
+                return
+
+    def say(self, message: str) -> None:
+        """Change the words after the spinner (from the next turn on)."""
+        self.message = message
+
+    def stop(self) -> None:
+        """Erase the spinner (if drawn) and never draw it again."""
+        if self._stopped.is_set() and not self._width:
+            return
+        with self._lock:
+            self._stopped.set()
+            if self._width:
+                self.stream.write("\r" + " " * self._width + "\r")
+                self.stream.flush()
+                self._width = 0
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if self._saved is not None:
+            for name, saved in zip(("stdout", "stderr"), self._saved):
+                current = getattr(sys, name)
+                if isinstance(current, _StopsWaiting) and current._waiting is self:
+                    setattr(sys, name, saved)
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+
+
+class _StopsWaiting:
+    """A stream whose first write stops a :class:`Waiting` spinner; everything else is the stream's."""
+
+    def __init__(self, stream, waiting: Waiting):
+        self._stream, self._waiting = stream, waiting
+
+    def write(self, text):
+        self._waiting.stop()
+        return self._stream.write(text)
+
+    def writelines(self, lines):
+        self._waiting.stop()
+        return self._stream.writelines(lines)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _option_strings(parser: argparse.ArgumentParser, subcommand: Sequence[str]) -> set[str]:
