@@ -210,7 +210,7 @@ def test_calibration_folder_is_shown_when_present(reported_run, tmp_path):
 
 
 def test_robustness_summary_is_told_worst_first(reported_run, tmp_path):
-    from medscope.robustness import SUMMARY_COLUMNS
+    from medscope.explain.robustness import SUMMARY_COLUMNS
 
     run = copy_run(reported_run.path, tmp_path)
     base = dict.fromkeys(SUMMARY_COLUMNS, None) | {"severities": "1;2;3;4;5", "clean_ce": 0.2, "mean_flip_rate": 0.1,

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from medscope.baselines import reference_baseline
+from medscope.errors import UsageError
 
-from ..cli import UsageError
 from .layout import (
     ANALYSIS_FILES,
     PAGE_SIZE,

@@ -61,7 +61,7 @@ EXPLANATION_FILES = {
     "pages_glob": "{stem}_page*.png",
     "volumes_glob": "{stem}_volume_*.png",
 }
-PAGE_SIZE = 8  # images per 2D page: medscope.explain_plots.heatmap_pages's per_page
+PAGE_SIZE = 8  # images per 2D page: medscope.explain.plots.heatmap_pages's per_page
 
 
 def analysis_file(layout: RunLayout, folder: str, key: str) -> Path:

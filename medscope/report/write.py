@@ -5,8 +5,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from medscope.runs import Run, now_iso
+
 from .. import atomic
-from ..runs import Run, now_iso
 from .build import build_run_report
 from .images import MAX_WIDTH
 from .model_card import model_card, model_card_markdown
