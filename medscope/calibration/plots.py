@@ -86,7 +86,8 @@ def reliability_diagram(path, result: dict, title: str) -> Path:
         ax.tick_params(labelbottom=False)
         ax.grid(alpha=0.3)
         counts_ax.bar(centre, count, width, color="tab:grey", edgecolor="white")
-        counts_ax.set_xlabel("confidence (probability of the predicted " + ("value, every label)" if pooled else "class)"))
+        predicted = "value, every label" if pooled else "class"
+        counts_ax.set_xlabel(f"confidence (probability of the predicted {predicted})")
         counts_ax.set_ylabel(("predictions" if pooled else "images") + " per bin" if column == 0 else "")
         counts_ax.grid(alpha=0.3)
         for handle, label in zip(*ax.get_legend_handles_labels()):
