@@ -8,11 +8,16 @@ Pure functions on numpy arrays (no files, no printing), one concern per module:
   sensitivity or specificity) and evaluates them;
 * :mod:`.conformal` builds split-conformal prediction sets (LAC, APS;
   marginal or class-conditional) and measures their coverage;
-* :mod:`.selective` computes risk-coverage curves, AURC, e-AURC and AUGRC.
+* :mod:`.selective` computes risk-coverage curves, AURC, e-AURC and AUGRC;
+* :mod:`.resampled` computes those statistics on many bootstrap resamples at once;
+* :mod:`.analysis` runs all of them on one model's validation and test
+  logits, with bootstrap intervals, into one JSON-ready result;
+* :mod:`.report` writes that result in plain words, and :mod:`.plots` draws
+  it (imported on demand: it needs matplotlib).
 
 Every function takes a MedMNIST task string (``medscope.data.TASK_*``) where
 the task matters, with the conventions of :mod:`medscope.metrics`.
 """
-from . import conformal, measures, selective, temperature, thresholds
+from . import analysis, conformal, measures, report, resampled, selective, temperature, thresholds
 
-__all__ = ["conformal", "measures", "selective", "temperature", "thresholds"]
+__all__ = ["analysis", "conformal", "measures", "report", "resampled", "selective", "temperature", "thresholds"]

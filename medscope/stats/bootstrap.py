@@ -541,3 +541,150 @@ def metric_intervals(task: str, labels, scores, *, n_resamples: int = 2000, leve
                      "n_resamples": n_resamples, "n_dropped": dropped}
     n_classes = sum(1 for key in estimates if key.startswith("sensitivity/"))
     return nest(flat, class_names, n_classes)
+
+
+# ---------------------------------------------------------------- any statistic
+
+# resamples x samples per chunk of resample indices (int64: 2 MiB)
+_STATISTIC_CHUNK_ELEMENTS = 1 << 18
+
+
+def resample_indices(n: int, n_resamples: int, *, seed: int = 0, strata=None):
+    """Row indices of bootstrap resamples, a chunk ``(b, n)`` at a time.
+
+    Without ``strata`` each resample draws ``n`` rows with replacement; with
+    ``strata`` (one value per row, e.g. the true class) the rows of each
+    stratum are drawn with replacement within that stratum, so every stratum
+    keeps its count. The draws come from ``numpy.random.default_rng(seed)``
+    in chunks whose size depends on ``n`` only: the same ``(n, n_resamples,
+    seed, strata)`` always give the same resamples, whatever is computed on
+    them (so statistics computed in separate calls are paired).
+
+    >>> [chunk.shape for chunk in resample_indices(5, 3, seed=1)]
+    [(3, 5)]
+    >>> chunk, = resample_indices(4, 2, strata=[0, 1, 0, 1])
+    >>> bool(np.isin(chunk[:, :2], [0, 2]).all() and np.isin(chunk[:, 2:], [1, 3]).all())
+    True
+    """
+    _check_resampling(n_resamples, seed=seed)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise UsageError(f"a bootstrap needs at least one sample, got n={n!r}")
+    groups = None
+    if strata is not None:
+        strata = np.asarray(strata).reshape(-1)
+        if strata.shape != (n,):
+            raise UsageError(f"strata must hold one value per sample ({n}), got shape {strata.shape}")
+        order = np.argsort(strata, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, strata[order][1:] != strata[order][:-1], True])
+        groups = [order[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+    rng = np.random.default_rng(seed)
+    step = max(1, min(n_resamples, _STATISTIC_CHUNK_ELEMENTS // n))
+    for start in range(0, n_resamples, step):
+        size = min(step, n_resamples - start)
+        if groups is None:
+            yield rng.integers(0, n, size=(size, n))
+        else:
+            yield np.concatenate([group[rng.integers(0, group.size, size=(size, group.size))] for group in groups],
+                                 axis=1)
+
+
+def bootstrap_statistic(statistic, arrays: Sequence, *, n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
+                        strata=None, batched: bool = False, interval="percentile") -> dict:
+    """Bootstrap interval of any statistic of per-sample arrays.
+
+    The rows (first axis) of every array in ``arrays`` are resampled together
+    (:func:`resample_indices`); the estimate is the statistic on the arrays as
+    given, ``theta``, and with ``q(.)`` the quantiles of the resampled values
+    ``theta*`` (NaN values left out) the interval is
+
+    * ``"percentile"``: ``[q(alpha/2), q(1 - alpha/2)]``
+      (:func:`percentile_interval`, ``alpha = 1 - level``);
+    * ``"basic"`` (pivotal): ``[2 theta - q(1 - alpha/2), 2 theta - q(alpha/2)]``,
+      which corrects for a bias of the estimator that the resamples repeat
+      (the basic interval of Davison & Hinkley, 1997, ch. 5); such an entry
+      also holds ``bias_corrected = 2 theta - mean(theta*)``. Use it for
+      statistics whose plug-in estimate is biased, such as a binned
+      calibration error (as Kumar et al., 2019, do), whose resampled values
+      can lie wholly above the estimate.
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(*arrays)`` returns a float, or a dict of floats to get
+        several statistics from the same resamples. With ``batched=True`` it
+        receives every array with a leading resample axis, ``(b, n, ...)``,
+        and returns arrays ``(b,)`` (or a dict of them): one call per chunk
+        of resamples instead of one per resample.
+    arrays : sequence of arrays, each with ``n`` rows
+    n_resamples : int
+    seed : int
+        Seed of ``numpy.random.default_rng``; equal seeds give equal resamples.
+    level : float
+        Confidence level of the two-sided interval.
+    strata : array (n,), optional
+        Resample within each stratum (e.g. the true class).
+    batched : bool
+    interval : {"percentile", "basic"} or dict
+        The interval of every statistic, or ``{key: kind}`` per key of the
+        dict the statistic returns (keys not named are percentile).
+
+    Returns
+    -------
+    dict
+        ``{"estimate", "low", "high", "level", "method", "n_resamples",
+        "n_dropped"}`` (the entries of :func:`metric_intervals`), or a dict of
+        such dicts, one per key the statistic returns. Resamples where the
+        statistic is NaN (undefined) are left out and counted in ``n_dropped``.
+
+    >>> x = np.arange(10.0)
+    >>> r = bootstrap_statistic(np.mean, [x], n_resamples=500, seed=0)
+    >>> r["estimate"], bool(r["low"] < 4.5 < r["high"])
+    (4.5, True)
+    >>> r2 = bootstrap_statistic(lambda v: v.mean(axis=1), [x], n_resamples=500, seed=0, batched=True)
+    >>> (r2["low"], r2["high"]) == (r["low"], r["high"])
+    True
+    >>> b = bootstrap_statistic(np.mean, [x], n_resamples=500, seed=0, interval="basic")
+    >>> (b["low"], b["high"]) == (2 * 4.5 - r["high"], 2 * 4.5 - r["low"])
+    True
+    """
+    _check_resampling(n_resamples, level, seed)
+    arrays = [np.asarray(a) for a in arrays]
+    if not arrays:
+        raise UsageError("bootstrap_statistic needs at least one array")
+    n = arrays[0].shape[0] if arrays[0].ndim else 0
+    if any(a.ndim == 0 or a.shape[0] != n for a in arrays):
+        raise UsageError(f"every array must have the same number of rows, got {[a.shape for a in arrays]}")
+
+    def evaluate(index: np.ndarray) -> dict:
+        if batched:
+            values = statistic(*(a[index] for a in arrays))
+            return {key: np.asarray(v, dtype=np.float64).reshape(len(index)) for key, v in _as_dict(values).items()}
+        rows = [_as_dict(statistic(*(a[row] for a in arrays))) for row in index]
+        return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
+
+    estimate = {key: float(v[0]) for key, v in evaluate(np.arange(n)[None]).items()}
+    parts = [evaluate(index) for index in resample_indices(n, n_resamples, seed=seed, strata=strata)]
+    kinds = interval if isinstance(interval, dict) else {key: interval for key in estimate}
+    result = {}
+    for key, value in estimate.items():
+        kind = kinds.get(key, "percentile")
+        if kind not in ("percentile", "basic"):
+            raise UsageError(f"unknown bootstrap interval {kind!r}; expected 'percentile' or 'basic'")
+        values = np.concatenate([p[key] for p in parts])
+        low, high, dropped = percentile_interval(values, level)
+        method = f"{kind} bootstrap" + (" stratified" if strata is not None else "")
+        entry = {"estimate": value, "low": low, "high": high, "level": level, "method": method,
+                 "n_resamples": n_resamples, "n_dropped": dropped}
+        if kind == "basic":
+            valid = values[~np.isnan(values)]
+            mean = float(valid.mean()) if valid.size else float("nan")
+            entry.update(low=2 * value - high, high=2 * value - low, bias_corrected=2 * value - mean)
+        result[key] = entry
+    return result[_SCALAR] if set(result) == {_SCALAR} else result
+
+
+_SCALAR = object()  # the key of a statistic that returns a single value
+
+
+def _as_dict(values) -> dict:
+    return values if isinstance(values, dict) else {_SCALAR: values}
