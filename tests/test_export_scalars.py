@@ -21,6 +21,7 @@ from medscope.analysis import scalars
 from medscope.app import cli
 from medscope.runs import ResultsLayout, Run, RunLayout
 from tests.conftest import ROOT, copy_run
+from tests.test_scalars import wait_for_the_next_second
 
 # history.csv column of each per-epoch tag train.py logs
 TAG_COLUMNS = {"loss/train": "train_loss", "loss/val": "val_loss", "auc/train": "train_auc", "auc/val": "val_auc",
@@ -211,6 +212,7 @@ def test_tensorboard_server_serves_the_values_the_export_holds(run_2d, tmp_path,
     for step in range(1, 5):
         first.add_scalar("loss", 1.0 / step, step)
     first.close()
+    wait_for_the_next_second()
     second = SummaryWriter(log_dir=str(resumed), purge_step=3)
     for step in (3, 4):
         second.add_scalar("loss", 0.1 / step, step)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import doctest
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,15 @@ from medscope.runs import Run, RunLayout
 # whose float64 text differs from their float32 text.
 AWKWARD = [0.1, 1 / 3, math.pi, 1e-45, 1.17549435e-38, 3.4028234663852886e38, -0.0, 16777217.0,
            1.0000001192092896, 0.30000000000000004, 123456.789, -2.5e-7, math.inf, -math.inf, math.nan]
+
+
+def wait_for_the_next_second() -> None:
+    """Event files sort by name and a name starts with the writer's start second, then a per-process
+    counter: a second writer started in the same second sorts before the first once that counter
+    passes from 9 to 10. Resumed runs in real life start seconds later; the tests do too."""
+    start = int(time.time())
+    while int(time.time()) == start:
+        time.sleep(0.05)
 
 
 def bits32(values) -> np.ndarray:
@@ -71,6 +81,7 @@ def test_a_resumed_run_keeps_the_points_tensorboard_shows(tmp_path):
     for step in range(1, 6):
         first.add_scalar("loss", float(step), step)
     first.close()
+    wait_for_the_next_second()
     resumed = SummaryWriter(log_dir=str(tmp_path), purge_step=4)
     for step in (4, 5):
         resumed.add_scalar("loss", 10.0 * step, step)
