@@ -6,8 +6,8 @@
 
 Every conv / linear / normalization weight tensor (``--include-bias``: and
 their biases), in network order, flattened in PyTorch memory order; see
-medscope/weights.py for the columns and medscope/complexity.py for the
-formulas. Writes ``results/<run>/complexity/``: ``weights_entropy_results.csv``
+medscope/analysis/weights.py for the columns and medscope/analysis/complexity.py
+for the formulas. Writes ``results/<run>/complexity/``: ``weights_entropy_results.csv``
 (one row per tensor and weight state), ``weights_entropy_summary.csv`` / ``.json``
 (per layer type, with the settings), ``lmc_per_layer.png``,
 ``sampen_per_layer.png`` and ``lmc_by_type.png``. With several runs also
@@ -100,9 +100,10 @@ def main(argv=None) -> int:
                 bar.update()
 
             result = weights.analyze_run(plan, settings, workers=args.workers, on_done=done)
-        plan.run.add_artifacts(result.files, created_by="analyze_complexity.py")
+        files = weights.write_run(result)
+        plan.run.add_artifacts([f.relative_to(plan.run.path) for f in files], created_by="analyze_complexity.py")
         results.append(result)
-        _report(result)
+        _report(result, files)
     if len(results) > 1:
         png, csv = weights.write_comparison(args.results_dir, results)
         print(f"comparison of {len(results)} runs:\n  {png}\n  {csv}")
@@ -113,7 +114,7 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _report(result) -> None:
+def _report(result, files) -> None:
     plan = result.plan
     n_weights = sum(t.count for t in plan.tensors)
     epoch = f", epoch {plan.epoch}" if plan.epoch is not None else ""
@@ -131,7 +132,7 @@ def _report(result) -> None:
             reasons[row["sampen_reason"]] = reasons.get(row["sampen_reason"], 0) + 1
     for reason, count in reasons.items():
         print(f"  SampEn undefined for {count} tensor(s): {reason}")
-    for path in result.files:
+    for path in files:
         print(f"  {path}")
 
 

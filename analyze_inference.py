@@ -7,7 +7,7 @@ Reads ``inference_outputs.pt`` of a run folder (or recomputes the outputs of
 ``--split`` with ``best.pt``) and writes ``results/<run>/inference/`` (train
 and val: ``inference/<split>/``): ``inference_summary.csv`` (one row per
 block), ``inference_channels.csv`` (per-channel means), calibration tables and
-the figures; see medscope/inference.py for every definition.
+the figures; see medscope/analysis/inference.py for every definition.
 """
 from __future__ import annotations
 
@@ -48,8 +48,6 @@ def get_args_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from pathlib import Path
-
     from medscope import data, runs
     from medscope.analysis import inference
 
@@ -80,24 +78,25 @@ def main(argv=None) -> int:
     else:
         inference.check_matches_split(outputs, info, split_data, stored)
     analysis = inference.analyze(
-        outputs, info, split_data.images, inference.output_dir(run.path, split), title=run.name,
-        n_bins=args.bins, dead_threshold=args.dead_threshold, tsne_points=args.tsne_points, n_errors=args.errors,
-        seed=args.seed, source="recomputed" if recompute else "stored")
-    run.add_artifacts([Path(p).relative_to(run.path) for p in analysis.files], created_by="analyze_inference.py")
-    _report(run, analysis)
+        outputs, info, split_data.images, n_bins=args.bins, dead_threshold=args.dead_threshold,
+        tsne_points=args.tsne_points, n_errors=args.errors, seed=args.seed,
+        source="recomputed" if recompute else "stored")
+    files = inference.write_analysis(analysis, inference.output_dir(run.layout, analysis.split), title=run.name)
+    run.add_artifacts([f.relative_to(run.path) for f in files], created_by="analyze_inference.py")
+    _report(run, analysis, files)
     return 0
 
 
-def _report(run, analysis) -> None:
+def _report(run, analysis, files) -> None:
     from medscope.analysis.inference import most_and_least_active
     from medscope.analysis.inference_plots import short_layer
-    from medscope.data import TASK_MULTILABEL
+    from medscope.tasks import task
 
     calib = analysis.calibration
     print(f"{run.name}: {analysis.split} split, {analysis.n} samples ({analysis.source} outputs)")
-    for path in analysis.files:
+    for path in files:
         print(f"  {path}")
-    wrong = "with a wrong label" if analysis.task == TASK_MULTILABEL else "wrong"
+    wrong = "with a wrong label" if task(analysis.task).is_multilabel else "wrong"
     print(f"  {'accuracy':<22}{calib['accuracy']:.4f}  ({analysis.errors} of {analysis.n} samples {wrong})")
     print(f"  {'ECE (' + str(calib['n_bins']) + ' bins)':<22}{calib['ece']:.4f}")
     print(f"  {'Brier':<22}{calib['brier']:.4f}")

@@ -33,9 +33,15 @@ def main(argv=None) -> int:
     if args.all:
         if args.run:
             raise cli.UsageError("--run and --all exclude each other: name runs, or export all of them")
-        export = scalars.export_all(args.results_dir, args.runs_dir, warn=lambda line: print(line, file=sys.stderr))
-        print(f"{len(export.runs)} run(s), {export.tags} tag(s), {export.points} point(s)")
-        print("results: " + ", ".join(str(f) for f in export.files))
+        collected = scalars.read_all(args.results_dir, args.runs_dir)
+        for line in collected.skipped:
+            print(line, file=sys.stderr)
+        layout = runs.ResultsLayout(args.results_dir)
+        files = scalars.write_tables(collected.points, layout.tensorboard_scalars_all_csv,
+                                     layout.tensorboard_scalars_all_wide_csv)
+        print(f"{len(collected.runs)} run(s), {scalars.tag_count(collected.points)} tag(s), "
+              f"{len(collected.points)} point(s)")
+        print("results: " + ", ".join(str(f) for f in files))
         return 0
 
     # resolve every name before writing anything: a typo in the third name writes nothing
@@ -43,9 +49,12 @@ def main(argv=None) -> int:
     for run in selected:
         scalars.tensorboard_logdir(run, args.runs_dir)
     for run in dict.fromkeys(selected):
-        export = scalars.export_run(run, args.runs_dir)
-        print(f"{run.name}: {export.tags} tag(s), {export.points} point(s)")
-        print("results: " + ", ".join(str(f) for f in export.files))
+        points = scalars.read_run(run, args.runs_dir)
+        files = scalars.write_tables(points, run.layout.tensorboard_scalars_csv,
+                                     run.layout.tensorboard_scalars_wide_csv)
+        run.add_artifacts([f.relative_to(run.path) for f in files], created_by="export_scalars.py")
+        print(f"{run.name}: {scalars.tag_count(points)} tag(s), {len(points)} point(s)")
+        print("results: " + ", ".join(str(f) for f in files))
     return 0
 
 

@@ -50,19 +50,19 @@ def get_args_parser() -> cli.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     from medscope import runs
-    from medscope.deploy import export as deploy
+    from medscope.deploy import export
 
     run = runs.resolve_run(args.results_dir, args.run)
-    options = deploy.ExportOptions(
+    options = export.ExportOptions(
         checkpoint=args.checkpoint, calib=args.calib, runs=args.runs, warmup=args.warmup,
         throughput_runs=args.throughput_runs, batch_size=args.batch_size, threads=args.threads or 0,
         activation_type=args.activation_type, dynamic_weight_type=args.dynamic_weight_type,
         reduce_range=args.reduce_range, test_subset=args.test_subset, seed=args.seed, device=args.device)
     print(f"exporting {run.name}")
-    report = deploy.export_run(run, args.data_dir, options)
-    markdown = deploy.report_markdown(report)
-    table = [line for line in markdown.splitlines() if line.startswith("|")]
-    print("\n".join(table))
+    exported = export.export_run(run, args.data_dir, options, log=print)
+    run.add_artifacts([f.relative_to(run.path) for f in exported.files], created_by="quantize.py")
+    report = exported.report
+    print("\n".join(export.models_table(report) + export.gpu_table(report) + export.targets_table(report)))
     for note in report["targets"]["notes"]:
         print(f"note: {note}")
     print(f"results: {run.layout.export_dir}")

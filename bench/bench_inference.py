@@ -11,7 +11,10 @@ ResNet-18 (weights do not change the cost, so a fresh model is used):
 * the obvious alternative: one image at a time, autograd on, hooks that keep
   whole feature maps and average them afterwards;
 * t-SNE of the 624 embeddings with 1 OpenMP thread (the default of
-  ``medscope.analysis.inference``) against scikit-learn's default thread count.
+  ``medscope.analysis.inference``) against scikit-learn's default thread count;
+* ``medscope.analysis.inference.analyze`` on those outputs: every number the
+  script writes (tables, calibration, PCA and t-SNE, confident errors), called
+  directly, without the figures and files.
 
 Timings depend on the machine's load; the load average is printed with them.
 """
@@ -28,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from medscope import data
+from medscope import data, runs  # noqa: E402
 from medscope.activations import collect_outputs  # noqa: E402
-from medscope.analysis.inference import embedding_projections  # noqa: E402
-from medscope.app import cli  # noqa: E402
+from medscope.analysis import inference  # noqa: E402
+from medscope.devices import resolve_device  # noqa: E402
 from medscope.models import build_model  # noqa: E402
 
 
@@ -60,12 +63,12 @@ def timed(fn):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=cli.default_data_dir())
+    parser.add_argument("--data-dir", default=runs.default_data_dir())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--naive-images", type=int, default=128,
                         help="images for the per-image baseline (default 128: it is slow)")
     args = parser.parse_args(argv)
-    device = cli.resolve_device(args.device)
+    device = resolve_device(args.device)
     info = data.dataset_info("pneumoniamnist", 28)
     split = data.load_split(info, args.data_dir, "test")
     torch.manual_seed(0)
@@ -92,8 +95,11 @@ def main(argv=None) -> int:
     embeddings = fast["embeddings"].numpy()
     for threads, label in ((1, "t-SNE of 624 embeddings, 1 OpenMP thread (used)"),
                            (None, "t-SNE of 624 embeddings, scikit-learn default threads")):
-        seconds, _ = timed(lambda: embedding_projections(embeddings, seed=0, tsne_threads=threads))
+        seconds, _ = timed(lambda: inference.embedding_projections(embeddings, seed=0, tsne_threads=threads))
         rows.append((label, n, seconds))
+    outputs = dict(fast, split="test", task=info.task)
+    seconds, _ = timed(lambda: inference.analyze(outputs, info, split.images, seed=0))
+    rows.append(("inference.analyze: every number of the analysis (tables, t-SNE, errors), no files", n, seconds))
 
     print("\n| what | images | seconds | images/s |\n| --- | ---: | ---: | ---: |")
     for label, count, seconds in rows:

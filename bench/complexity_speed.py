@@ -50,12 +50,15 @@ def train(workdir: Path, data_dir: str, *args: str) -> Path:
 
 
 def private_copy(run: Path, root: Path) -> Path:
+    from medscope.runs import RunLayout
+
     dest = root / "results" / run.name
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for name in ("run.json", "best.pt"):
-        shutil.copy2(run / name, dest / name)
+    source, copy = RunLayout(run), RunLayout(dest)
+    shutil.copy2(source.run_json, copy.run_json)
+    shutil.copy2(source.best_pt, copy.best_pt)
     return dest
 
 
@@ -73,7 +76,10 @@ def timed_case(run: Path, root: Path, *args: str) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{output}")
-    summary = json.loads((copy / "complexity" / "weights_entropy_summary.json").read_text())
+    from medscope.analysis.weights import SUMMARY_JSON
+    from medscope.runs import RunLayout
+
+    summary = json.loads((RunLayout(copy).complexity_dir / SUMMARY_JSON).read_text())
     return {"args": " ".join(args) or "(defaults)", "wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
             "rss_mb": usage.ru_maxrss / 1024, "metrics": summary["seconds"], "tensors": summary["tensors"],
             "weights": summary["weights"], "load": f"{load_before} -> {load_average()}"}

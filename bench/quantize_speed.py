@@ -5,7 +5,7 @@
 quantize.py makes two choices this script justifies (see docs/BENCHMARKS_quantize.md):
 static INT8 with uint8 activations and 7-bit weights (reduce_range), and dynamic
 INT8 with uint8 weights. Here they are measured against the obvious alternatives
-on the same real test image, interleaved (deploy.time_calls), at 1 thread and at
+on the same real test image, interleaved (export.time_calls), at 1 thread and at
 every usable CPU:
 
 - PyTorch eager, channels_last (as trained) and contiguous
@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from medscope import checkpoints, data, runs  # noqa: E402
-from medscope.app import cli
-from medscope.deploy import export as deploy
+from medscope.deploy import export  # noqa: E402
 
 STATIC_VARIANTS = {  # name: (activation type, reduce_range)
     "int8_static_u8_7bit (default)": ("uint8", True),
@@ -44,7 +43,7 @@ DYNAMIC_VARIANTS = {"int8_dynamic_u8w (default)": "uint8", "int8_dynamic_s8w": "
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run folder")
-    parser.add_argument("--data-dir", default=cli.default_data_dir())
+    parser.add_argument("--data-dir", default=runs.default_data_dir())
     parser.add_argument("--runs", type=int, default=300, help="timed batch-1 calls per model and thread count")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--calib", type=int, default=256)
@@ -60,43 +59,44 @@ def main(argv=None) -> int:
     test = data.load_split(info, args.data_dir, "test")
     calib = data.subset(data.load_split(info, args.data_dir, "train"), args.calib, 0)
     labels = test.labels.numpy()
-    threads = args.threads or sorted({1, deploy.default_threads()})
+    threads = args.threads or sorted({1, export.default_threads()})
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         fp32 = work / "fp32.onnx"
-        deploy.export_onnx(model, test.images[:2].float(), fp32)
-        prepared = deploy.preprocess_for_quantization(fp32, work / "prepared.onnx")
+        export.export_onnx(model, test.images[:2].float(), fp32)
+        prepared = export.preprocess_for_quantization(fp32, work / "prepared.onnx")
         files = {"onnx_fp32": fp32}
         for name, (activations, reduce_range) in STATIC_VARIANTS.items():
             files[name] = work / f"{len(files)}.onnx"
-            deploy.quantize_static_int8(prepared, files[name], calib.images, activation_type=activations,
+            export.quantize_static_int8(prepared, files[name], calib.images, activation_type=activations,
                                         reduce_range=reduce_range)
         for name, weights in DYNAMIC_VARIANTS.items():
             files[name] = work / f"{len(files)}.onnx"
-            deploy.quantize_dynamic_int8(prepared, files[name], weight_type=weights)
+            export.quantize_dynamic_int8(prepared, files[name], weight_type=weights)
 
-        reference = deploy.scores(info.task, deploy.run_session(deploy.make_session(fp32, threads=1),
+        reference = export.float64_scores(info.task, export.run_session(export.make_session(fp32, threads=1),
                                                                 test.images, 64))
         accuracy = {}
         for name, path in files.items():
-            s = deploy.scores(info.task, deploy.run_session(deploy.make_session(path, threads=1), test.images, 64))
-            accuracy[name] = deploy.evaluate_scores(info.task, labels, s, reference)
-            accuracy[name]["runtime_fp32_ops"] = deploy.graph_ops(path, work, threads=1)["runtime"]["fp32"]
+            logits = export.run_session(export.make_session(path, threads=1), test.images, 64)
+            s = export.float64_scores(info.task, logits)
+            accuracy[name] = export.evaluate_scores(info.task, labels, s, reference)
+            accuracy[name]["runtime_fp32_ops"] = export.graph_ops(path, work, threads=1)["runtime"]["fp32"]
 
-        single = deploy.pixels(test.images[:1])
+        single = export.pixels(test.images[:1])
         latency = {}
         for n in threads:
-            with deploy.torch_threads(n):
+            with export.torch_threads(n):
                 calls, cpu = {}, torch.device("cpu")
                 if not info.is_3d:  # channels_last (how 2D models train) is a 2D layout
-                    calls["pytorch_channels_last"] = deploy.pytorch_predictor(model, cpu, torch.channels_last)
-                calls["pytorch_contiguous"] = deploy.pytorch_predictor(model, cpu)
-                calls.update({name: deploy.onnx_predictor(deploy.make_session(path, threads=n))
+                    calls["pytorch_channels_last"] = export.pytorch_predictor(model, cpu, torch.channels_last)
+                calls["pytorch_contiguous"] = export.pytorch_predictor(model, cpu)
+                calls.update({name: export.onnx_predictor(export.make_session(path, threads=n))
                               for name, path in files.items()})
-                times = deploy.time_calls({k: (lambda f=f: f(single)) for k, f in calls.items()},
+                times = export.time_calls({k: (lambda f=f: f(single)) for k, f in calls.items()},
                                           runs=args.runs, warmup=args.warmup)
-            latency[n] = {name: deploy.latency_stats(t) for name, t in times.items()}
+            latency[n] = {name: export.latency_stats(t) for name, t in times.items()}
             print(f"measured at {n} thread(s)", file=sys.stderr)
 
     names = list(latency[threads[0]])

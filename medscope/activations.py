@@ -11,8 +11,8 @@ import contextlib
 
 import torch
 
+from medscope import tasks
 from medscope.data import Split, batches, gather, normalize
-from medscope.metrics import scores_from_logits
 from medscope.train import augment
 
 
@@ -53,6 +53,7 @@ def collect_outputs(model, split: Split, task: str, device, *, batch_size: int =
     and activations are those of the unmodified image.
     """
     model.eval()
+    kind = tasks.task(task)
     blocks = model.blocks() if activations else []
     logits, probs, embeddings = [], [], []
     with channel_mean_hooks(blocks) as records:
@@ -66,14 +67,14 @@ def collect_outputs(model, split: Split, task: str, device, *, batch_size: int =
                 out = model.head(feats)
             logits.append(out.float().cpu())
             embeddings.append(feats.float().cpu())
-            score = scores_from_logits(task, out)
+            score = kind.scores(out)
             if tta_flag is not None:
                 views = list(augment.tta_views(x, tta_flag))
                 if len(views) > 1:
                     with _HooksPaused(records):
                         for view in views[1:]:
                             with autocast(device, amp_dtype):
-                                score = score + scores_from_logits(task, model(view))
+                                score = score + kind.scores(model(view))
                     score = score / len(views)
             probs.append(score.float().cpu())
     result = {

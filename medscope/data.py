@@ -26,17 +26,18 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from medscope import atomic
+from medscope import atomic, tasks
 from medscope.errors import UsageError
 
 SPLITS = ("train", "val", "test")
 SIZES_2D = (28, 64, 128, 224)
 SIZES_3D = (28, 64)
 
-TASK_BINARY = "binary-class"
-TASK_MULTICLASS = "multi-class"
-TASK_MULTILABEL = "multi-label, binary-class"
-TASK_ORDINAL = "ordinal-regression"
+# The task names; medscope.tasks owns them (use medscope.tasks.Task for anything that depends on them).
+TASK_BINARY = tasks.BINARY
+TASK_MULTICLASS = tasks.MULTICLASS
+TASK_MULTILABEL = tasks.MULTILABEL
+TASK_ORDINAL = tasks.ORDINAL
 
 # Fraction of available RAM one split may take before it is memory-mapped.
 MMAP_FRACTION = 0.25

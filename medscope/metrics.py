@@ -7,22 +7,24 @@ AUC and ACC follow ``medmnist.evaluator.getAUC`` / ``getACC`` term for term:
   ACC of the arg-max (MedMNIST evaluates ordinal regression as multi-class);
 * multi-label: mean per-label AUC, mean per-label ACC at threshold 0.5.
 
-Scores are probabilities: softmax of the logits, or sigmoid for multi-label.
+Scores are probabilities: softmax of the logits, or sigmoid for multi-label;
+scores, predictions and correctness are those of :class:`medscope.tasks.Task`.
+The last section holds the calibration measures (ECE, reliability bins,
+Brier score).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
-from medscope.data import TASK_BINARY, TASK_MULTILABEL
-
-THRESHOLD = 0.5
+from medscope import tasks
 
 
-def scores_from_logits(task: str, logits: torch.Tensor) -> torch.Tensor:
-    logits = logits.float()
-    return torch.sigmoid(logits) if task == TASK_MULTILABEL else torch.softmax(logits, dim=1)
+def scores_from_logits(task: str, logits):
+    """:meth:`medscope.tasks.Task.scores` of a task name (kept for the callers that pass names)."""
+    return tasks.task(task).scores(logits)
 
 
 def _safe_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -33,31 +35,28 @@ def _safe_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 
 def auc_score(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
+    kind = tasks.task(task)
     y_true, y_score = np.asarray(y_true).squeeze(), np.asarray(y_score).squeeze()
-    if task == TASK_MULTILABEL:
+    if kind.is_multilabel:
         return float(sum(_safe_auc(y_true[:, i], y_score[:, i]) for i in range(y_score.shape[1])) / y_score.shape[1])
-    if task == TASK_BINARY:
+    if kind.is_binary:
         return _safe_auc(y_true, y_score[:, -1] if y_score.ndim == 2 else y_score)
     return float(sum(_safe_auc((y_true == i).astype(float), y_score[:, i]) for i in range(y_score.shape[1]))
                  / y_score.shape[1])
 
 
 def predictions(task: str, y_score: np.ndarray) -> np.ndarray:
-    """Predicted class per sample, or a 0/1 matrix for multi-label."""
-    y_score = np.asarray(y_score)
-    if task == TASK_MULTILABEL:
-        return (y_score > THRESHOLD).astype(np.int64)
-    if task == TASK_BINARY:
-        return (y_score[:, -1] > THRESHOLD).astype(np.int64)
-    return np.argmax(y_score, axis=-1)
+    """:meth:`medscope.tasks.Task.predictions` of a task name (kept for the callers that pass names)."""
+    return tasks.task(task).predictions(y_score)
 
 
 def acc_score(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
+    kind = tasks.task(task)
     y_true = np.asarray(y_true)
-    pred = predictions(task, y_score)
-    if task == TASK_MULTILABEL:
+    pred = kind.predictions(y_score)
+    if kind.is_multilabel:  # the mean of the per-label accuracies, not the share of all-correct samples
         return float(np.mean([(y_true[:, i] == pred[:, i]).mean() for i in range(y_true.shape[1])]))
-    return float((y_true.reshape(-1) == pred).mean())
+    return float(kind.correct(y_true, pred).mean())
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -80,11 +79,12 @@ def per_class_metrics(tp, fp, fn, tn) -> dict:
 
 def evaluate(task: str, y_true: np.ndarray, y_score: np.ndarray, class_names: list[str]) -> dict:
     """AUC, ACC, per-class (or per-label) metrics and confusion matrices."""
+    kind = tasks.task(task)
     y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
     result = {"auc": auc_score(task, y_true, y_score), "acc": acc_score(task, y_true, y_score), "n": int(len(y_true))}
-    pred = predictions(task, y_score)
+    pred = kind.predictions(y_score)
     per_class = {}
-    if task == TASK_MULTILABEL:
+    if kind.is_multilabel:
         matrices = {}
         for i, name in enumerate(class_names):
             cm = confusion_matrix(y_true[:, i].astype(np.int64), pred[:, i], 2)
@@ -102,6 +102,140 @@ def evaluate(task: str, y_true: np.ndarray, y_score: np.ndarray, class_names: li
             per_class[name] = per_class_metrics(tp, fp, fn, total - tp - fp - fn)
         result["confusion_matrix"] = cm.tolist()
     result["per_class"] = per_class
-    macro = [m["f1"] for m in per_class.values() if m["f1"] == m["f1"]]
+    macro = [m["f1"] for m in per_class.values() if not math.isnan(m["f1"])]
     result["macro_f1"] = float(np.mean(macro)) if macro else float("nan")
     return result
+
+
+# ===================================================================== calibration: ECE, reliability bins, Brier score
+
+CALIBRATION_BINS = 15
+
+
+def predicted_confidence(task: str, probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence of each prediction and whether it was right.
+
+    Parameters
+    ----------
+    task : str
+        A MedMNIST task name (:data:`medscope.tasks.NAMES`).
+    probabilities : array (N, K)
+        Softmax outputs, or sigmoid outputs per label for multi-label tasks.
+    labels : array (N, 1) of class indices, or (N, L) of 0/1 for multi-label.
+
+    Returns
+    -------
+    confidence, correct : arrays (N,), or (N, L) for multi-label
+        The confidence is :meth:`~medscope.tasks.Task.predicted_probability`:
+
+        * binary: ``p = probabilities[:, -1]`` (positive class), prediction
+          ``p > 0.5``, confidence ``max(p, 1 - p)`` (that of the predicted class);
+        * multi-class and ordinal: top-1, confidence ``max_k p_k``;
+        * multi-label: every label on its own as a binary problem, so
+          ``correct`` is per label here (not :meth:`~medscope.tasks.Task.correct`,
+          which asks every label of a sample to be right).
+
+    The predictions are :meth:`medscope.tasks.Task.predictions`, so the mean of
+    ``correct`` is the MedMNIST accuracy.
+
+    >>> conf, ok = predicted_confidence("binary-class", [[0.2, 0.8], [0.7, 0.3]], [[1], [1]])
+    >>> conf.round(2).tolist(), ok.tolist()
+    ([0.8, 0.7], [True, False])
+    """
+    kind = tasks.task(task)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    predicted = kind.predictions(probs)
+    confidence = kind.predicted_probability(probs, predicted)
+    if kind.is_multilabel:
+        return confidence, predicted == (np.asarray(labels) > 0.5)
+    return confidence, kind.correct(labels, predicted)
+
+
+def bin_edges(n_bins: int) -> np.ndarray:
+    """``n_bins + 1`` equal-width edges on [0, 1].
+
+    >>> bin_edges(4).tolist()
+    [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    return np.linspace(0.0, 1.0, n_bins + 1)
+
+
+def reliability_bins(confidence, correct, n_bins: int = CALIBRATION_BINS) -> dict:
+    """Per-bin count, mean confidence and accuracy (equal-width confidence bins).
+
+    Bin ``b`` holds the predictions with confidence in ``(e_b, e_{b+1}]``
+    where ``e_b = b / n_bins`` (the first bin also holds 0), the convention
+    of Guo et al. (2017) and of ``sklearn.calibration.calibration_curve``.
+
+    Returns
+    -------
+    dict of arrays (n_bins,)
+        ``lower``, ``upper`` (edges), ``count``, ``confidence`` (mean
+        confidence in the bin) and ``accuracy`` (fraction correct); the last
+        two are NaN for empty bins.
+
+    >>> b = reliability_bins([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10)
+    >>> b["count"].tolist()
+    [0, 0, 0, 0, 0, 0, 2, 0, 0, 2]
+    >>> b["accuracy"][[6, 9]].tolist()
+    [1.0, 0.5]
+    """
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    ok = np.asarray(correct, dtype=np.float64).reshape(-1)
+    edges = bin_edges(n_bins)
+    index = np.searchsorted(edges[1:-1], conf, side="left")
+    count = np.bincount(index, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(index, weights=conf, minlength=n_bins) / count
+        accuracy = np.bincount(index, weights=ok, minlength=n_bins) / count
+    return {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": mean_conf, "accuracy": accuracy}
+
+
+def expected_calibration_error(confidence, correct, n_bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error with equal-width confidence bins.
+
+    ``ECE = sum_b (n_b / N) * |acc_b - conf_b|`` over the non-empty bins of
+    :func:`reliability_bins`, where ``acc_b`` is the fraction of correct
+    predictions and ``conf_b`` the mean confidence in bin ``b``. Unitless,
+    in [0, 1]; 0 is perfect calibration. NaN for an empty input.
+
+    >>> round(expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10), 4)
+    0.4
+    """
+    bins = reliability_bins(confidence, correct, n_bins)
+    total = bins["count"].sum()
+    if total == 0:
+        return float("nan")
+    filled = bins["count"] > 0
+    gaps = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
+    return float(np.sum(bins["count"][filled] / total * gaps))
+
+
+def brier_score(task: str, probabilities, labels) -> float:
+    """Brier score: mean squared error of the predicted probabilities.
+
+    * multi-class and ordinal: ``mean_i sum_k (p_ik - y_ik)^2`` with ``y_ik``
+      one-hot (Brier 1950), in [0, 2];
+    * binary: ``mean_i (p_i - y_i)^2`` on the positive-class probability
+      ``p_i = probabilities[i, -1]``, in [0, 1] (half the two-class form above);
+    * multi-label: the binary score averaged over samples and labels, in [0, 1].
+
+    These are ``sklearn.metrics.brier_score_loss`` with ``scale_by_half="auto"``.
+
+    >>> round(brier_score("binary-class", [[0.2, 0.8], [0.7, 0.3]], [[1], [1]]), 4)
+    0.265
+    >>> round(brier_score("multi-class", [[0.5, 0.3, 0.2]], [[0]]), 4)
+    0.38
+    """
+    kind = tasks.task(task)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels)
+    if kind.is_multilabel:
+        return float(np.mean((probs - y) ** 2))
+    if kind.is_binary:
+        p = probs[:, -1] if probs.ndim == 2 else probs
+        return float(np.mean((p - y.reshape(-1)) ** 2))
+    onehot = np.eye(probs.shape[1])[y.reshape(-1).astype(np.int64)]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))

@@ -55,7 +55,9 @@ class Task:
         """Probabilities from logits (a torch tensor or numpy array of shape (N, K)).
 
         Sigmoid per label for multi-label tasks, softmax over classes otherwise;
-        returned as float32 in the type it was given.
+        returned as float32 in the type it was given, except that a float64
+        torch tensor is computed and returned in float64 (AUC ranks scores, and
+        in float32 confident scores round to ties).
         """
         if isinstance(logits, np.ndarray):
             z = logits.astype(np.float64)
@@ -66,7 +68,7 @@ class Task:
             return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
         import torch
 
-        logits = logits.float()
+        logits = logits if logits.dtype == torch.float64 else logits.float()
         return torch.sigmoid(logits) if self.is_multilabel else torch.softmax(logits, dim=1)
 
     def predictions(self, probabilities) -> np.ndarray:

@@ -22,16 +22,17 @@ import pytest
 import torch
 
 import analyze_complexity
+from medscope.analysis import complexity_plots
 from medscope.analysis.complexity import lmc_complexity, sample_entropy, weight_statistics
-from medscope.analysis.weights import COLUMNS, COMPARISON_COLUMNS, SUMMARY_COLUMNS
+from medscope.analysis.weights import COLUMNS, COMPARISON_COLUMNS, SUMMARY_COLUMNS, SUMMARY_CSV, SUMMARY_JSON
 from medscope.app import cli
 from medscope.checkpoints import initial_model, load_run_model
-from medscope.runs import Run
+from medscope.runs import ResultsLayout, Run, RunLayout
 from tests.conftest import train_run
 from tests.test_weights import expected_names
 
-FIGURES = ("lmc_per_layer.png", "sampen_per_layer.png", "lmc_by_type.png")
-FILES = ("weights_entropy_results.csv", "weights_entropy_summary.csv", "weights_entropy_summary.json") + FIGURES
+FIGURES = (complexity_plots.LMC_PER_LAYER, complexity_plots.SAMPEN_PER_LAYER, complexity_plots.LMC_BY_TYPE)
+FILES = (RunLayout(Path()).complexity_results_csv.name, SUMMARY_CSV, SUMMARY_JSON) + FIGURES
 NUMERIC = [c for c in COLUMNS if c not in ("layer", "param", "type", "shape", "sampen_reason", "lmc_reason", "state")]
 SAMPEN_CHECK_MAX = 300_000  # SampEn is re-computed directly for tensors up to this size (keeps the test lean)
 
@@ -40,10 +41,19 @@ def checkpoint_copy(run: Path, dest_root: Path) -> Path:
     """A private copy of the files analyze_complexity.py reads (run.json, best.pt, last.pt)."""
     dest = dest_root / "results" / run.name
     dest.mkdir(parents=True)
-    for name in ("run.json", "best.pt", "last.pt"):
-        if (run / name).is_file():
-            shutil.copy2(run / name, dest / name)
+    source, copy = RunLayout(run), RunLayout(dest)
+    for name in ("run_json", "best_pt", "last_pt"):
+        if getattr(source, name).is_file():
+            shutil.copy2(getattr(source, name), getattr(copy, name))
     return dest
+
+
+def results_csv(run: Path) -> tuple[list[str], list[dict]]:
+    return read_csv(RunLayout(run).complexity_results_csv)
+
+
+def summary_json(run: Path) -> dict:
+    return json.loads((RunLayout(run).complexity_dir / SUMMARY_JSON).read_text())
 
 
 def analyze(*args) -> tuple[int, str, str]:
@@ -134,13 +144,13 @@ def check_rows(rows: list[dict], model: torch.nn.Module, state: str, include_bia
 
 def test_one_row_per_tensor_equal_to_a_direct_computation(two_runs):
     for run in two_runs["runs"]:
-        header, rows = read_csv(run / "complexity" / "weights_entropy_results.csv")
+        header, rows = results_csv(run)
         assert header == COLUMNS
         assert {r["state"] for r in rows} == {"trained"}
         model, _ = load_run_model(Run(run), "best")
         check_rows(rows, model, "trained", include_bias=True)
-    rows_2d = read_csv(two_runs["runs"][0] / "complexity" / "weights_entropy_results.csv")[1]
-    rows_3d = read_csv(two_runs["runs"][1] / "complexity" / "weights_entropy_results.csv")[1]
+    rows_2d = results_csv(two_runs["runs"][0])[1]
+    rows_3d = results_csv(two_runs["runs"][1])[1]
     assert len(rows_2d) == 62 and len(rows_3d) == 20  # ResNet-18 2D: 41 weights + 21 biases; CNN: 13 + 7
     assert {r["type"] for r in rows_2d} == {"conv2d", "norm", "linear"}
     assert {r["type"] for r in rows_3d} == {"conv3d", "norm", "linear"}
@@ -149,7 +159,7 @@ def test_one_row_per_tensor_equal_to_a_direct_computation(two_runs):
 
 def test_defined_values_finite_undefined_values_explained(two_runs):
     for run in two_runs["runs"]:
-        _, rows = read_csv(run / "complexity" / "weights_entropy_results.csv")
+        _, rows = results_csv(run)
         for row in rows:
             for key in NUMERIC:
                 value = number(row[key]) if row[key] != "" else None
@@ -166,11 +176,11 @@ def test_defined_values_finite_undefined_values_explained(two_runs):
 
 def test_compare_init_rows_equal_the_rebuilt_initial_model(with_init):
     run = with_init["run"]
-    _, rows = read_csv(run / "complexity" / "weights_entropy_results.csv")
+    _, rows = results_csv(run)
     settings = dict(m=1, r_factor=0.3, bins="sturges")
     trained, checkpoint = load_run_model(Run(run), "last")
     check_rows(rows, trained, "trained", include_bias=False, **settings)
-    seed = json.loads((run / "run.json").read_text())["config"]["seed"]
+    seed = json.loads(RunLayout(run).run_json.read_text())["config"]["seed"]
     assert seed == 3
     check_rows(rows, initial_model(checkpoint["spec"], seed), "initial", include_bias=False, **settings)
     # side by side: each tensor's trained row, then its initial row
@@ -179,7 +189,7 @@ def test_compare_init_rows_equal_the_rebuilt_initial_model(with_init):
     # freshly initialised batch-norm weights are all 1
     norms = [r for r in rows if r["state"] == "initial" and r["type"] == "norm"]
     assert norms and all(r["sampen_reason"] == "constant vector (std = 0)" and r["lmc_H"] == "0.0" for r in norms)
-    summary = json.loads((run / "complexity" / "weights_entropy_summary.json").read_text())
+    summary = summary_json(run)
     assert summary["checkpoint"] == "last.pt" and summary["initial_weights"] == "seed 3"
     assert summary["settings"]["m"] == 1 and summary["settings"]["r_factor"] == 0.3
     assert summary["settings"]["bins"] == "sturges" and summary["settings"]["include_bias"] is False
@@ -188,35 +198,36 @@ def test_compare_init_rows_equal_the_rebuilt_initial_model(with_init):
 
 def test_plots_summary_artifacts_and_report(two_runs):
     for run in two_runs["runs"]:
-        folder = run / "complexity"
+        folder = RunLayout(run).complexity_dir
         for name in FIGURES:
             check_png(folder / name)
-        header, summary = read_csv(folder / "weights_entropy_summary.csv")
+        header, summary = read_csv(folder / SUMMARY_CSV)
         assert header == SUMMARY_COLUMNS
         total = [s for s in summary if s["type"] == "all"]
         assert len(total) == 1 and int(total[0]["tensors"]) == len(read_csv(folder / FILES[0])[1])
-        info = json.loads((folder / "weights_entropy_summary.json").read_text())
+        info = summary_json(run)
         assert info["settings"]["m"] == 2 and info["settings"]["r_factor"] == 0.2 and info["settings"]["bins"] == 64
         assert info["settings"]["include_bias"] is True and info["initial_weights"] is None
-        artifacts = {a["path"]: a["created_by"] for a in json.loads((run / "run.json").read_text())["artifacts"]}
+        artifacts = {a["path"]: a["created_by"] for a in json.loads(RunLayout(run).run_json.read_text())["artifacts"]}
         for name in FILES:
-            assert artifacts[f"complexity/{name}"] == "analyze_complexity.py"
+            assert artifacts[str((folder / name).relative_to(run))] == "analyze_complexity.py"
             assert str(folder / name) in two_runs["stdout"]
         assert f"{run.name}: best.pt" in two_runs["stdout"]
     assert re.search(r"state\s+type\s+tensors\s+weights\s+SampEn mean", two_runs["stdout"])
 
 
 def test_several_runs_write_a_comparison(two_runs):
-    (png,) = two_runs["results"].glob("complexity_comparison_*.png")
-    (table,) = two_runs["results"].glob("complexity_comparison_*.csv")
-    assert re.fullmatch(r"complexity_comparison_\d{8}-\d{6}", png.stem) and table.stem == png.stem
+    csv_pattern, png_pattern = ResultsLayout(two_runs["results"]).complexity_comparison("*")
+    (png,) = two_runs["results"].glob(png_pattern.name)
+    (table,) = two_runs["results"].glob(csv_pattern.name)
+    assert re.fullmatch(png_pattern.stem.replace("*", r"\d{8}-\d{6}"), png.stem) and table.stem == png.stem
     check_png(png)
     assert str(png) in two_runs["stdout"] and str(table) in two_runs["stdout"]
     header, rows = read_csv(table)
     assert header == COMPARISON_COLUMNS
     for run in two_runs["runs"]:
         mine = [r for r in rows if r["run"] == run.name]
-        _, own = read_csv(run / "complexity" / "weights_entropy_results.csv")
+        _, own = results_csv(run)
         assert [{k: r[k] for k in COLUMNS} for r in mine] == own
         assert [int(r["index"]) for r in mine] == list(range(len(own)))
         assert float(mine[0]["depth"]) == 0.0 and float(mine[-1]["depth"]) == 1.0
@@ -238,14 +249,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, cnn_3d):
     code, _, err = analyze("--results-dir", results, "--run", "0099_nothing")
     assert code == 2 and "no run named '0099_nothing'" in one_error_line(err)
     broken = checkpoint_copy(cnn_3d, tmp_path)
-    (broken / "best.pt").write_bytes(b"not a checkpoint")
+    RunLayout(broken).best_pt.write_bytes(b"not a checkpoint")
     code, _, err = analyze("--results-dir", results, "--run", broken)
     assert code == 2 and "not a readable medscope checkpoint" in one_error_line(err)
     for args in (["--bins", "0"], ["--bins", "fancy"], ["--r-factor", "0"], ["--m", "0"], ["--which", "worst"]):
         code, _, err = analyze("--results-dir", results, "--run", broken, *args)
         assert code == 2, args
         one_error_line(err)
-    assert not (broken / "complexity").exists()
+    assert not RunLayout(broken).complexity_dir.exists()
 
 
 def test_pretrained_run_without_its_weights_stops_before_any_work(tmp_path, cnn_3d, run_2d, monkeypatch):
@@ -254,13 +265,13 @@ def test_pretrained_run_without_its_weights_stops_before_any_work(tmp_path, cnn_
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     good = checkpoint_copy(cnn_3d, tmp_path)
     pretrained = checkpoint_copy(run_2d, tmp_path)
-    info = json.loads((pretrained / "run.json").read_text())
+    info = json.loads(RunLayout(pretrained).run_json.read_text())
     info["config"].update(pretrained=True, weights=None)
-    (pretrained / "run.json").write_text(json.dumps(info))
+    RunLayout(pretrained).run_json.write_text(json.dumps(info))
     code, out, err = analyze("--results-dir", tmp_path / "results", "--run", good, pretrained, "--compare-init")
     assert code == 2 and "cannot be rebuilt offline" in one_error_line(err)
-    assert out == "" and not (good / "complexity").exists() and not (pretrained / "complexity").exists()
-    assert not list((tmp_path / "results").glob("complexity_comparison_*"))
+    assert out == "" and not any(RunLayout(r).complexity_dir.exists() for r in (good, pretrained))
+    assert not list((tmp_path / "results").glob(ResultsLayout(tmp_path / "results").complexity_comparison("*")[0].name))
 
 
 @pytest.mark.slow
@@ -269,7 +280,7 @@ def test_3d_resnet18_end_to_end(run_3d, tmp_path):
     run = checkpoint_copy(run_3d, tmp_path)
     code, out, err = analyze("--run", run, "--results-dir", tmp_path / "results")
     assert code == 0, err
-    header, rows = read_csv(run / "complexity" / "weights_entropy_results.csv")
+    header, rows = results_csv(run)
     assert header == COLUMNS
     model, _ = load_run_model(Run(run), "best")
     check_rows(rows, model, "trained", include_bias=False)
@@ -277,4 +288,4 @@ def test_3d_resnet18_end_to_end(run_3d, tmp_path):
     assert rows[0]["layer"] == "backbone.stem.0" and int(rows[-3]["count"]) == 512 * 512 * 27
     assert all(r["sampen"] != "" and r["lmc_C"] != "" for r in rows)  # trained: every tensor defined
     for name in FIGURES:
-        check_png(run / "complexity" / name)
+        check_png(RunLayout(run).complexity_dir / name)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medscope import data
-from medscope.app.cli import UsageError
+from medscope.errors import UsageError
 from tests.conftest import write_fake_medmnist
 
 

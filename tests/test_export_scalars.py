@@ -4,8 +4,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +19,9 @@ import pytest
 import export_scalars
 from medscope.analysis import scalars
 from medscope.app import cli
+from medscope.runs import ResultsLayout, Run, RunLayout
 from tests.conftest import ROOT, copy_run
+from tests.test_scalars import wait_for_the_next_second
 
 # history.csv column of each per-epoch tag train.py logs
 TAG_COLUMNS = {"loss/train": "train_loss", "loss/val": "val_loss", "auc/train": "train_auc", "auc/val": "val_auc",
@@ -31,8 +33,13 @@ def copy_with_events(run: Path, dest_root: Path, name: str | None = None) -> Pat
     name = name or run.name
     copied = dest_root / "results" / name
     shutil.copytree(run, copied)
-    shutil.copytree(run.parent.parent / "runs" / run.name, dest_root / "runs" / name)
+    shutil.copytree(RunLayout(run).tensorboard_dir(run.parent.parent / "runs"),
+                    RunLayout(copied).tensorboard_dir(dest_root / "runs"))
     return copied
+
+
+def run_json(run: Path) -> dict:
+    return json.loads(RunLayout(run).run_json.read_text())
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -52,10 +59,11 @@ def export(tmp_path, *args) -> int:
 def test_export_writes_tidy_and_wide_files_equal_to_the_logged_history(run_2d, tmp_path, capsys):
     run = copy_with_events(run_2d, tmp_path)
     assert export(tmp_path) == 0  # default: the newest (only) run
-    tidy = read_csv(run / "tensorboard_scalars.csv")
+    layout = RunLayout(run)
+    tidy = read_csv(layout.tensorboard_scalars_csv)
     assert list(tidy[0]) == ["run", "tag", "step", "wall_time", "value"]
     assert {r["run"] for r in tidy} == {run.name}
-    history = read_csv(run / "history.csv")
+    history = read_csv(layout.history_csv)
     for tag, column in TAG_COLUMNS.items():
         logged = [r for r in tidy if r["tag"] == tag]
         assert [int(r["step"]) for r in logged] == [int(h["epoch"]) for h in history]
@@ -63,18 +71,19 @@ def test_export_writes_tidy_and_wide_files_equal_to_the_logged_history(run_2d, t
         assert [f32(r["value"]) for r in logged] == [f32(h[column]) for h in history]
         # ... and the text is the float32 widened to float64, nothing rounded away or invented
         assert all(float(r["value"]) == float(f32(r["value"])) for r in logged)
-    metrics = json.loads((run / "run.json").read_text())["metrics"]
+    metrics = run_json(run)["metrics"]
     (test_auc,) = [r for r in tidy if r["tag"] == "hparam/test_auc"]
     assert f32(test_auc["value"]) == f32(metrics["test_auc"])
 
-    wide = read_csv(run / "tensorboard_scalars_wide.csv")
+    wide = read_csv(layout.tensorboard_scalars_wide_csv)
     assert [int(r["step"]) for r in wide] == [int(h["epoch"]) for h in history]  # one row per epoch
     assert [f32(r["auc/val"]) for r in wide] == [f32(h["val_auc"]) for h in history]
     assert wide[-1]["hparam/test_auc"] == test_auc["value"] and wide[0]["hparam/test_auc"] == ""
 
-    artifacts = {a["path"]: a["created_by"] for a in json.loads((run / "run.json").read_text())["artifacts"]}
-    assert artifacts["tensorboard_scalars.csv"] == artifacts["tensorboard_scalars_wide.csv"] == "export_scalars.py"
-    assert artifacts["history.csv"] == "train.py"  # train.py's records are kept
+    artifacts = {a["path"]: a["created_by"] for a in run_json(run)["artifacts"]}
+    tidy_name, wide_name = layout.tensorboard_scalars_csv.name, layout.tensorboard_scalars_wide_csv.name
+    assert artifacts[tidy_name] == artifacts[wide_name] == "export_scalars.py"
+    assert artifacts[layout.history_csv.name] == "train.py"  # train.py's records are kept
     assert f"{run.name}: " in capsys.readouterr().out
 
 
@@ -83,21 +92,22 @@ def test_several_runs_by_name_each_get_their_own_files(run_2d, tmp_path):
     second = copy_with_events(run_2d, tmp_path, name="0999_copy")
     assert export(tmp_path, "--run", first.name, "0999") == 0  # a unique prefix works too
     for run in (first, second):
-        assert {r["run"] for r in read_csv(run / "tensorboard_scalars.csv")} == {run.name}
+        assert {r["run"] for r in read_csv(RunLayout(run).tensorboard_scalars_csv)} == {run.name}
 
 
 def test_all_writes_one_combined_file_under_results(run_2d, tmp_path):
     first = copy_with_events(run_2d, tmp_path)
     copy_with_events(run_2d, tmp_path, name="0999_copy")
     assert export(tmp_path, "--all") == 0
-    combined = read_csv(tmp_path / "results" / "tensorboard_scalars_all.csv")
-    single = scalars.read_run(scalars.Run(first), tmp_path / "runs")
+    results = ResultsLayout(tmp_path / "results")
+    combined = read_csv(results.tensorboard_scalars_all_csv)
+    single = scalars.read_run(Run(first), tmp_path / "runs")
     assert [r["run"] for r in combined] == [first.name] * len(single) + ["0999_copy"] * len(single)  # oldest first
     assert [float(r["value"]) for r in combined[:len(single)]] == [p.value for p in single]
-    wide = read_csv(tmp_path / "results" / "tensorboard_scalars_all_wide.csv")
+    wide = read_csv(results.tensorboard_scalars_all_wide_csv)
     assert [(r["run"], r["step"]) for r in wide] == [(first.name, "1"), (first.name, "2"),
                                                     ("0999_copy", "1"), ("0999_copy", "2")]
-    assert not (first / "tensorboard_scalars.csv").exists()  # --all writes only the combined files
+    assert not RunLayout(first).tensorboard_scalars_csv.exists()  # --all writes only the combined files
 
 
 def run_script(*args, cwd) -> subprocess.CompletedProcess:
@@ -107,10 +117,10 @@ def run_script(*args, cwd) -> subprocess.CompletedProcess:
 
 def test_unknown_run_and_run_without_events_are_one_line_and_exit_2(run_2d, tmp_path):
     run = copy_run(run_2d, tmp_path)  # the run folder only: no runs/<name>/ beside it
-    info = json.loads((run / "run.json").read_text())
+    info = run_json(run)
     info["tensorboard_dir"] = str(tmp_path / "gone")  # and not where training left it either
     info["config"]["runs_dir"] = str(tmp_path / "gone")
-    (run / "run.json").write_text(json.dumps(info))
+    RunLayout(run).run_json.write_text(json.dumps(info))
     cases = {("--run", "no_such_run"): "no run named 'no_such_run'",
              ("--run", run.name): f"run {run.name} has no TensorBoard event files",
              ("--all",): "none of the 1 runs",
@@ -126,16 +136,10 @@ def test_unknown_run_and_run_without_events_are_one_line_and_exit_2(run_2d, tmp_
 def test_a_bad_name_among_good_ones_writes_nothing(run_2d, tmp_path):
     run = copy_with_events(run_2d, tmp_path)
     assert export(tmp_path, "--run", run.name, "typo") == 2
-    assert not (run / "tensorboard_scalars.csv").exists()
+    assert not RunLayout(run).tensorboard_scalars_csv.exists()
 
 
 # --------------------------------------------------------------------------- a real TensorBoard server
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -147,18 +151,30 @@ def scalars_from_server(base: str, run: str, tag: str):
     return get_json(f"{base}/data/plugin/scalars/scalars?{query}")
 
 
+SERVING = re.compile(r"TensorBoard \S+ at (http://127\.0\.0\.1:\d+)/")
+
+
 @pytest.fixture
 def tensorboard(tmp_path):
-    """Start ``tensorboard`` on loopback; yields ``start(logdir) -> base URL``; always stopped."""
+    """Start ``tensorboard`` on loopback; yields ``start(logdir) -> base URL``; always stopped.
+
+    TensorBoard binds a port the system picks (``--port 0``) and says which one
+    in its log, so no other process can take the port between a choice and the bind.
+    """
     processes = []
 
-    def start(logdir: Path) -> str:
-        port = free_port()
-        log = open(tmp_path / "tensorboard.log", "w")
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
-             "--host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)))
-        return f"http://127.0.0.1:{port}"
+    def start(logdir: Path, timeout: float = 90.0) -> str:
+        log_path = tmp_path / f"tensorboard-{len(processes)}.log"
+        with open(log_path, "w") as log:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", "0",
+                 "--host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)))
+        deadline = time.monotonic() + timeout
+        while not (found := SERVING.search(log_path.read_text())):
+            if processes[-1].poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"TensorBoard did not start within {timeout}s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        return found.group(1)
 
     try:
         yield start
@@ -191,24 +207,25 @@ def test_tensorboard_server_serves_the_values_the_export_holds(run_2d, tmp_path,
 
     run = copy_with_events(run_2d, tmp_path)
     # beside it, a resumed run with orphaned points: the export must drop what TensorBoard drops
-    resumed = tmp_path / "runs" / "resumed"
+    resumed = tmp_path / "runs" / "resumed"  # a TensorBoard run of its own, beside the run folders
     first = SummaryWriter(log_dir=str(resumed))
     for step in range(1, 5):
         first.add_scalar("loss", 1.0 / step, step)
     first.close()
+    wait_for_the_next_second()
     second = SummaryWriter(log_dir=str(resumed), purge_step=3)
     for step in (3, 4):
         second.add_scalar("loss", 0.1 / step, step)
     second.close()
 
     base = tensorboard(tmp_path / "runs")
-    history = read_csv(run / "history.csv")
+    history = read_csv(RunLayout(run).history_csv)
     served = wait_for_points(base, run.name, "auc/val", len(history))
     assert [step for _, step, _ in served] == [int(h["epoch"]) for h in history]
     assert [f32(value) for _, _, value in served] == [f32(h["val_auc"]) for h in history]
 
     assert export(tmp_path, "--run", run.name) == 0
-    exported = read_csv(run / "tensorboard_scalars.csv")
+    exported = read_csv(RunLayout(run).tensorboard_scalars_csv)
     served_tags = get_json(f"{base}/data/plugin/scalars/tags")[run.name]
     assert set(served_tags) == {r["tag"] for r in exported}
     for tag in served_tags:

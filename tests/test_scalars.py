@@ -4,19 +4,29 @@ from __future__ import annotations
 import doctest
 import json
 import math
+import time
 
 import numpy as np
 import pytest
 
 from medscope.analysis import scalars
-from medscope.app.cli import UsageError
-from medscope.runs import Run
+from medscope.errors import UsageError
+from medscope.runs import Run, RunLayout
 
 # float32 values that a careless export would change: not exactly representable in
 # decimal, denormals, the largest float32, signed zero, infinities, NaN, and values
 # whose float64 text differs from their float32 text.
 AWKWARD = [0.1, 1 / 3, math.pi, 1e-45, 1.17549435e-38, 3.4028234663852886e38, -0.0, 16777217.0,
            1.0000001192092896, 0.30000000000000004, 123456.789, -2.5e-7, math.inf, -math.inf, math.nan]
+
+
+def wait_for_the_next_second() -> None:
+    """Event files sort by name and a name starts with the writer's start second, then a per-process
+    counter: a second writer started in the same second sorts before the first once that counter
+    passes from 9 to 10. Resumed runs in real life start seconds later; the tests do too."""
+    start = int(time.time())
+    while int(time.time()) == start:
+        time.sleep(0.05)
 
 
 def bits32(values) -> np.ndarray:
@@ -71,6 +81,7 @@ def test_a_resumed_run_keeps_the_points_tensorboard_shows(tmp_path):
     for step in range(1, 6):
         first.add_scalar("loss", float(step), step)
     first.close()
+    wait_for_the_next_second()
     resumed = SummaryWriter(log_dir=str(tmp_path), purge_step=4)
     for step in (4, 5):
         resumed.add_scalar("loss", 10.0 * step, step)
@@ -106,14 +117,14 @@ def test_wide_table_one_row_per_step_and_empty_cells(tmp_path):
 def _bare_run(tmp_path, name="0001_x", **info) -> Run:
     path = tmp_path / "results" / name
     path.mkdir(parents=True)
-    (path / "run.json").write_text(json.dumps({"name": name, "artifacts": [], **info}))
+    RunLayout(path).run_json.write_text(json.dumps({"name": name, "artifacts": [], **info}))
     return Run(path)
 
 
 def test_sub_folders_become_sub_runs_like_tensorboard(tmp_path):
     run = _bare_run(tmp_path)
-    write_events(tmp_path / "runs" / run.name, {"loss": [1.0]})
-    write_events(tmp_path / "runs" / run.name / "extra", {"metric": [2.0]})
+    write_events(run.layout.tensorboard_dir(tmp_path / "runs"), {"loss": [1.0]})
+    write_events(run.layout.tensorboard_dir(tmp_path / "runs") / "extra", {"metric": [2.0]})
     points = scalars.read_run(run, tmp_path / "runs")
     assert [(p.run, p.tag, p.value) for p in points] == [("0001_x", "loss", 1.0), ("0001_x/extra", "metric", 2.0)]
 
@@ -131,15 +142,23 @@ def test_run_without_event_files_is_a_usage_error_naming_where_it_looked(tmp_pat
         scalars.read_run(run, tmp_path / "runs")
 
 
-def test_export_all_skips_runs_without_events_and_says_so(tmp_path):
+def test_read_all_skips_runs_without_events_and_says_so(tmp_path):
     with_events = _bare_run(tmp_path, "0001_a")
     _bare_run(tmp_path, "0002_b")
-    write_events(tmp_path / "runs" / with_events.name, {"loss": [1.0, 0.5]})
-    warnings = []
-    export = scalars.export_all(tmp_path / "results", tmp_path / "runs", warn=warnings.append)
-    assert export.runs == ("0001_a",) and export.points == 2
-    assert len(warnings) == 1 and "0002_b" in warnings[0]
-    assert (tmp_path / "results" / scalars.ALL_TIDY_FILE).is_file()
+    write_events(with_events.layout.tensorboard_dir(tmp_path / "runs"), {"loss": [1.0, 0.5]})
+    collected = scalars.read_all(tmp_path / "results", tmp_path / "runs")
+    assert collected.runs == ("0001_a",) and [p.value for p in collected.points] == [1.0, 0.5]
+    assert scalars.tag_count(collected.points) == 1
+    assert len(collected.skipped) == 1 and "0002_b" in collected.skipped[0]
+    assert list((tmp_path / "results").glob("*.csv")) == []  # reading writes nothing
+
+
+def test_read_all_without_any_scalars_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="no runs in"):
+        scalars.read_all(tmp_path / "results", tmp_path / "runs")
+    _bare_run(tmp_path, "0001_a")
+    with pytest.raises(UsageError, match="none of the 1 runs"):
+        scalars.read_all(tmp_path / "results", tmp_path / "runs")
 
 
 def test_module_doctests():

@@ -14,7 +14,7 @@ import torch.nn as nn
 from medscope.analysis import weights
 from medscope.analysis.complexity import lmc_complexity, sample_entropy, weight_statistics
 from medscope.analysis.weights import COLUMNS, Settings, WeightTensor, tensor_row, weight_tensors
-from medscope.app.cli import UsageError
+from medscope.errors import UsageError
 from medscope.checkpoints import initial_model
 from medscope.models import build_model
 from medscope.runs import Run

@@ -5,9 +5,17 @@ returns it and ``train.py`` stores in ``inference_outputs.pt``: logits,
 probabilities, labels, penultimate embeddings and, for every block of
 ``model.blocks()``, the per-sample channel means of the block's output.
 
-The first part of this module is pure functions on numpy arrays (calibration,
-activation statistics, projections); the second part reads a run folder,
-recomputes outputs when asked, and writes ``results/<run>/inference/``.
+The module reads top to bottom as ``analyze_inference.py`` runs:
+
+1. pure functions on numpy arrays: calibration (its measures are those of
+   :mod:`medscope.metrics`), activation statistics, confident errors and 2D
+   projections;
+2. the outputs of a run: read ``inference_outputs.pt`` and check it, or
+   recompute the outputs of a split with ``best.pt``;
+3. :func:`analyze`: every number of the analysis from an outputs dict, as
+   values (nothing is written);
+4. :func:`write_analysis`: the tables, JSON and figures of an ``inference/``
+   folder, named in the table below.
 
 Conventions used throughout
 ---------------------------
@@ -22,6 +30,7 @@ means the samples whose label ``k`` is positive (a sample can be in several).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,149 +38,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medscope.data import TASK_BINARY, TASK_MULTILABEL
+from medscope import tasks
 from medscope.errors import UsageError
+from medscope.metrics import (CALIBRATION_BINS, brier_score, expected_calibration_error, predicted_confidence,
+                              reliability_bins)
 from medscope.runs import RunLayout
 
-DEFAULT_BINS = 15
+# The files of an inference/ folder (inference/<split>/ for the train and val
+# splits). The summary table is part of the run-folder contract, so RunLayout
+# names it; the figures are named in medscope.analysis.inference_plots.
+SUMMARY_CSV = RunLayout(Path()).inference_summary_csv.name
+CHANNELS_CSV = "inference_channels.csv"
+CALIBRATION_JSON = "inference_calibration.json"
+RELIABILITY_CSV = "inference_reliability.csv"
+EMBEDDING_CSV = "inference_embedding_2d.csv"
+
+DEFAULT_BINS = CALIBRATION_BINS
 DEAD_THRESHOLD = 1e-8
 TSNE_POINTS = 2000
 TSNE_PCA_DIMS = 50
 TSNE_THREADS = 1
-THRESHOLD = 0.5  # the decision threshold of medscope.metrics (binary and multi-label)
+N_ERRORS = 16
 
 # ===================================================================== calibration
-
-
-def predicted_confidence(task: str, probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Confidence of each prediction and whether it was right.
-
-    Parameters
-    ----------
-    task : str
-        A MedMNIST task (``medscope.data.TASK_*``).
-    probabilities : array (N, K)
-        Softmax outputs, or sigmoid outputs per label for multi-label tasks.
-    labels : array (N, 1) of class indices, or (N, L) of 0/1 for multi-label.
-
-    Returns
-    -------
-    confidence, correct : arrays (N,), or (N, L) for multi-label
-        * binary: ``p = probabilities[:, -1]`` (positive class), prediction
-          ``p > 0.5``, confidence ``max(p, 1 - p)`` (that of the predicted class);
-        * multi-class and ordinal: top-1, confidence ``max_k p_k``;
-        * multi-label: every label on its own as a binary problem.
-
-    The predictions are those of :func:`medscope.metrics.predictions`, so the
-    mean of ``correct`` is the MedMNIST accuracy.
-
-    >>> conf, ok = predicted_confidence("binary-class", [[0.2, 0.8], [0.7, 0.3]], [[1], [1]])
-    >>> conf.round(2).tolist(), ok.tolist()
-    ([0.8, 0.7], [True, False])
-    """
-    probs = np.asarray(probabilities, dtype=np.float64)
-    y = np.asarray(labels)
-    if task == TASK_MULTILABEL:
-        pred = probs > THRESHOLD
-        return np.where(pred, probs, 1.0 - probs), pred == (y > 0.5)
-    if task == TASK_BINARY:
-        p = probs[:, -1] if probs.ndim == 2 else probs
-        pred = p > THRESHOLD
-        return np.where(pred, p, 1.0 - p), pred.astype(np.int64) == y.reshape(-1)
-    return probs.max(axis=1), probs.argmax(axis=1) == y.reshape(-1)
-
-
-def bin_edges(n_bins: int) -> np.ndarray:
-    """``n_bins + 1`` equal-width edges on [0, 1]."""
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    return np.linspace(0.0, 1.0, n_bins + 1)
-
-
-def reliability_bins(confidence, correct, n_bins: int = DEFAULT_BINS) -> dict:
-    """Per-bin count, mean confidence and accuracy (equal-width confidence bins).
-
-    Bin ``b`` holds the predictions with confidence in ``(e_b, e_{b+1}]``
-    where ``e_b = b / n_bins`` (the first bin also holds 0), the convention
-    of Guo et al. (2017) and of ``sklearn.calibration.calibration_curve``.
-
-    Returns
-    -------
-    dict of arrays (n_bins,)
-        ``lower``, ``upper`` (edges), ``count``, ``confidence`` (mean
-        confidence in the bin) and ``accuracy`` (fraction correct); the last
-        two are NaN for empty bins.
-
-    >>> b = reliability_bins([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10)
-    >>> b["count"].tolist()
-    [0, 0, 0, 0, 0, 0, 2, 0, 0, 2]
-    >>> b["accuracy"][[6, 9]].tolist()
-    [1.0, 0.5]
-    """
-    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
-    ok = np.asarray(correct, dtype=np.float64).reshape(-1)
-    edges = bin_edges(n_bins)
-    index = np.searchsorted(edges[1:-1], conf, side="left")
-    count = np.bincount(index, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(index, weights=conf, minlength=n_bins) / count
-        accuracy = np.bincount(index, weights=ok, minlength=n_bins) / count
-    return {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": mean_conf, "accuracy": accuracy}
-
-
-def expected_calibration_error(confidence, correct, n_bins: int = DEFAULT_BINS) -> float:
-    """Expected calibration error with equal-width confidence bins.
-
-    ``ECE = sum_b (n_b / N) * |acc_b - conf_b|`` over the non-empty bins of
-    :func:`reliability_bins`, where ``acc_b`` is the fraction of correct
-    predictions and ``conf_b`` the mean confidence in bin ``b``. Unitless,
-    in [0, 1]; 0 is perfect calibration. NaN for an empty input.
-
-    >>> round(expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10), 4)
-    0.4
-    """
-    bins = reliability_bins(confidence, correct, n_bins)
-    total = bins["count"].sum()
-    if total == 0:
-        return float("nan")
-    filled = bins["count"] > 0
-    gaps = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
-    return float(np.sum(bins["count"][filled] / total * gaps))
-
-
-def brier_score(task: str, probabilities, labels) -> float:
-    """Brier score: mean squared error of the predicted probabilities.
-
-    * multi-class and ordinal: ``mean_i sum_k (p_ik - y_ik)^2`` with ``y_ik``
-      one-hot (Brier 1950), in [0, 2];
-    * binary: ``mean_i (p_i - y_i)^2`` on the positive-class probability
-      ``p_i = probabilities[i, -1]``, in [0, 1] (half the two-class form above);
-    * multi-label: the binary score averaged over samples and labels, in [0, 1].
-
-    These are ``sklearn.metrics.brier_score_loss`` with ``scale_by_half="auto"``.
-
-    >>> round(brier_score("binary-class", [[0.2, 0.8], [0.7, 0.3]], [[1], [1]]), 4)
-    0.265
-    >>> round(brier_score("multi-class", [[0.5, 0.3, 0.2]], [[0]]), 4)
-    0.38
-    """
-    probs = np.asarray(probabilities, dtype=np.float64)
-    y = np.asarray(labels)
-    if task == TASK_MULTILABEL:
-        return float(np.mean((probs - y) ** 2))
-    if task == TASK_BINARY:
-        p = probs[:, -1] if probs.ndim == 2 else probs
-        return float(np.mean((p - y.reshape(-1)) ** 2))
-    onehot = np.eye(probs.shape[1])[y.reshape(-1).astype(np.int64)]
-    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
 
 
 def calibration(task: str, probabilities, labels, label_names: list[str], n_bins: int = DEFAULT_BINS) -> dict:
     """ECE, Brier score, accuracy and reliability bins of one split.
 
-    Multi-label tasks get one reliability curve and ECE per label (each label
-    a binary problem); their ``ece`` is the mean of the per-label ECEs and
-    their ``accuracy`` the mean per-label accuracy (as MedMNIST's ACC).
+    The measures are :func:`medscope.metrics.expected_calibration_error`,
+    :func:`~medscope.metrics.brier_score` and
+    :func:`~medscope.metrics.reliability_bins` on the confidences of
+    :func:`~medscope.metrics.predicted_confidence`. Multi-label tasks get one
+    reliability curve and ECE per label (each label a binary problem); their
+    ``ece`` is the mean of the per-label ECEs and their ``accuracy`` the mean
+    per-label accuracy (as MedMNIST's ACC).
 
     Returns
     -------
@@ -179,9 +80,13 @@ def calibration(task: str, probabilities, labels, label_names: list[str], n_bins
         ``ece``, ``brier``, ``accuracy``, ``n_bins`` and ``curves``: a list of
         ``{"label", "ece", "accuracy", "bins"}`` — one entry named ``"all"``
         for single-label tasks, one per label for multi-label tasks.
+
+    >>> c = calibration("binary-class", [[0.2, 0.8], [0.7, 0.3]], [[1], [1]], ["a", "b"], n_bins=10)
+    >>> round(c["ece"], 4), round(c["brier"], 4), c["accuracy"], [curve["label"] for curve in c["curves"]]
+    (0.45, 0.265, 0.5, ['all'])
     """
     conf, ok = predicted_confidence(task, probabilities, labels)
-    if task == TASK_MULTILABEL:
+    if tasks.task(task).is_multilabel:
         columns = [(name, conf[:, j], ok[:, j]) for j, name in enumerate(label_names)]
     else:
         columns = [("all", conf, ok)]
@@ -204,7 +109,7 @@ def class_membership(task: str, labels, num_classes: int) -> np.ndarray:
     [[0, 1], [1, 0], [0, 1]]
     """
     y = np.asarray(labels)
-    if task == TASK_MULTILABEL:
+    if tasks.task(task).is_multilabel:
         return y > 0.5
     return y.reshape(-1, 1).astype(np.int64) == np.arange(num_classes)[None, :]
 
@@ -340,7 +245,7 @@ def sample_groups(task: str, labels, num_classes: int) -> np.ndarray:
     label, or ``num_classes`` ("none") when no label is positive.
     """
     y = np.asarray(labels)
-    if task != TASK_MULTILABEL:
+    if tasks.task(task).is_single_label:
         return y.reshape(-1).astype(np.int64)
     positive = y > 0.5
     return np.where(positive.any(axis=1), positive.argmax(axis=1), num_classes)
@@ -443,15 +348,14 @@ def embedding_projections(embeddings, *, max_tsne_points: int = TSNE_POINTS, see
     return result
 
 
-# ===================================================================== run folders
+# ===================================================================== the outputs of a run
 
 OUTPUT_KEYS = ("logits", "probabilities", "labels", "embeddings", "layer_names", "activations")
 
 
-def output_dir(run_path: Path, split: str) -> Path:
+def output_dir(layout: RunLayout, split: str) -> Path:
     """``inference/`` for the test split, ``inference/<split>/`` for train and val."""
-    base = RunLayout(run_path).inference_dir
-    return base if split == "test" else base / split
+    return layout.inference_dir if split == "test" else layout.inference_dir / split
 
 
 def load_outputs(path: Path) -> dict:
@@ -471,6 +375,7 @@ def load_outputs(path: Path) -> dict:
 
 
 def check_outputs(outputs: dict, source) -> None:
+    """Every part has one row per sample, every named block its activations, and there are >= 2 samples."""
     n = outputs["logits"].shape[0]
     parts = {"probabilities": outputs["probabilities"], "labels": outputs["labels"],
              "embeddings": outputs["embeddings"]}
@@ -489,7 +394,6 @@ def check_outputs(outputs: dict, source) -> None:
 
 def require_checkpoint(run, split: str, *, stored_missing: bool = False) -> None:
     """Refuse (one line) a recomputation that has no weights to run."""
-
     if not run.layout.best_pt.is_file():
         what = f"no {run.layout.inference_outputs.name} and " if stored_missing else ""
         raise UsageError(f"{run.path} has {what}no {run.layout.best_pt.name} to compute the {split} outputs from; "
@@ -518,7 +422,7 @@ def check_matches_split(outputs: dict, info, split_data, source) -> None:
     if outputs.get("task", info.task) != info.task:
         raise UsageError(f"{source} is for a {outputs.get('task')} task, but the run's dataset {info.flag} is "
                          f"{info.task}; recompute with --split test")
-    indices = torch.as_tensor(_indices(outputs), dtype=torch.long)
+    indices = torch.as_tensor(split_indices(outputs), dtype=torch.long)
     if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= len(split_data)):
         raise UsageError(f"{source} refers to samples beyond the {len(split_data)} of the {info.flag} "
                          f"{outputs.get('split', 'test')} split; recompute with --split test")
@@ -529,110 +433,139 @@ def check_matches_split(outputs: dict, info, split_data, source) -> None:
                          f"({outputs.get('split', 'test')} split); recompute with --split test")
 
 
+
+
+def split_indices(outputs: dict) -> np.ndarray:
+    """Split index of every row (stored outputs say; recomputed ones are the whole split)."""
+    indices = outputs.get("indices")
+    if isinstance(indices, torch.Tensor):
+        return indices.numpy().astype(np.int64)
+    return np.arange(outputs["labels"].shape[0])
+
+
+# ===================================================================== the analysis
+
+
+@dataclass
+class ConfidentErrors:
+    """The wrong predictions made with the highest confidence, most confident first."""
+
+    rows: np.ndarray  # rows of the outputs
+    sample_ids: np.ndarray  # their indices in the split
+    images: np.ndarray  # their uint8 images
+    truths: list  # label text
+    predictions: list  # prediction text
+    confidence: np.ndarray
+
+
 @dataclass
 class Analysis:
-    """What :func:`analyze` computed and wrote."""
+    """Every number :func:`analyze` computed from one split's outputs (nothing is written)."""
 
     split: str
     n: int
     source: str  # "stored" or "recomputed"
-    calibration: dict
-    summary: list
-    files: list = field(default_factory=list)
-    errors: int = 0  # samples with a wrong prediction (multi-label: at least one wrong label)
+    task: str
+    recorded_task: str | None  # the task the outputs dict names (None in a file that does not say)
+    tta: bool
+    is_3d: bool
+    class_names: list
+    layer_names: list
+    summary: list  # rows of inference_summary.csv
+    channels: list  # rows of inference_channels.csv
+    calibration: dict  # see calibration()
+    selectivity: list  # class_selectivity() of every block, (K, C) each
+    groups: np.ndarray  # sample_groups()
+    group_names: list
+    last_block: np.ndarray  # activations of the last block, samples sorted by group, channels by preferred class
+    last_block_groups: np.ndarray  # the groups of those rows
+    projection: dict  # embedding_projections()
+    embedding: list  # rows of inference_embedding_2d.csv
+    wrong: np.ndarray  # (N,) bool; multi-label: at least one wrong label
+    confident: ConfidentErrors
     seconds: dict = field(default_factory=dict)
-    task: str = ""
+
+    @property
+    def errors(self) -> int:
+        """Samples with a wrong prediction (multi-label: at least one wrong label)."""
+        return int(self.wrong.sum())
 
 
-def analyze(outputs: dict, info, split_images, out_dir: Path, *, title: str, n_bins: int = DEFAULT_BINS,
-            dead_threshold: float = DEAD_THRESHOLD, tsne_points: int = TSNE_POINTS, n_errors: int = 16,
-            seed: int = 0, source: str = "stored") -> Analysis:
-    """Compute everything and write the tables, JSON and figures into ``out_dir``.
+def analyze(outputs: dict, info, split_images, *, n_bins: int = DEFAULT_BINS, dead_threshold: float = DEAD_THRESHOLD,
+            tsne_points: int = TSNE_POINTS, n_errors: int = N_ERRORS, seed: int = 0,
+            source: str = "stored") -> Analysis:
+    """Every table and figure input of the inference analysis of one split.
 
-    ``split_images`` are the uint8 images of the whole split; row ``r`` of the
-    outputs is image ``outputs["indices"][r]`` (only the confident errors are
-    read from it, so a memory-mapped split stays on disk).
+    Parameters
+    ----------
+    outputs : dict
+        As :func:`load_outputs` or :func:`recompute_outputs` return it.
+    info : medscope.data.DatasetInfo
+        The run's dataset (task, class names, 2D or 3D).
+    split_images : uint8 tensor (N_split, C, ...)
+        The images of the whole split; row ``r`` of the outputs is image
+        ``outputs["indices"][r]``. Only the confident errors are read from it,
+        so a memory-mapped split stays on disk.
+    n_bins, dead_threshold, tsne_points, n_errors, seed
+        See :func:`calibration`, :func:`dead_channels`,
+        :func:`embedding_projections` and :func:`confident_errors`.
+    source : str
+        ``"stored"`` or ``"recomputed"``, recorded as given.
     """
-    from medscope import atomic
-    from medscope.analysis import inference_plots as iplots
-
-    task, names = info.task, info.class_names
-    split = outputs.get("split", "test")
+    kind = tasks.task(info.task)
+    names = list(info.class_names)
     probs = outputs["probabilities"].double().numpy()
     labels = outputs["labels"].numpy()
+    indices = split_indices(outputs)
     layer_names = list(outputs["layer_names"])
     acts = {name: outputs["activations"][name].double().numpy() for name in layer_names}
-    member = class_membership(task, labels, len(names))
-    out_dir = Path(out_dir)
-    files, seconds = [], {}
+    member = class_membership(kind.name, labels, len(names))
+    seconds = {}
+
     started = time.perf_counter()
-
     summary = layer_summary(layer_names, acts, member, dead_threshold)
-    files.append(atomic.write_csv(out_dir / "inference_summary.csv", _blank_nan(summary), summary_columns(len(names))))
-    files.append(atomic.write_csv(out_dir / "inference_channels.csv",
-                                  _blank_nan(channel_rows(layer_names, acts, member, names)), CHANNEL_COLUMNS))
-
-    calib = calibration(task, probs, labels, names, n_bins)
-    files.append(atomic.write_json(out_dir / "inference_calibration.json", _calibration_record(calib, outputs, split)))
-    files.append(atomic.write_csv(out_dir / "inference_reliability.csv", _blank_nan(_reliability_rows(calib)),
-                                  RELIABILITY_COLUMNS))
+    channels = channel_rows(layer_names, acts, member, names)
+    calib = calibration(kind.name, probs, labels, names, n_bins)
     seconds["tables"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    groups = sample_groups(task, labels, len(names))
-    group_names = list(names) + (["none"] if task == TASK_MULTILABEL else [])
-    files.append(iplots.layer_activation_bars(out_dir / "layer_mean_activation.png", summary,
-                                              f"mean activation per block ({split}, n={len(labels)}) — {title}"))
-    files.append(iplots.class_channel_heatmaps(
-        out_dir / "neuron_heatmap_classes.png", layer_names, [class_selectivity(acts[l], member) for l in layer_names],
-        names, f"per-class channel means, standardized per channel ({split}) — {title}"))
-    last = layer_names[-1]
-    sample_order, channel_order = sorted_by_group(groups, acts[last], member)
-    files.append(iplots.sample_channel_heatmap(
-        out_dir / "neuron_heatmap_samples.png", acts[last][sample_order][:, channel_order],
-        groups[sample_order], group_names, f"{last}: samples x channels ({split}) — {title}"))
-    seconds["activation_plots"] = time.perf_counter() - started
+    selectivity = [class_selectivity(acts[name], member) for name in layer_names]
+    groups = sample_groups(kind.name, labels, len(names))
+    last = acts[layer_names[-1]]
+    sample_order, channel_order = sorted_by_group(groups, last, member)
+    seconds["activations"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    _, correct = predicted_confidence(task, probs, labels)
-    wrong = ~correct.all(axis=1) if correct.ndim == 2 else ~correct
     projection = embedding_projections(outputs["embeddings"].numpy(), max_tsne_points=tsne_points, seed=seed)
     seconds["pca_tsne"] = time.perf_counter() - started
-    started = time.perf_counter()
-    label_text = [_label_text(task, row, names) for row in labels]
-    pred_text = [_label_text(task, _prediction(task, row), names) for row in probs]
-    files.append(atomic.write_csv(out_dir / "inference_embedding_2d.csv",
-                                  _embedding_rows(_indices(outputs), projection, label_text, pred_text, wrong),
-                                  EMBEDDING_COLUMNS))
-    colour = "; colour: first positive label" if task == TASK_MULTILABEL else ""
-    files.append(iplots.embedding_map(out_dir / "embedding_2d.png", projection, groups, group_names, wrong,
-                                      f"penultimate embeddings ({split}{colour}) — {title}"))
-    files.append(iplots.reliability_diagram(out_dir / "reliability_diagram.png", calib,
-                                            f"reliability ({split}, n={len(labels)}) — {title}"))
 
-    rows, conf = confident_errors(task, probs, labels, n_errors)
-    split_rows = _indices(outputs)[rows]
-    images = np.asarray(split_images[torch.as_tensor(split_rows, dtype=torch.long)])
-    note = "; 3D: middle slice" if info.is_3d else ""
-    files.append(iplots.error_grid(
-        out_dir / "confident_errors.png", images, [label_text[r] for r in rows], [pred_text[r] for r in rows],
-        conf, f"most confident errors ({split}: {int(wrong.sum())} of {len(labels)} wrong{note}) — {title}",
-        sample_ids=split_rows.tolist()))
-    seconds["embedding_and_calibration_plots"] = time.perf_counter() - started
-    return Analysis(split=split, n=len(labels), source=source, calibration=calib, summary=summary,
-                    files=files, errors=int(wrong.sum()), seconds=seconds, task=task)
+    predicted = kind.predictions(probs)
+    wrong = ~kind.correct(labels, predicted)
+    label_text = [kind.label_text(row, names) for row in labels]
+    pred_text = [kind.label_text(row, names) for row in predicted]
+    rows, conf = confident_errors(kind.name, probs, labels, n_errors)
+    sample_ids = indices[rows]
+    confident = ConfidentErrors(rows=rows, sample_ids=sample_ids,
+                                images=np.asarray(split_images[torch.as_tensor(sample_ids, dtype=torch.long)]),
+                                truths=[label_text[r] for r in rows], predictions=[pred_text[r] for r in rows],
+                                confidence=conf)
+    return Analysis(
+        split=outputs.get("split", "test"), n=len(labels), source=source, task=kind.name,
+        recorded_task=outputs.get("task"), tta=bool(outputs.get("tta", False)), is_3d=info.is_3d,
+        class_names=names, layer_names=layer_names, summary=summary, channels=channels, calibration=calib,
+        selectivity=selectivity, groups=groups,
+        group_names=names + (["none"] if kind.is_multilabel else []),
+        last_block=last[sample_order][:, channel_order], last_block_groups=groups[sample_order],
+        projection=projection, embedding=embedding_rows(indices, projection, label_text, pred_text, wrong),
+        wrong=wrong, confident=confident, seconds=seconds)
 
 
 RELIABILITY_COLUMNS = ["label", "bin", "lower", "upper", "count", "confidence", "accuracy", "gap"]
 EMBEDDING_COLUMNS = ["row", "index", "label", "prediction", "correct", "pca_1", "pca_2", "tsne_1", "tsne_2"]
 
 
-def _blank_nan(rows):
-    """NaN cells (a class absent from the split) are written empty."""
-    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()} for row in rows]
-
-
-def _reliability_rows(calib: dict) -> list[dict]:
+def reliability_rows(calib: dict) -> list[dict]:
+    """Rows of ``inference_reliability.csv``: one per (label, bin) of :func:`calibration`'s curves."""
     rows = []
     for curve in calib["curves"]:
         bins = curve["bins"]
@@ -644,10 +577,11 @@ def _reliability_rows(calib: dict) -> list[dict]:
     return rows
 
 
-def _calibration_record(calib: dict, outputs: dict, split: str) -> dict:
-    return {"split": split, "n": int(outputs["labels"].shape[0]), "task": outputs.get("task"),
-            "tta": bool(outputs.get("tta", False)), "accuracy": calib["accuracy"], "ece": calib["ece"],
-            "brier": calib["brier"], "n_bins": calib["n_bins"],
+def calibration_record(analysis: Analysis) -> dict:
+    """The content of ``inference_calibration.json``: the numbers and their definitions."""
+    calib = analysis.calibration
+    return {"split": analysis.split, "n": analysis.n, "task": analysis.recorded_task, "tta": analysis.tta,
+            "accuracy": calib["accuracy"], "ece": calib["ece"], "brier": calib["brier"], "n_bins": calib["n_bins"],
             "per_label": {c["label"]: {"ece": c["ece"], "accuracy": c["accuracy"]} for c in calib["curves"]},
             "definitions": {
                 "ece": "sum over equal-width confidence bins (lo, hi] of n_b/N * |accuracy_b - confidence_b|; "
@@ -657,30 +591,8 @@ def _calibration_record(calib: dict, outputs: dict, split: str) -> dict:
                          "positive-class probability, in [0, 1]; multi-label: binary score averaged over labels"}}
 
 
-def _prediction(task: str, prob_row: np.ndarray):
-    if task == TASK_MULTILABEL:
-        return (prob_row > THRESHOLD).astype(np.int64)
-    if task == TASK_BINARY:
-        return np.array([int(prob_row[-1] > THRESHOLD)])
-    return np.array([int(prob_row.argmax())])
-
-
-def _indices(outputs: dict) -> np.ndarray:
-    """Split index of every row (stored outputs say; recomputed ones are the whole split)."""
-    indices = outputs.get("indices")
-    if isinstance(indices, torch.Tensor):
-        return indices.numpy().astype(np.int64)
-    return np.arange(outputs["labels"].shape[0])
-
-
-def _label_text(task: str, label_row, names) -> str:
-    row = np.asarray(label_row).reshape(-1)
-    if task == TASK_MULTILABEL:
-        return "+".join(names[j] for j in np.flatnonzero(row > 0.5)) or "none"
-    return names[int(row[0])]
-
-
-def _embedding_rows(indices, projection, label_text, pred_text, wrong) -> list[dict]:
+def embedding_rows(indices, projection, label_text, pred_text, wrong) -> list[dict]:
+    """Rows of ``inference_embedding_2d.csv``: PCA of every sample, t-SNE of the subsample (else empty)."""
     tsne = {}
     if projection["tsne"] is not None:
         tsne = {int(r): projection["tsne"][i] for i, r in enumerate(projection["tsne_rows"])}
@@ -693,3 +605,54 @@ def _embedding_rows(indices, projection, label_text, pred_text, wrong) -> list[d
                      "tsne_1": None if point is None else float(point[0]),
                      "tsne_2": None if point is None else float(point[1])})
     return rows
+
+
+# ===================================================================== writing the folder
+
+
+def _blank_nan(rows):
+    """NaN cells (a class absent from the split) are written empty."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
+
+
+def write_analysis(analysis: Analysis, out_dir: Path, *, title: str) -> list[Path]:
+    """Write the tables, the JSON and the figures of ``analysis`` into ``out_dir`` (atomically).
+
+    ``title`` ends every figure title (the run's name). Returns the paths in
+    the order they were written.
+    """
+    from medscope import atomic
+    from medscope.analysis import inference_plots as iplots
+
+    out_dir = Path(out_dir)
+    split, n, calib = analysis.split, analysis.n, analysis.calibration
+    multilabel = tasks.task(analysis.task).is_multilabel
+    files = [
+        atomic.write_csv(out_dir / SUMMARY_CSV, _blank_nan(analysis.summary),
+                         summary_columns(len(analysis.class_names))),
+        atomic.write_csv(out_dir / CHANNELS_CSV, _blank_nan(analysis.channels), CHANNEL_COLUMNS),
+        atomic.write_json(out_dir / CALIBRATION_JSON, calibration_record(analysis)),
+        atomic.write_csv(out_dir / RELIABILITY_CSV, _blank_nan(reliability_rows(calib)), RELIABILITY_COLUMNS),
+        iplots.layer_activation_bars(out_dir / iplots.LAYER_MEAN_ACTIVATION_PNG, analysis.summary,
+                                     f"mean activation per block ({split}, n={n}) — {title}"),
+        iplots.class_channel_heatmaps(
+            out_dir / iplots.NEURON_HEATMAP_CLASSES_PNG, analysis.layer_names, analysis.selectivity,
+            analysis.class_names, f"per-class channel means, standardized per channel ({split}) — {title}"),
+        iplots.sample_channel_heatmap(
+            out_dir / iplots.NEURON_HEATMAP_SAMPLES_PNG, analysis.last_block, analysis.last_block_groups,
+            analysis.group_names, f"{analysis.layer_names[-1]}: samples x channels ({split}) — {title}"),
+        atomic.write_csv(out_dir / EMBEDDING_CSV, analysis.embedding, EMBEDDING_COLUMNS),
+    ]
+    colour = "; colour: first positive label" if multilabel else ""
+    files.append(iplots.embedding_map(out_dir / iplots.EMBEDDING_2D_PNG, analysis.projection, analysis.groups,
+                                      analysis.group_names, analysis.wrong,
+                                      f"penultimate embeddings ({split}{colour}) — {title}"))
+    files.append(iplots.reliability_diagram(out_dir / iplots.RELIABILITY_DIAGRAM_PNG, calib,
+                                            f"reliability ({split}, n={n}) — {title}"))
+    errors = analysis.confident
+    note = "; 3D: middle slice" if analysis.is_3d else ""
+    files.append(iplots.error_grid(
+        out_dir / iplots.CONFIDENT_ERRORS_PNG, errors.images, errors.truths, errors.predictions, errors.confidence,
+        f"most confident errors ({split}: {analysis.errors} of {n} wrong{note}) — {title}",
+        sample_ids=errors.sample_ids.tolist()))
+    return files

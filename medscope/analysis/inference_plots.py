@@ -18,14 +18,22 @@ import numpy as np  # noqa: E402
 from medscope import atomic  # noqa: E402
 from medscope.plots import display_image  # noqa: E402
 
+# The figures of an inference/ folder (its tables are named in medscope.analysis.inference).
+LAYER_MEAN_ACTIVATION_PNG = "layer_mean_activation.png"
+NEURON_HEATMAP_CLASSES_PNG = "neuron_heatmap_classes.png"
+NEURON_HEATMAP_SAMPLES_PNG = "neuron_heatmap_samples.png"
+EMBEDDING_2D_PNG = "embedding_2d.png"
+RELIABILITY_DIAGRAM_PNG = "reliability_diagram.png"
+CONFIDENT_ERRORS_PNG = "confident_errors.png"
+
 DPI = 100
-FIGURE_SIZES = {
-    "layer_mean_activation.png": (10, 5),
-    "neuron_heatmap_classes.png": (12, 10),
-    "neuron_heatmap_samples.png": (10, 8),
-    "embedding_2d.png": (14, 6),
-    "reliability_diagram.png": (10, 8),
-    "confident_errors.png": (13, 6.5),
+FIGURE_SIZES = {  # inches
+    LAYER_MEAN_ACTIVATION_PNG: (10, 5),
+    NEURON_HEATMAP_CLASSES_PNG: (12, 10),
+    NEURON_HEATMAP_SAMPLES_PNG: (10, 8),
+    EMBEDDING_2D_PNG: (14, 6),
+    RELIABILITY_DIAGRAM_PNG: (10, 8),
+    CONFIDENT_ERRORS_PNG: (13, 6.5),
 }
 ERROR_COLUMNS = 8
 MAX_ERRORS = 24  # three rows of eight fill the fixed figure

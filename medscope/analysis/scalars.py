@@ -33,7 +33,7 @@ from typing import Sequence
 
 from medscope import atomic
 from medscope.errors import UsageError
-from medscope.runs import ResultsLayout, Run, list_runs
+from medscope.runs import Run, list_runs
 
 TIDY_COLUMNS = ("run", "tag", "step", "wall_time", "value")
 SCALARS_PLUGIN = "scalars"
@@ -192,35 +192,31 @@ def write_tables(points: Sequence[ScalarPoint], tidy_path: Path, wide_path: Path
             atomic.write_csv(wide_path, rows, columns)]
 
 
+def tag_count(points: Sequence[ScalarPoint]) -> int:
+    """How many different tags ``points`` hold."""
+    return len({p.tag for p in points})
+
+
 @dataclass(frozen=True)
-class Export:
-    """What one export wrote."""
+class Collected:
+    """The scalars of every run of a results folder (:func:`read_all`)."""
 
-    runs: tuple[str, ...]
-    tags: int
-    points: int
-    files: tuple[Path, ...]
-
-
-def export_run(run: Run, runs_dir: str | os.PathLike) -> Export:
-    """Write ``tensorboard_scalars.csv`` and ``_wide.csv`` into the run folder and record them."""
-    points = read_run(run, runs_dir)
-    files = write_tables(points, run.layout.tensorboard_scalars_csv, run.layout.tensorboard_scalars_wide_csv)
-    run.add_artifacts([f.name for f in files], created_by="export_scalars.py")
-    return Export((run.name,), len({p.tag for p in points}), len(points), tuple(files))
+    runs: tuple[str, ...]  # the runs whose scalars are in ``points``, oldest first
+    points: tuple[ScalarPoint, ...]
+    skipped: tuple[str, ...]  # one line per run without scalars, saying why
 
 
-def export_all(results_dir: str | os.PathLike, runs_dir: str | os.PathLike, *, warn=None) -> Export:
-    """One combined tidy + wide file for every run in ``results_dir``.
+def read_all(results_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> Collected:
+    """The scalars of every run in ``results_dir``, oldest run first.
 
     Runs without event files (for example one that failed before its first
-    epoch) are skipped and reported through ``warn``; no run with scalars at
-    all is a UsageError (and then nothing is reported twice).
+    epoch) are skipped and listed in ``skipped``; no run with scalars at all
+    is a UsageError.
     """
     runs = list_runs(results_dir)
     if not runs:
         raise UsageError(f"no runs in {results_dir}/; train one first: python train.py --dataset breastmnist")
-    points, exported, skipped = [], [], []
+    points, read, skipped = [], [], []
     for run in reversed(runs):  # oldest first: the combined table reads in training order
         try:
             run_points = read_run(run, runs_dir)
@@ -228,14 +224,10 @@ def export_all(results_dir: str | os.PathLike, runs_dir: str | os.PathLike, *, w
             skipped.append(f"skipped: {exc}")
             continue
         points += run_points
-        exported.append(run.name)
+        read.append(run.name)
     if not points:
         raise UsageError(f"none of the {len(runs)} runs in {results_dir}/ has TensorBoard scalars in {runs_dir}/")
-    for line in skipped if warn is not None else ():
-        warn(line)
-    layout = ResultsLayout(results_dir)
-    files = write_tables(points, layout.tensorboard_scalars_all_csv, layout.tensorboard_scalars_all_wide_csv)
-    return Export(tuple(exported), len({p.tag for p in points}), len(points), tuple(files))
+    return Collected(tuple(read), tuple(points), tuple(skipped))
 
 
 def read_tidy_csv(path: str | os.PathLike) -> list[dict]:

@@ -44,8 +44,10 @@ import torch.nn as nn
 from medscope import atomic
 from medscope.analysis.complexity import LMC_DEFAULT_BINS, R_FACTOR, lmc_complexity, sample_entropy, weight_statistics
 from medscope.errors import UsageError
-from medscope.runs import ResultsLayout, Run, RunLayout
+from medscope.runs import ResultsLayout, Run
 
+# The files of a complexity/ folder besides the per-tensor table (RunLayout.complexity_results_csv)
+# and the figures (named in medscope.analysis.complexity_plots).
 SUMMARY_CSV = "weights_entropy_summary.csv"
 SUMMARY_JSON = "weights_entropy_summary.json"
 
@@ -396,53 +398,62 @@ def prepare_run(run: Run, *, which: str = "best", include_bias: bool = False, co
 
 @dataclass
 class RunResult:
+    """Every row and summary of one prepared run (nothing is written; see :func:`write_run`)."""
+
     plan: RunPlan
+    settings: Settings
     rows: list[dict]
     summary: list[dict]
-    files: list[Path]
-    seconds: float
+    seconds: float  # wall time of the metrics
 
     @property
     def run(self) -> Run:
         return self.plan.run
 
 
-def output_dir(run_path: Path) -> Path:
-    return RunLayout(run_path).complexity_dir
-
-
 def analyze_run(plan: RunPlan, settings: Settings = Settings(), *, workers: int = 1,
                 on_done: Callable[[WeightTensor, str], None] | None = None) -> RunResult:
-    """Compute every row of a prepared run and write its ``complexity/`` folder:
-    the per-tensor CSV, the run-level summary (CSV + JSON with the settings)
-    and the three figures."""
-    from medscope.analysis import complexity_plots
-
+    """Every :data:`COLUMNS` row of a prepared run (:func:`analyze_tensors`) and their summary."""
     started = time.perf_counter()
     rows = analyze_tensors(plan.jobs, settings, workers=workers, on_done=on_done)
     seconds = time.perf_counter() - started
-    summary = summarize(rows)
-    out = output_dir(plan.run.path)
+    return RunResult(plan, settings, rows, summarize(rows), seconds)
+
+
+def summary_record(result: RunResult) -> dict:
+    """The content of ``weights_entropy_summary.json``: the summary with the settings that made it."""
+    plan, settings = result.plan, result.settings
+    return {
+        "run": plan.run.name, "checkpoint": f"{plan.which}.pt", "epoch": plan.epoch,
+        "settings": {"m": settings.m, "r_factor": settings.r_factor, "r": "r_factor * std(weights, ddof=0)",
+                     "bins": settings.bins, "include_bias": settings.include_bias,
+                     "near_zero": f"|w| <= {settings.near_zero} * max|w|",
+                     "flatten": "tensor.detach().contiguous().view(-1), float64"},
+        "initial_weights": plan.init_source, "tensors": len(plan.tensors),
+        "weights": sum(t.count for t in plan.tensors), "seconds": round(result.seconds, 3),
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"), "summary": result.summary,
+    }
+
+
+def write_run(result: RunResult) -> list[Path]:
+    """Write the run's ``complexity/`` folder (atomically): the per-tensor CSV, the
+    run-level summary (CSV + JSON with the settings) and the three figures.
+    Returns the paths in the order they were written."""
+    from medscope.analysis import complexity_plots
+
+    plan, settings, rows = result.plan, result.settings, result.rows
+    layout = plan.run.layout
+    out = layout.complexity_dir
     title = f"{plan.run.name} ({plan.which}.pt" + (f", epoch {plan.epoch})" if plan.epoch is not None else ")")
-    files = [
-        atomic.write_csv(RunLayout(plan.run.path).complexity_results_csv, rows, COLUMNS),
-        atomic.write_csv(out / SUMMARY_CSV, summary, SUMMARY_COLUMNS),
-        atomic.write_json(out / SUMMARY_JSON, {
-            "run": plan.run.name, "checkpoint": f"{plan.which}.pt", "epoch": plan.epoch,
-            "settings": {"m": settings.m, "r_factor": settings.r_factor, "r": "r_factor * std(weights, ddof=0)",
-                         "bins": settings.bins, "include_bias": settings.include_bias,
-                         "near_zero": f"|w| <= {settings.near_zero} * max|w|",
-                         "flatten": "tensor.detach().contiguous().view(-1), float64"},
-            "initial_weights": plan.init_source, "tensors": len(plan.tensors),
-            "weights": sum(t.count for t in plan.tensors), "seconds": round(seconds, 3),
-            "created": datetime.now().astimezone().isoformat(timespec="seconds"), "summary": summary,
-        }),
+    return [
+        atomic.write_csv(layout.complexity_results_csv, rows, COLUMNS),
+        atomic.write_csv(out / SUMMARY_CSV, result.summary, SUMMARY_COLUMNS),
+        atomic.write_json(out / SUMMARY_JSON, summary_record(result)),
         complexity_plots.lmc_per_layer(out / complexity_plots.LMC_PER_LAYER, rows, title),
         complexity_plots.sampen_per_layer(out / complexity_plots.SAMPEN_PER_LAYER, rows, title,
                                           m=settings.m, r_factor=settings.r_factor),
         complexity_plots.lmc_by_type(out / complexity_plots.LMC_BY_TYPE, rows, title),
     ]
-    return RunResult(plan, rows, summary, files, seconds)
 
 
 # ---------------------------------------------------------------- several runs

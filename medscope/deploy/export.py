@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medscope import atomic, checkpoints, data, metrics
+from medscope import atomic, checkpoints, data, metrics, tasks
 from medscope.activations import collect_outputs
 from medscope.devices import resolve_device
 from medscope.errors import RunFailed, UsageError
@@ -54,6 +54,7 @@ FALLBACK_OPSET = 17
 FP32_FILE, STATIC_FILE, DYNAMIC_FILE = "model_fp32.onnx", "model_int8_static.onnx", "model_int8_dynamic.onnx"
 REPORT_JSON, REPORT_MD, PREDICT_SCRIPT, EXAMPLE_INPUT = ("export_report.json", "export_report.md",
                                                          "predict_onnx.py", "example_input.npy")
+WORK_PREFIX = ".export-"  # the temporary folder inside the run where everything is built before it moves to export/
 
 MODELS = ("pytorch_fp32", "onnx_fp32", "onnx_int8_static", "onnx_int8_dynamic")
 MODEL_LABELS = {"pytorch_fp32": "PyTorch FP32 (eager)", "onnx_fp32": "ONNX FP32",
@@ -179,14 +180,13 @@ def run_session(session, images_uint8: torch.Tensor, batch_size: int) -> np.ndar
     return np.concatenate(out).astype(np.float32)
 
 
-def scores(task: str, logits: np.ndarray) -> np.ndarray:
-    """Softmax over classes (sigmoid per label for multi-label tasks), in float64.
+def float64_scores(task: str, logits: np.ndarray) -> np.ndarray:
+    """:meth:`medscope.tasks.Task.scores` of ``logits`` computed in float64.
 
     AUC ranks the scores: in float32, scores of confident predictions round to
     ties, and the AUC would then depend on the logits' last bits.
     """
-    values = torch.from_numpy(np.asarray(logits, dtype=np.float64))
-    return (torch.sigmoid(values) if task == data.TASK_MULTILABEL else torch.softmax(values, dim=1)).numpy()
+    return tasks.task(task).scores(torch.from_numpy(np.asarray(logits, dtype=np.float64))).numpy()
 
 
 def compare_outputs(task: str, reference_logits: np.ndarray, logits: np.ndarray,
@@ -203,7 +203,8 @@ def compare_outputs(task: str, reference_logits: np.ndarray, logits: np.ndarray,
     """
     reference, got = np.asarray(reference_logits, np.float32), np.asarray(logits, np.float32)
     diff = float(np.abs(reference - got).max()) if reference.size else 0.0
-    score_diff = float(np.abs(scores(task, reference) - scores(task, got)).max()) if reference.size else 0.0
+    score_diff = (float(np.abs(float64_scores(task, reference) - float64_scores(task, got)).max())
+                  if reference.size else 0.0)
     return {"n_images": int(len(reference)), "max_abs_diff_logits": diff, "max_abs_diff_scores": score_diff,
             "argmax_agreement": float((reference.argmax(1) == got.argmax(1)).mean()) if reference.size else 1.0,
             "tolerance": tolerance, "passed": bool(diff <= tolerance)}
@@ -478,7 +479,8 @@ def subset_indices(n: int, k: int | None, seed: int) -> torch.Tensor:
 
 def evaluate_scores(task: str, labels: np.ndarray, model_scores: np.ndarray, reference_scores: np.ndarray) -> dict:
     """AUC and ACC (medscope.metrics, as medmnist.Evaluator), agreement with the reference predictions."""
-    pred, ref = metrics.predictions(task, model_scores), metrics.predictions(task, reference_scores)
+    kind = tasks.task(task)
+    pred, ref = kind.predictions(model_scores), kind.predictions(reference_scores)
     return {"auc": metrics.auc_score(task, labels, model_scores), "acc": metrics.acc_score(task, labels, model_scores),
             "agreement": float((pred == ref).mean()),
             "max_abs_diff_scores": float(np.abs(model_scores - reference_scores).max())}
@@ -567,11 +569,11 @@ def _evaluate(job: _Job, logits: dict) -> dict:
         logits[name] = run_session(make_session(job.file(name), threads=job.threads), job.test.images,
                                    job.eval_batch)
     labels = job.test.labels.numpy()
-    reference = scores(job.info.task, logits["pytorch_fp32"])
+    reference = float64_scores(job.info.task, logits["pytorch_fp32"])
     fp32_size = job.file("onnx_fp32").stat().st_size
     models = {}
     for name in MODELS:
-        record = evaluate_scores(job.info.task, labels, scores(job.info.task, logits[name]), reference)
+        record = evaluate_scores(job.info.task, labels, float64_scores(job.info.task, logits[name]), reference)
         if name in MODEL_FILES:
             size = job.file(name).stat().st_size
             record.update(file=MODEL_FILES[name], size_bytes=size, size_mb=size / 1e6, size_ratio=fp32_size / size)
@@ -607,12 +609,21 @@ def _benchmark(job: _Job, gpu: torch.device | None, gpu_note: str) -> dict:
     return result
 
 
-def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], None] = print) -> dict:
-    """Export, verify, quantize, evaluate and benchmark one run; write ``<run>/export/``. Returns the report.
+@dataclass
+class Exported:
+    """What :func:`export_run` wrote: the report (``export_report.json``) and every file of ``export/``."""
+
+    report: dict
+    files: list[Path]
+
+
+def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], None] = lambda line: None) -> Exported:
+    """Export, verify, quantize, evaluate and benchmark one run; write ``<run>/export/``.
 
     Bad input (no run, no weights, no data) raises UsageError before anything
     is written; everything is built in a temporary folder inside the run and
-    moved into ``export/`` only when all of it succeeded.
+    moved into ``export/`` only when all of it succeeded. ``log`` receives one
+    line per finished stage. The caller records the files in run.json.
     """
     info_json = run.info()
     model, checkpoint = checkpoints.load_run_model(run, options.checkpoint, "cpu")
@@ -632,7 +643,7 @@ def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], 
     calib = data.subset(data.load_split(info, folder, "train", check_md5=False), options.calib, options.seed)
 
     timings = {}
-    with tempfile.TemporaryDirectory(dir=run.path, prefix=".export-") as tmp, torch_threads(threads):
+    with tempfile.TemporaryDirectory(dir=run.path, prefix=WORK_PREFIX) as tmp, torch_threads(threads):
         job = _Job(run, info, model, test, calib, Path(tmp), threads, options)
         start = time.perf_counter()
         graph, verification, logits = _export_and_verify(job, log)
@@ -657,7 +668,7 @@ def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], 
                                            "layout": "NCDHW" if info.is_3d else "NCHW"},
                 "normalization": "baked in: the graph computes x * 2/255 - 1 (medscope.data.normalize); "
                                  "feed raw pixels 0..255 as float32",
-                "scores": "sigmoid" if info.task == data.TASK_MULTILABEL else "softmax"},
+                "scores": "sigmoid" if tasks.task(info.task).is_multilabel else "softmax"},
             "verification": verification,
             "quantization": quantization,
             "test": {"split": "test", "n_images": len(test), "n_split": n_split, "full_split": len(test) == n_split,
@@ -668,14 +679,14 @@ def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], 
             "timings": timings, "environment": _environment(threads),
         }
         report["targets"] = check_targets(report)
-        _publish(run, job.work, run.layout.export_dir, report, info, test)
-    return report
+        files = _publish(job.work, run.layout.export_dir, report, info, test)
+    return Exported(report, files)
 
 
 # ------------------------------------------------------------------ targets and report
 
 def check_targets(report: dict) -> dict:
-    """The issue's targets for 28 px ResNet-18, checked on this run (and explained where missed)."""
+    """The export targets for a 28 px ResNet-18 (:data:`TARGETS`), checked on this run (and explained where missed)."""
     spec, models = report["model"], report["models"]
     cpu = report["latency"]["cpu"]
     fp32, static = models["onnx_fp32"], models["onnx_int8_static"]
@@ -723,6 +734,53 @@ def _ops(counts: dict) -> str:
     return ", ".join(f"{op} x{n}" for op, n in counts.items()) or "none"
 
 
+def models_table(report: dict) -> list[str]:
+    """Markdown rows: every form's file, size, test AUC/ACC, agreement and CPU latency."""
+    lat = report["latency"]
+    bsz = lat["batch_size"]
+    lines = [f"| model | file | size (MB) | x smaller | test AUC | test ACC | AUC change | agreement | p50 (ms) | "
+             f"p95 (ms) | p99 (ms) | batch {bsz} (img/s) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in MODELS:
+        m, t = report["models"][name], lat["cpu"][name]
+        lines.append(
+            f"| {MODEL_LABELS[name]} | {m['file']} | {_fmt(m.get('size_mb'), '.2f', '-')} | "
+            f"{_fmt(m.get('size_ratio'), '.2f', '-')} | {_fmt(m['auc'], '.4f')} | {_fmt(m['acc'], '.4f')} | "
+            f"{_fmt(m['auc_delta'], '+.4f')} | {m['agreement']:.1%} | {t['batch1']['p50_ms']:.2f} | "
+            f"{t['batch1']['p95_ms']:.2f} | {t['batch1']['p99_ms']:.2f} | {t[f'batch{bsz}']['images_per_s']:.1f} |")
+    return lines
+
+
+def gpu_table(report: dict) -> list[str]:
+    """Markdown rows of the GPU latency of every form; none when no GPU was benchmarked."""
+    lat = report["latency"]
+    if "cuda" not in lat:
+        return []
+    bsz = lat["batch_size"]
+    lines = [f"| model | p50 (ms) | p95 (ms) | p99 (ms) | batch {bsz} (img/s) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name in MODELS:
+        t = lat["cuda"][name]
+        lines.append(f"| {MODEL_LABELS[name]} | {t['batch1']['p50_ms']:.2f} | {t['batch1']['p95_ms']:.2f} | "
+                     f"{t['batch1']['p99_ms']:.2f} | {t[f'batch{bsz}']['images_per_s']:.1f} |")
+    return lines
+
+
+def targets_table(report: dict) -> list[str]:
+    """Markdown rows of :func:`check_targets`: each target, its value and whether it was met."""
+    tg = report["targets"]
+    yes = {True: "met", False: "missed", None: "n/a"}
+    return [
+        "| target | value | result |",
+        "| --- | --- | --- |",
+        f"| INT8 static test AUC within {TARGETS['auc_drop']} of FP32 | {_fmt(tg['auc']['value'], '+.4f')} | "
+        f"{yes[tg['auc']['met']]} |",
+        f"| INT8 static file >= {TARGETS['size_ratio']}x smaller | {tg['size']['value']:.2f}x | "
+        f"{yes[tg['size']['met']]} |",
+        f"| INT8 static batch-1 p50 below ONNX FP32 | {tg['latency']['value_ms']:.2f} vs "
+        f"{tg['latency']['fp32_ms']:.2f} ms | {yes[tg['latency']['met']]} |",
+    ]
+
+
 def report_markdown(report: dict) -> str:
     """``export_report.md``: the report as prose plus tables a reader can paste."""
     ds, spec, onnx_info = report["dataset"], report["model"], report["onnx"]
@@ -747,17 +805,8 @@ def report_markdown(report: dict) -> str:
         "",
         f"## Test split ({test['n_images']} of {test['n_split']} images) and CPU latency",
         "",
-        f"| model | file | size (MB) | x smaller | test AUC | test ACC | AUC change | agreement | p50 (ms) | "
-        f"p95 (ms) | p99 (ms) | batch {bsz} (img/s) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *models_table(report),
     ]
-    for name in MODELS:
-        m, t = report["models"][name], lat["cpu"][name]
-        lines.append(
-            f"| {MODEL_LABELS[name]} | {m['file']} | {_fmt(m.get('size_mb'), '.2f', '-')} | "
-            f"{_fmt(m.get('size_ratio'), '.2f', '-')} | {_fmt(m['auc'], '.4f')} | {_fmt(m['acc'], '.4f')} | "
-            f"{_fmt(m['auc_delta'], '+.4f')} | {m['agreement']:.1%} | {t['batch1']['p50_ms']:.2f} | "
-            f"{t['batch1']['p95_ms']:.2f} | {t['batch1']['p99_ms']:.2f} | {t[f'batch{bsz}']['images_per_s']:.1f} |")
     env = report["environment"]
     busy = lat["load_average_before"][0] > env["logical_cpus"]
     lines += [
@@ -771,14 +820,7 @@ def report_markdown(report: dict) -> str:
         "",
     ]
     if "cuda" in lat:
-        lines += [f"## GPU latency ({lat['gpu']})", "",
-                  f"| model | p50 (ms) | p95 (ms) | p99 (ms) | batch {bsz} (img/s) |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        for name in MODELS:
-            t = lat["cuda"][name]
-            lines.append(f"| {MODEL_LABELS[name]} | {t['batch1']['p50_ms']:.2f} | {t['batch1']['p95_ms']:.2f} | "
-                         f"{t['batch1']['p99_ms']:.2f} | {t[f'batch{bsz}']['images_per_s']:.1f} |")
-        lines.append("")
+        lines += [f"## GPU latency ({lat['gpu']})", "", *gpu_table(report), ""]
     else:
         lines += [f"GPU: {lat['gpu']}.", ""]
     q = report["quantization"]
@@ -798,18 +840,10 @@ def report_markdown(report: dict) -> str:
         "",
     ]
     tg = report["targets"]
-    yes = {True: "met", False: "missed", None: "n/a"}
     lines += [
         f"## Targets ({tg['applies_to']}{'' if tg['applicable'] else '; this run is not one, shown for reference'})",
         "",
-        "| target | value | result |",
-        "| --- | --- | --- |",
-        f"| INT8 static test AUC within {TARGETS['auc_drop']} of FP32 | {_fmt(tg['auc']['value'], '+.4f')} | "
-        f"{yes[tg['auc']['met']]} |",
-        f"| INT8 static file >= {TARGETS['size_ratio']}x smaller | {tg['size']['value']:.2f}x | "
-        f"{yes[tg['size']['met']]} |",
-        f"| INT8 static batch-1 p50 below ONNX FP32 | {tg['latency']['value_ms']:.2f} vs "
-        f"{tg['latency']['fp32_ms']:.2f} ms | {yes[tg['latency']['met']]} |",
+        *targets_table(report),
         "",
     ]
     lines += [f"- {note}" for note in tg["notes"]] + ([""] if tg["notes"] else [])
@@ -840,8 +874,9 @@ def _save_npy(path, array: np.ndarray) -> None:
         np.save(fh, array, allow_pickle=False)
 
 
-def _publish(run: Run, work: Path, export_dir: Path, report: dict, info: data.DatasetInfo, test: data.Split) -> None:
-    """Move the ONNX files into ``export/`` (atomic renames) and write the rest; the JSON report last."""
+def _publish(work: Path, export_dir: Path, report: dict, info: data.DatasetInfo, test: data.Split) -> list[Path]:
+    """Move the ONNX files into ``export/`` (atomic renames) and write the rest; the JSON report last.
+    Returns every file of ``export/``."""
     export_dir.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES.values():
         os.replace(work / name, export_dir / name)
@@ -853,5 +888,5 @@ def _publish(run: Run, work: Path, export_dir: Path, report: dict, info: data.Da
     atomic.write_text(export_dir / PREDICT_SCRIPT, render_predict_script(info))
     atomic.write_text(export_dir / REPORT_MD, report_markdown(report))
     atomic.write_json(export_dir / REPORT_JSON, report)
-    written = [*MODEL_FILES.values(), EXAMPLE_INPUT, PREDICT_SCRIPT, REPORT_MD, REPORT_JSON]
-    run.add_artifacts([run.layout.export_dir / name for name in written], created_by="quantize.py")
+    return [export_dir / name for name in (*MODEL_FILES.values(), EXAMPLE_INPUT, PREDICT_SCRIPT, REPORT_MD,
+                                            REPORT_JSON)]
