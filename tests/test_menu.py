@@ -56,6 +56,29 @@ def main(argv=None):
     return 0
 '''
 
+FAKE_COMPARE = '''
+"""Stand-in compare.py: records its argv."""
+import json
+
+from medscope.app import cli
+
+LOG = {log!r}
+
+
+def get_args_parser():
+    parser = cli.ArgumentParser(prog="compare.py")
+    parser.add_argument("runs", nargs="*")
+    cli.add_common_args(parser, run_arg=None)
+    return parser
+
+
+def main(argv=None):
+    get_args_parser().parse_args(argv)
+    with open(LOG, "a") as fh:
+        fh.write(json.dumps(["compare", list(argv)]) + "\\n")
+    return 0
+'''
+
 FAKE_ANALYSIS = '''
 """Stand-in analysis script: records its argv and writes one file into the run."""
 import json
@@ -209,20 +232,21 @@ def test_main_menu_lists_every_item_and_marks_missing_scripts(lab):
     console = Console(["4", "0"])
     assert session(lab, console).loop() == 0
     assert console.lines[0] == "medscope — MedMNIST model lab" and console.lines[1].startswith("data: ")
-    assert console.lines[2:12] == [
+    assert console.lines[2:14] == [
         " 1. Train a model",
         " 2. Export TensorBoard scalars to CSV",
         " 3. Analyze inference outputs",
         " 4. Analyze weight complexity (LMC & Sample Entropy) (not available yet)",
-        " 5. Explain: Grad-CAM, saliency, MC-dropout uncertainty, robustness",
+        " 5. Explain: Grad-CAM, saliency, MC-dropout uncertainty, robustness, calibration",
         " 6. Export to ONNX and quantize to INT8",
         " 7. Write the report page and model card",
         " 8. Full pipeline (train, then every analysis)",
         " 9. Resume an interrupted run",
         " 10. List or delete runs",
+        " 11. Compare runs (intervals, paired tests, the published baselines) (not available yet)",
         " 0. Quit"]
     assert "analyze_complexity.py is not available yet" in console.text
-    assert console.prompts == ["choose [0-10]: ", "choose [0-10]: "]  # back at the menu, then quit
+    assert console.prompts == ["choose [0-11]: ", "choose [0-11]: "]  # back at the menu, then quit
 
 
 def test_header_names_the_data_folder_in_force_and_its_medmnist_files(lab, tmp_path, monkeypatch):
@@ -284,7 +308,7 @@ def test_ctrl_c_while_a_script_loads_takes_effect_once_it_is_loaded(lab):
 
 def test_train_reasks_bad_answers_and_passes_only_what_differs_from_train_defaults(lab):
     breast = str(data.dataset_flags().index("breastmnist") + 1)
-    console = Console(["11", "1",
+    console = Console(["12", "1",
                        "99", "lungmnist", "breastmnist",  # dataset: out of range, unknown, by name
                        "5", "",  # size: out of range, then the default
                        "2",  # model: cnn
@@ -298,7 +322,7 @@ def test_train_reasks_bad_answers_and_passes_only_what_differs_from_train_defaul
     epochs = recipes.default_recipe("breastmnist", "cnn").epochs
     assert f"epochs [{epochs}]: " in console.prompts and "advanced options? (y/n) [n]: " in console.prompts
     assert "train on a random subset of N images [all]: " in console.prompts
-    for hint in ("  type a number from 0 to 10", "  choose a number from 1 to 18 (Enter: %s)" % breast,
+    for hint in ("  type a number from 0 to 11", "  choose a number from 1 to 18 (Enter: %s)" % breast,
                  "  choose a number from 1 to 4 (Enter: 1)", f"  expected a positive integer, got 0 (Enter: {epochs})",
                  f"  expected a positive integer, got 'many' (Enter: {epochs})", "  answer y or n (Enter: n)",
                  "  expected a number in [0, 1), got 1.5 (Enter: 0.2)"):
@@ -381,7 +405,7 @@ def test_end_of_input_in_a_question_goes_back_and_at_the_menu_ends(lab):
     console = Console(["1", "breastmnist"])
     assert session(lab, console).loop() == 0
     assert "(end of input: back to the menu)" in console.lines
-    assert console.prompts[-1] == "choose [0-10]: " and lab.calls() == []
+    assert console.prompts[-1] == "choose [0-11]: " and lab.calls() == []
 
 
 def test_pipeline_trains_then_runs_every_available_script_on_the_new_run(lab, capsys):
@@ -460,10 +484,10 @@ def test_bad_pipeline_flags_are_usage_errors(lab):
 def test_question_table_rows_are_complete():
     """Every item names its script; every question can produce a default and an argv entry."""
     keys = [item.key for item in menu.ITEMS]
-    assert keys == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
+    assert keys == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"]
     assert [item.script for item in menu.ITEMS] == ["train", "export_scalars", "analyze_inference",
                                                     "analyze_complexity", "explain", "quantize", "report", None, "train",
-                                                    None]
+                                                    None, "compare"]
     for item in menu.ITEMS:
         for question in item.questions:
             assert question.choices or question.parse or question.flag, question.key
@@ -527,7 +551,7 @@ def test_resume_lists_runs_that_stopped_with_a_checkpoint_and_runs_train_resume(
                                     "2/4"]  # running, but nothing written for two hours and no process known
     assert table[2].split()[:7] == ["2.", "0002_breastmnist28_resnet18", "breastmnist", "28", "resnet18",
                                     "interrupted", "1/3"]
-    assert console.prompts[1:4] == ["run to resume [1]: ", "run to resume [1]: ", "choose [0-10]: "]
+    assert console.prompts[1:4] == ["run to resume [1]: ", "run to resume [1]: ", "choose [0-11]: "]
     assert "  choose a number from 1 to 2 (Enter: 1)" in console.lines
     (call,) = lab.calls()  # the run's own seed goes on: run_tool's --seed is not passed
     assert call == ["train", ["--resume", "0002_breastmnist28_resnet18", "--results-dir", str(lab.results),
@@ -543,7 +567,7 @@ def test_resume_with_nothing_to_resume_is_one_line_and_back_to_the_menu(lab):
     stopped(lab, "0002_breastmnist28_resnet18", "running", pid=os.getpid(), host=socket.gethostname())  # alive
     console = Console(["9", "0"])
     assert session(lab, console).loop() == 0
-    assert console.prompts == ["choose [0-10]: ", "choose [0-10]: "] and lab.calls() == []
+    assert console.prompts == ["choose [0-11]: ", "choose [0-11]: "] and lab.calls() == []
     said = console.lines[console.lines.index(" 0. Quit") + 1:console.lines.index(" 0. Quit", 14)]
     assert said == [f"  no run to resume in {lab.results}/ (none stopped before its last epoch with a last.pt "
                     "to go on from)", "", "medscope — MedMNIST model lab"] + said[3:]
@@ -842,3 +866,13 @@ def test_spinner_stays_away_from_quick_work_and_pipes(monkeypatch):
 
         assert sys.stdout is pipe  # not even wrapped
     assert pipe.text == "" and not any(t.name == "medscope-waiting" for t in threading.enumerate())
+
+
+def test_compare_item_defaults_to_the_completed_runs_of_the_newest_dataset(lab):
+    (lab.script_dir / "compare.py").write_text(FAKE_COMPARE.format(log=str(lab.root / "calls.jsonl")))
+    first, second = lab.add_run("0001_breastmnist28_resnet18"), lab.add_run("0002_breastmnist28_cnn")
+    console = Console(["11", "", "11", "2", "0"])  # Enter: the default runs; then run 2 alone
+    assert session(lab, console).loop() == 0
+    calls = [argv for name, argv in lab.calls() if name == "compare"]
+    assert calls[0][:2] == [second.name, first.name] and calls[1][:1] == [first.name]
+    assert "--results-dir" in calls[0]

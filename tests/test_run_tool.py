@@ -37,14 +37,14 @@ def pipe(answers: str, *args: str, cwd: Path, timeout: float = 300) -> subproces
 @pytest.mark.slow
 def test_menu_through_a_pipe_trains_exports_reasks_and_ends_at_end_of_input(tmp_path, medmnist_dir):
     answers = "\n".join([
-        "11",  # not an item: asked again
+        "12",  # not an item: asked again
         "1", "lungmnist", "breastmnist", "", "cnn", "zero", "1", "",  # train: 1 epoch of the small CNN
         "2", "",  # export the newest run's scalars
     ]) + "\n"  # ... and then the input ends, with no "0"
     done = pipe(answers, "--subset", "32", "--device", "cpu", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "  type a number from 0 to 10" in out
+    assert "  type a number from 0 to 11" in out
     assert re.search(r"  choose a number from 1 to 18 \(Enter: \d+\)", out)
     from medscope.train import recipes
 
@@ -63,7 +63,7 @@ def test_menu_through_a_pipe_trains_exports_reasks_and_ends_at_end_of_input(tmp_
         (history,) = list(csv.DictReader(fh))
     (auc,) = [r for r in tidy if r["tag"] == "auc/val"]
     assert np.float32(float(auc["value"])) == np.float32(float(history["val_auc"]))
-    assert out.rstrip().endswith("choose [0-10]:")  # ended at the menu by end of input
+    assert out.rstrip().endswith("choose [0-11]:")  # ended at the menu by end of input
     assert "Traceback" not in done.stderr
 
 
@@ -88,7 +88,7 @@ def test_menu_resumes_a_run_interrupted_by_ctrl_c(tmp_path, medmnist_dir, monkey
 
 def test_end_of_input_at_once_exits_0_with_a_newline(tmp_path):
     done = pipe("", cwd=tmp_path, timeout=60)
-    assert done.returncode == 0 and done.stdout.endswith("choose [0-10]: \n") and done.stderr == ""
+    assert done.returncode == 0 and done.stdout.endswith("choose [0-11]: \n") and done.stderr == ""
     assert "|" not in done.stdout and "\r" not in done.stdout  # no spinner in a pipe
 
 
@@ -185,10 +185,10 @@ def test_prompts_on_a_terminal_read_as_a_person_sees_them(run_2d, tmp_path):
     seeded_workdir(run_2d, tmp_path)
     term = Terminal([], cwd=tmp_path)
     try:
-        screen = term.read_until("choose [0-10]: ")
+        screen = term.read_until("choose [0-11]: ")
         assert f"medscope — MedMNIST model lab\r\ndata: {os.environ['MEDMNIST_DIR']} ($MEDMNIST_DIR): " in screen
         assert " MedMNIST files (" in screen and ")\r\n 1. Train a model\r\n" in screen
-        assert " 0. Quit\r\nchoose [0-10]: " in screen
+        assert " 0. Quit\r\nchoose [0-11]: " in screen
         term.type("2\r")
         screen = term.read_until("run [1]: ")
         assert "2\r\nrun:\r\n" in screen  # the terminal echoes what was typed; the menu adds no second copy
@@ -198,12 +198,12 @@ def test_prompts_on_a_terminal_read_as_a_person_sees_them(run_2d, tmp_path):
         term.type("7\r")
         assert term.read_until("run [1]: ").endswith("7\r\n  choose a number from 1 to 2 (Enter: 1)\r\nrun [1]: ")
         term.ctrl_c()  # in a question: back to the menu
-        screen = term.read_until("choose [0-10]: ")
+        screen = term.read_until("choose [0-11]: ")
         assert "(cancelled: back to the menu)" in screen and " 1. Train a model" in screen
         term.type("2\r")
         term.read_until("run [1]: ")
         term.type("\r")  # Enter takes the default: the newest run
-        screen = term.read_until("choose [0-10]: ", timeout=120)
+        screen = term.read_until("choose [0-11]: ", timeout=120)
         assert f"$ python {RUN_TOOL[:-len('run_tool.py')]}export_scalars.py --run {run_2d.name}" in screen
         assert f"results in results/{run_2d.name}/: tensorboard_scalars.csv, tensorboard_scalars_wide.csv" in screen
         term.ctrl_c()  # at the menu: a clean goodbye

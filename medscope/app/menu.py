@@ -470,6 +470,18 @@ RESUME = Question("run", "run to resume", choices=resumable_choices,
                   default=lambda s, a: resumable_choices(s, a).options[0].value, flag="--resume")
 DELETE = Question("runs", "delete which runs? (numbers such as 2, 1 3 or 2-4)", choices=run_table_choices,
                   many=True, default=(), show=lambda v: ", ".join(v) if v else "none")
+def _same_dataset_runs(session: "Session", answers: dict) -> tuple[str, ...]:
+    """Default runs to compare: the completed runs of the newest completed run's dataset and size."""
+    done = [r for r in session.run_records() if r.state == "completed"]
+    if not done:
+        return ()
+    key = (done[0].config("dataset"), done[0].config("size"))
+    return tuple(r.run.name for r in done if (r.config("dataset"), r.config("size")) == key)
+
+
+COMPARE = Question("runs", "compare which runs? (numbers such as 1 2 or 1-3)", choices=run_table_choices,
+                   many=True, default=_same_dataset_runs, to_argv=list,
+                   show=lambda v: ", ".join(v) if v else "none")
 RUN_OR_ALL = Question("run", "run", choices=run_or_all_choices, default=_newest,
                       to_argv=lambda v: [ALL_RUNS] if v == ALL_RUNS else ["--run", v])
 
@@ -525,7 +537,7 @@ ITEMS = (
     Item("2", "Export TensorBoard scalars to CSV", "export_scalars", (RUN_OR_ALL,), in_pipeline=True),
     Item("3", "Analyze inference outputs", "analyze_inference", (RUN,), in_pipeline=True),
     Item("4", "Analyze weight complexity (LMC & Sample Entropy)", "analyze_complexity", (RUN,), in_pipeline=True),
-    Item("5", "Explain: Grad-CAM, saliency, MC-dropout uncertainty, robustness", "explain",
+    Item("5", "Explain: Grad-CAM, saliency, MC-dropout uncertainty, robustness, calibration", "explain",
          (RUN, Question("subcommand", "what to explain", choices=subcommand_choices,
                         default=lambda s, a: subcommand_choices(s, a).options[0].value, positional=True,
                         each=True)),
@@ -537,6 +549,7 @@ ITEMS = (
     Item("9", "Resume an interrupted run", "train", (RESUME,), not_passed=("--seed",)),
     Item("10", "List or delete runs", None, (DELETE,), prepare=lambda session: session.finish_deletions(),
          action=lambda session, answers: session.delete(answers["runs"])),
+    Item("11", "Compare runs (intervals, paired tests, the published baselines)", "compare", (COMPARE,)),
 )
 PIPELINE_KEY = "8"
 TRAIN_KEY = "1"
