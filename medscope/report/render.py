@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +22,17 @@ from .images import MAX_WIDTH, EmbeddedImage, embed_image
 TEMPLATES = Path(__file__).with_name("templates")
 
 
+def p_value_text(p) -> str:
+    """compare.py's text for a p-value (``< 0.0001`` below that), so the page and comparison.md agree.
+
+    >>> p_value_text(0.04321), p_value_text(3e-7)
+    ('0.0432', '< 0.0001')
+    """
+    from medscope.compare.report import p_text  # imported late: the run page does not need the statistics
+
+    return p_text(p)
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """The Jinja2 environment: autoescaping on for every template, undefined names are errors."""
@@ -29,7 +41,7 @@ def environment() -> jinja2.Environment:
                              keep_trailing_newline=True)
     env.filters.update(number=text.number_text, percent=text.percent_text, interval=text.interval_text,
                        duration=text.duration_text, size=text.size_text, words=text.title_text,
-                       when=text.time_text)
+                       when=text.time_text, p_value=p_value_text)
     env.tests["finite"] = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     return env
 
@@ -67,3 +79,48 @@ def render_run_page(report, card: dict, images: dict[Path, EmbeddedImage], *, ge
     """
     return render_page("run.html.j2", report=report, card=card, images=images, generated=generated,
                        build_seconds=build_seconds)
+
+
+@dataclass(frozen=True)
+class ComparisonFigure:
+    """A figure of a comparison page (the shape :func:`macros.figure` reads)."""
+
+    path: Path
+    title: str
+    caption: str
+
+
+def render_comparison_page(comparison, *, title: str, lines, figure: Path, images: dict[Path, EmbeddedImage],
+                           studies, generated: str, build_seconds: float) -> str:
+    """The HTML of a comparison or study page.
+
+    Parameters
+    ----------
+    comparison : Comparison
+        From :func:`medscope.compare.tables.compare`.
+    title : str
+        ``Study <name>`` or ``Comparison <name>``.
+    lines : list of RunLine
+        From :func:`medscope.report.comparison.run_lines`.
+    figure : Path
+        The forest plot's file, embedded in ``images``.
+    studies : list of str
+        Names of the studies the runs came from.
+    generated : str
+        When the page was made (ISO 8601).
+    build_seconds : float
+        Seconds spent comparing and drawing (shown in the footer).
+    """
+    from medscope import baselines
+    from medscope.compare.tables import BETWEEN_RUNS, METRIC_NAMES, METRICS
+
+    metric_name = METRIC_NAMES[comparison.settings.metric]
+    level = f"{comparison.settings.level:.0%}"
+    forest = ComparisonFigure(Path(figure), f"Forest plot of {metric_name}",
+                              f"Each run's {metric_name} with its {level} interval (circles), each seed group's mean "
+                              "with the t-interval across seeds (squares, thin) and the pooled bootstrap interval "
+                              "(thick), and the published MedMNIST v2 numbers (diamonds, dotted).")
+    return render_page("comparison.html.j2", comparison=comparison, title=title, lines=lines, forest=forest,
+                       images=images, studies=list(studies), generated=generated, build_seconds=build_seconds,
+                       metrics=METRICS, metric_names=METRIC_NAMES, between_runs=BETWEEN_RUNS, level=level,
+                       baseline_source=baselines.SOURCE)
