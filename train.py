@@ -7,14 +7,18 @@
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 
+from medscope import data, runs
 from medscope.app import cli
 from medscope.models import MODELS
-from medscope.train import distributed, recipes
+from medscope.train import config, distributed, recipes
 from medscope.train.augment import LEVELS, SAFE_FLIPS
 from medscope.train.loop import OPTIMIZERS, SCHEDULES, SELECTIONS
+
+SCRIPT = "train.py"  # recorded in run.json as the creator of the files training writes
 
 
 def get_args_parser() -> cli.ArgumentParser:
@@ -24,7 +28,7 @@ def get_args_parser() -> cli.ArgumentParser:
     parser.add_argument("--size", type=int, default=28, help="image size: 28, 64, 128, 224 (3D: 28, 64)")
     parser.add_argument("--model", nargs="+", default=["resnet18"], choices=MODELS, metavar="MODEL",
                         help=f"one or more of {', '.join(MODELS)} (default: resnet18)")
-    # Flags whose default is None take the run's recipe (medscope/recipes.py): tuned values for
+    # Flags whose default is None take the run's recipe (medscope/train/recipes.py): tuned values for
     # the datasets it lists, the general rule otherwise. run.json records what was used.
     parser.add_argument("--epochs", type=cli.positive_int, default=None,
                         help=f"epochs (default: the recipe's: 6 for breastmnist, 2 for pneumoniamnist, 12 for "
@@ -50,7 +54,7 @@ def get_args_parser() -> cli.ArgumentParser:
                         help="the epoch whose weights become the run's model (best.pt) and give its test "
                              "metrics: best = highest validation AUC, last = the final epoch "
                              "(default: the recipe's; last for adrenalmnist3d, best otherwise)")
-    parser.add_argument("--patience", type=int, default=0,
+    parser.add_argument("--patience", type=cli.non_negative_int, default=0,
                         help="stop after this many epochs without a better validation AUC; 0 never stops early")
     parser.add_argument("--augment", choices=LEVELS, default=None,
                         help="batch augmentation; flips only where the anatomy allows "
@@ -71,7 +75,7 @@ def get_args_parser() -> cli.ArgumentParser:
     parser.add_argument("--resume", default=None, metavar="RUN", help="continue an interrupted run")
     parser.add_argument("--workers", type=cli.non_negative_int, default=0, metavar="N",
                         help="read the next batches in N background processes (default: 0, read when needed)")
-    parser.add_argument("--memmap", choices=("auto", "always", "never"), default="auto",
+    parser.add_argument("--memmap", choices=config.MEMMAP, default="auto",
                         help="memory-map the image splits instead of loading them into RAM (default: auto, "
                              "when a split is over a quarter of the available RAM)")
     parser.add_argument("--dist-timeout", type=cli.positive_float, default=distributed.DEFAULT_TIMEOUT_S,
@@ -82,145 +86,91 @@ def get_args_parser() -> cli.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Train every --dataset x --model, or continue the run of --resume; 0 when all finished."""
     args = get_args_parser().parse_args(argv)
     if args.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
     import torch
 
     ctx = distributed.init(args.device, args.dist_timeout)  # a single process unless started by torchrun
-    device = ctx.device
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
+    elif ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     try:
-        code = _train(args, ctx)
+        resume(args, ctx) if args.resume else train(args, ctx)
     except BaseException:
         distributed.close(ctx, ok=False)
         raise
     distributed.close(ctx)
-    return code
-
-
-def _train(args, ctx) -> int:
-    from medscope import checkpoints, data, runs
-    from medscope.train import experiment
-
-    device = ctx.device
-    say = print if ctx.is_main else (lambda *a, **k: None)
-    mmap = {"auto": None, "always": True, "never": False}[args.memmap]
-
-    def load(info, data_dir, check_md5):
-        # each node's first process downloads, checks and extracts; then the others open the same files
-        return distributed.local_main_first(ctx, lambda: data.load_dataset(
-            info, data_dir, check_md5=check_md5, mmap=mmap, copies=ctx.local_world_size))
-
-    if args.resume:
-        def read_checkpoint():
-            run = runs.resolve_run(args.results_dir, args.resume)
-            state = checkpoints.load(run.layout.last_pt)
-            cfg = state["config"]
-            if state["epoch"] >= cfg["epochs"] and run.info().get("status") == "completed":
-                raise cli.UsageError(f"{run.name} already finished all {cfg['epochs']} epochs")
-            return run, state
-
-        run, state = distributed.on_main(ctx, read_checkpoint)  # only rank 0 needs the results folder
-        cfg = dict(state["config"])
-        _check_batch(cfg["batch_size"], ctx)
-        info = data.dataset_info(cfg["dataset"], cfg["size"])
-        dataset = load(info, runs.data_dir_for(info.file_name, args.data_dir, cfg.get("data_dir")),
-                       not cfg.get("skip_md5"))
-        if cfg.get("subset"):
-            dataset["train"] = data.subset(dataset["train"], cfg["subset"], cfg["seed"])
-        trained_on = cfg.get("world_size", 1)
-        if trained_on != ctx.world_size:
-            say(f"note: {run.name} was trained by {trained_on} process(es) and resumes on {ctx.world_size}; "
-                "the epochs from here differ from an uninterrupted run's")
-        say(f"resuming {run.name} after epoch {state['epoch']}/{cfg['epochs']} on {_where(ctx)}")
-        summary = experiment.train_run(run, cfg, info, dataset, device, resume=state, dist=ctx, workers=args.workers)
-        if ctx.is_main:
-            _report(run, summary)
-        return 0
-
-    if not args.dataset:
-        raise cli.UsageError("choose a dataset with --dataset, e.g. --dataset breastmnist "
-                             f"(one of: {', '.join(data.dataset_flags())})")
-    infos = [data.dataset_info(flag, args.size) for flag in args.dataset]  # all names checked before any work
-    if args.run_name and len(infos) * len(args.model) > 1:
-        raise cli.UsageError("--run-name names one run; drop it when training several datasets or models")
-    if args.weights:
-        args.pretrained = True
-    if args.pretrained and "cnn" in args.model:
-        raise cli.UsageError("--pretrained is for resnet18 only; the plain CNN has no pretrained weights")
-    if args.batch_size is not None:
-        _check_batch(args.batch_size, ctx)
-
-    for info in infos:
-        if args.tta and not SAFE_FLIPS.get(info.flag):
-            say(f"note: --tta averages over flips, and no flip is anatomically safe for {info.flag}; "
-                "its predictions use the image alone")
-        dataset = load(info, args.data_dir, not args.skip_md5)  # bad files end here
-        if args.subset:
-            dataset["train"] = data.subset(dataset["train"], args.subset, args.seed)
-        for model_name in args.model:
-            cfg = _config(args, info, model_name, len(dataset["train"]), ctx)
-            _check_batch(cfg["batch_size"], ctx)
-            run = distributed.on_main(ctx, lambda: runs.create_run(
-                args.results_dir, args.runs_dir, f"{info.flag}{info.size}_{model_name}", args.run_name))
-            say(f"run {run.name}: {info.flag} ({info.task}, {len(dataset['train'])} train images, "
-                f"{info.size}px {'3D' if info.is_3d else '2D'}) with {model_name} on {_where(ctx)}")
-            say(f"  {cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']:g}, "
-                f"augment {cfg['augment']}, label smoothing {cfg['label_smoothing']:g}, keeps the "
-                f"{'last epoch' if cfg['select'] == 'last' else 'best epoch by validation AUC'} "
-                f"({'tuned recipe' if cfg['recipe'] == 'tuned' else 'general recipe'} where not given)")
-            try:
-                summary = experiment.train_run(run, cfg, info, dataset, device, dist=ctx, workers=args.workers)
-            except cli.UsageError:
-                if ctx.is_main:
-                    runs.discard_run(run, args.runs_dir)  # bad input found late: leave nothing behind
-                raise
-            if ctx.is_main:
-                _report(run, summary)
     return 0
 
 
-def _check_batch(batch_size: int, ctx) -> None:
-    if batch_size % ctx.world_size:
-        lower = batch_size - batch_size % ctx.world_size
-        raise cli.UsageError(f"--batch-size {batch_size} is the global batch and must split evenly over the "
-                             f"{ctx.world_size} processes; use {lower or ctx.world_size} or "
-                             f"{lower + ctx.world_size}")
+def build_configs(args, ctx=distributed.SINGLE) -> list[config.TrainConfig]:
+    """The requested config of every dataset x model (what the flags leave unset, the recipe fills later)."""
+    command = (f"{distributed.command_prefix(ctx)} {SCRIPT} " + " ".join(sys.argv[1:])
+               if sys.argv and sys.argv[0].endswith(SCRIPT) else None)
+    return config.plan(args.dataset, args.model, {name: getattr(args, name) for name in config.USER_SETTINGS},
+                       world_size=ctx.world_size, command=command)
 
 
-def _where(ctx) -> str:
-    if not ctx.distributed:
-        return str(ctx.device)
-    kind = "GPUs" if ctx.device.type == "cuda" else "CPU processes"
-    return f"{ctx.world_size} {kind} ({ctx.backend}, {ctx.nnodes} node{'s' if ctx.nnodes > 1 else ''})"
+def train(args, ctx) -> None:
+    from medscope.train import experiment  # imported late: matplotlib and TensorBoard are slow to import
+
+    say = print if ctx.is_main else _silent
+    for flag, requests in itertools.groupby(build_configs(args, ctx), key=lambda c: c.dataset):
+        requests = list(requests)
+        info = data.dataset_info(flag, args.size)
+        if args.tta and not SAFE_FLIPS.get(flag):
+            say(f"note: --tta averages over flips, and no flip is anatomically safe for {flag}; "
+                "its predictions use the image alone")
+        dataset = experiment.load_data(info, args.data_dir, requests[0], dist=ctx)  # bad files end here
+        for request in requests:
+            cfg = config.with_recipe(request, len(dataset["train"]))
+            config.check_batch(cfg.batch_size, ctx.world_size)
+            run = distributed.on_main(ctx, lambda: runs.create_run(
+                cfg.results_dir, cfg.runs_dir, f"{flag}{info.size}_{cfg.model}", cfg.run_name))
+            say(f"run {run.name}: {flag} ({info.task}, {len(dataset['train'])} train images, "
+                f"{info.size}px {'3D' if info.is_3d else '2D'}) with {cfg.model} on {ctx.describe()}")
+            say(f"  {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
+                f"augment {cfg.augment}, label smoothing {cfg.label_smoothing:g}, keeps the "
+                f"{'last epoch' if cfg.select == 'last' else 'best epoch by validation AUC'} "
+                f"({'tuned recipe' if cfg.recipe == 'tuned' else 'general recipe'} where not given)")
+            try:
+                summary = experiment.train_run(run, cfg, info, dataset, ctx.device, created_by=SCRIPT, dist=ctx,
+                                               workers=args.workers)
+            except cli.UsageError:
+                if ctx.is_main:
+                    runs.discard_run(run, cfg.runs_dir)  # bad input found late: leave nothing behind
+                raise
+            if ctx.is_main:
+                _report(run, summary)
 
 
-def _config(args, info, model_name: str, n_train: int, ctx=distributed.SINGLE) -> dict:
-    """The full, JSON-able configuration of one run (enough to re-run it)."""
-    recipe = recipes.default_recipe(info.flag, model_name, info.size, n_train)
-    given = lambda value, default: default if value is None else value  # noqa: E731
-    return {
-        "dataset": info.flag, "size": info.size, "model": model_name, "epochs": given(args.epochs, recipe.epochs),
-        "batch_size": given(args.batch_size, recipe.batch_size), "optimizer": args.optimizer,
-        "lr": given(args.lr, recipe.learning_rate(args.optimizer)), "weight_decay": args.weight_decay,
-        "schedule": args.schedule, "warmup_epochs": args.warmup_epochs,
-        "label_smoothing": given(args.label_smoothing, recipe.label_smoothing),
-        "mixup": args.mixup, "clip_grad": args.clip_grad, "dropout": args.dropout, "patience": args.patience,
-        "select": given(args.select, recipe.select),
-        "augment": given(args.augment, recipe.augment), "recipe": recipe.source, "tta": args.tta,
-        "pretrained": args.pretrained, "weights": args.weights,
-        "subset": args.subset, "amp": args.amp, "deterministic": args.deterministic, "skip_md5": args.skip_md5, "seed": args.seed,
-        "device": args.device, "data_dir": args.data_dir, "results_dir": args.results_dir,
-        "runs_dir": args.runs_dir, "run_name": args.run_name,
-        "world_size": ctx.world_size, "workers": args.workers, "memmap": args.memmap,
-        "command": f"{distributed.command_prefix(ctx)} train.py " + " ".join(sys.argv[1:])
-                   if sys.argv and sys.argv[0].endswith("train.py") else None,
-    }
+def resume(args, ctx) -> None:
+    from medscope.train import experiment
+    from medscope.train.resume import open_checkpoint, resumed_config
+
+    say = print if ctx.is_main else _silent
+    # only rank 0 reads the results folder; the others get the checkpoint from it
+    run, checkpoint = distributed.on_main(ctx, lambda: open_checkpoint(args.results_dir, args.resume))
+    cfg = resumed_config(checkpoint, ctx.world_size)
+    info = data.dataset_info(cfg.dataset, cfg.size)
+    data_dir = runs.data_dir_for(info.file_name, args.data_dir, cfg.data_dir)
+    dataset = experiment.load_data(info, data_dir, cfg, memmap=args.memmap, dist=ctx)
+    if cfg.world_size != ctx.world_size:
+        say(f"note: {run.name} was trained by {cfg.world_size} process(es) and resumes on {ctx.world_size}; "
+            "the epochs from here differ from an uninterrupted run's")
+    say(f"resuming {run.name} after epoch {checkpoint['epoch']}/{cfg.epochs} on {ctx.describe()}")
+    summary = experiment.train_run(run, cfg, info, dataset, ctx.device, created_by=SCRIPT, resume=checkpoint,
+                                   dist=ctx, workers=args.workers)
+    if ctx.is_main:
+        _report(run, summary)
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """What ranks other than 0 print: one voice per job."""
 
 
 def _report(run, summary: dict) -> None:

@@ -30,7 +30,7 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medscope import data
+from medscope import data  # noqa: E402
 from medscope.metrics import acc_score, auc_score  # noqa: E402
 from medscope.models import build_model, model_spec  # noqa: E402
 from medscope.train import augment, recipes  # noqa: E402

@@ -64,9 +64,13 @@ def display_image(volume_or_image: np.ndarray) -> np.ndarray:
     return np.moveaxis(array, 0, -1)
 
 
-def prediction_grid(path, images: np.ndarray, labels, predictions, confidences, class_names, title: str,
-                    columns: int = 8):
-    """Sample test images with true label, prediction and its probability (red: wrong)."""
+def prediction_grid(path, images: np.ndarray, truth: list[str], predicted: list[str], confidences, correct,
+                    title: str, columns: int = 8):
+    """Sample images with their true label, the prediction and its probability (red: wrong).
+
+    ``truth`` and ``predicted`` are the labels as text (``Task.label_text``);
+    ``correct`` says per image whether the prediction is right.
+    """
     n = len(images)
     rows = max(1, int(np.ceil(n / columns)))
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows))
@@ -75,16 +79,17 @@ def prediction_grid(path, images: np.ndarray, labels, predictions, confidences, 
     for i, ax in enumerate(np.atleast_1d(axes).ravel()[:n]):
         image = display_image(images[i])
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-        ok = np.array_equal(labels[i], predictions[i])
-        ax.set_title(f"T:{_short(labels[i], class_names)}\nP:{_short(predictions[i], class_names)} "
-                     f"{confidences[i]:.2f}", fontsize=7, color="black" if ok else "red")
+        ax.set_title(f"T:{truth[i]}\nP:{predicted[i]} {confidences[i]:.2f}", fontsize=7,
+                     color="black" if correct[i] else "red")
     fig.suptitle(title)
     fig.tight_layout()
     return atomic.save_figure(path, fig)
 
 
-def _short(label, class_names) -> str:
-    if isinstance(label, (list, tuple, np.ndarray)):
-        return ",".join(str(i) for i, v in enumerate(label) if v) or "-"
-    name = class_names[int(label)]
-    return name if len(name) <= 12 else name[:11] + "…"
+def short_name(name: str, width: int = 12) -> str:
+    """``name``, cut to ``width`` characters with an ellipsis where longer (a tile's title).
+
+    >>> short_name("malignant"), short_name("adenocarcinoma tissue")
+    ('malignant', 'adenocarcin…')
+    """
+    return name if len(name) <= width else name[:width - 1] + "…"

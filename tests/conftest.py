@@ -92,9 +92,9 @@ def history(run: Path) -> list[dict]:
 
 def interrupt_epoch(monkeypatch, n: int):
     """Make the run's ``n``-th epoch end with KeyboardInterrupt, as Ctrl-C would; returns the undo."""
-    from medscope.train import loop as training
+    from medscope.train import loop
 
-    real_epoch = training.train_one_epoch
+    real_epoch = loop.train_one_epoch
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):

@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
 from medscope import checkpoints
 from medscope.app import cli
-from medscope.train import distributed
-from medscope.train import loop as training
+from medscope.runs import RunLayout
+from medscope.train import config, distributed, loop
 from medscope.train.distributed import DistContext, shard_epoch, shard_range
 from tests.conftest import ROOT, history, train_run, write_fake_medmnist
 
@@ -92,17 +91,17 @@ def test_evaluation_shards_are_contiguous_and_in_order():
 
 
 def test_rank_0_draws_what_a_single_process_draws_and_other_ranks_their_own():
-    training.seed_epoch(5, 2)
+    loop.seed_epoch(5, 2)
     single = torch.rand(4)
-    training.seed_epoch(5, 2)
-    assert training.seed_rank(5, 2, 0) is None and torch.equal(torch.rand(4), single)
+    loop.seed_epoch(5, 2)
+    assert loop.seed_rank(5, 2, 0) is None and torch.equal(torch.rand(4), single)
     draws = {}
     for rank in (1, 2):
-        training.seed_epoch(5, 2)
-        generator = training.seed_rank(5, 2, rank)
+        loop.seed_epoch(5, 2)
+        generator = loop.seed_rank(5, 2, rank)
         draws[rank] = (torch.rand(4), torch.rand(4, generator=generator))
-    training.seed_epoch(5, 2)
-    again = training.seed_rank(5, 2, 1)
+    loop.seed_epoch(5, 2)
+    again = loop.seed_rank(5, 2, 1)
     assert torch.equal(torch.rand(4), draws[1][0]) and torch.equal(torch.rand(4, generator=again), draws[1][1])
     assert not torch.equal(draws[1][0], single) and not torch.equal(draws[1][0], draws[2][0])
     assert not torch.equal(draws[1][1], draws[2][1])
@@ -117,7 +116,15 @@ def test_a_single_process_needs_no_process_group():
 
 def test_the_global_batch_must_split_over_the_processes():
     with pytest.raises(cli.UsageError, match="use 63 or 66"):
-        train._check_batch(64, DistContext(world_size=3, backend="gloo"))
+        config.check_batch(64, DistContext(world_size=3, backend="gloo").world_size)
+
+
+def test_a_job_says_where_it_trains():
+    assert DistContext().describe() == "cpu"
+    two = DistContext(rank=1, world_size=2, local_world_size=2, backend="gloo")
+    assert two.describe() == "2 CPU processes (gloo, 1 node)"
+    nodes = DistContext(world_size=8, local_world_size=4, backend="nccl", device=torch.device("cuda", 0))
+    assert nodes.describe() == "8 GPUs (nccl, 2 nodes)"
 
 
 # ---------------------------------------------------------------- collectives (2 forked Gloo processes)
@@ -211,7 +218,7 @@ def test_torchrun_writes_the_run_folder_of_a_single_process_once(torchrun_run, s
     assert info["environment"]["world_size"] == 2 and info["environment"]["backend"] == "gloo"
     assert info["config"]["world_size"] == 2 and info["config"]["batch_size"] == 64
     assert info["config"]["command"].startswith("torchrun --standalone --nproc_per_node=2 train.py ")
-    model = checkpoints.model_from_checkpoint(checkpoints.load(torchrun_run / checkpoints.BEST))
+    model = checkpoints.model_from_checkpoint(checkpoints.load(RunLayout(torchrun_run).best_pt))
     assert not any(k.startswith("module.") for k in model.state_dict())  # loads without DDP
 
 

@@ -12,8 +12,9 @@ from medmnist.evaluator import getACC, getAUC
 import train
 from medscope import data
 from medscope.app import cli
-from medscope.train import loop as training
-from tests.conftest import ROOT, history, interrupted_run, train_run, write_fake_medmnist
+from medscope.train import loop
+from medscope.runs import RunLayout
+from tests.conftest import ROOT, copy_run, history, interrupted_run, one_line_error, train_run, write_fake_medmnist
 
 RUN_FILES = ["run.json", "history.csv", "summary.csv", "metrics.json", "best.pt", "last.pt",
              "inference_outputs.pt", "inference_mean.json", "training_curves.png", "confusion_matrix.png",
@@ -38,6 +39,7 @@ def test_2d_run_folder_is_complete(run_2d):
     assert info["status"] == "completed" and info["config"]["dataset"] == "breastmnist"
     assert info["config"]["epochs"] == 2 and info["environment"]["torch"] == torch.__version__
     assert {a["path"] for a in info["artifacts"]} >= set(RUN_FILES) - {"run.json"}
+    assert {a["created_by"] for a in info["artifacts"]} == {"train.py"}  # the script, named by the script
     assert run_2d.name.endswith("_breastmnist28_resnet18") and run_2d.name[:4].isdigit()
     epochs = _csv(run_2d / "history.csv")
     assert [int(r["epoch"]) for r in epochs] == [1, 2]
@@ -187,8 +189,29 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, medmnist_dir,
     assert json.loads((cut / "run.json").read_text())["status"] == "completed"
 
 
+def test_a_finished_run_is_not_resumed(tmp_path, run_2d, capsys):
+    run = copy_run(run_2d, tmp_path)
+    code = cli.run(train.main, ["--resume", run.name, "--results-dir", str(run.parent)])
+    assert code == 2
+    one_line_error(capsys, f"{run.name} already finished all 2 epochs")
+
+
+def test_a_checkpoint_whose_config_is_damaged_is_not_resumed(tmp_path, run_2d, capsys):
+    run = copy_run(run_2d, tmp_path)
+    last = RunLayout(run).last_pt
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["config"]["lr"] = "fast"
+    torch.save(checkpoint, last)
+    assert cli.run(train.main, ["--resume", run.name, "--results-dir", str(run.parent)]) == 2
+    one_line_error(capsys, f"{last}: --lr 'fast': expected a finite number >= 0")
+    del checkpoint["optimizer"]
+    torch.save(checkpoint, last)
+    assert cli.run(train.main, ["--resume", run.name, "--results-dir", str(run.parent)]) == 2
+    one_line_error(capsys, "cannot resume training: it lacks optimizer")
+
+
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, medmnist_dir, monkeypatch, capsys):
-    real_loss = training.loss_fn
+    real_loss = loop.loss_fn
     calls = {"n": 0}
 
     def diverging(*a, **k):
@@ -198,7 +221,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, medmnist_
         calls["n"] += 1
         return loss * float("nan") if calls["n"] > 2 else loss  # epoch 1 has 2 training steps
 
-    monkeypatch.setattr(training, "loss_fn", diverging)
+    monkeypatch.setattr(loop, "loss_fn", diverging)
     results = tmp_path / "results"
     code = cli.run(train.main, ["--dataset", "breastmnist", *_quick("--epochs", "3"), "--data-dir", str(medmnist_dir),
                                 "--results-dir", str(results), "--runs-dir", str(tmp_path / "runs")])
@@ -242,6 +265,9 @@ def _assert_bad_input(proc, tmp_path, needle):
     (["--resume", "0099_nope"], "no run named"),
     (["--dataset", "breastmnist", "--model", "cnn", "--pretrained"], "resnet18 only"),
     (["--dataset", "breastmnist", "--weights", "/no/such/file.pth"], "file not found"),
+    (["--dataset", "breastmnist", "--lr", "inf"], "--lr inf: expected a finite number"),
+    (["--dataset", "breastmnist", "--patience", "-1"], "integer >= 0"),
+    (["--dataset", "breastmnist", "pneumoniamnist", "--run-name", "one"], "names one run"),
 ])
 def test_bad_arguments_are_one_line_exit_2_and_leave_nothing(tmp_path, medmnist_dir, args, needle, capsys):
     code = cli.run(train.main, [*args, "--data-dir", str(medmnist_dir), "--results-dir", str(tmp_path / "results"),

@@ -5,56 +5,56 @@ import pytest
 import torch
 
 from medscope import data
-from medscope.train import loop as training
+from medscope.train import loop
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
-    factors = [training.lr_factor(s, 100, 10, "cosine") for s in range(100)]
+    factors = [loop.lr_factor(s, 100, 10, "cosine") for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[10] == pytest.approx(1.0)
     assert factors[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
-    assert training.lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
+    assert loop.lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
 
 
 def test_onecycle_warms_up_for_at_least_a_tenth():
-    assert training.lr_factor(0, 200, 0, "onecycle") == pytest.approx(1 / 20)
-    assert training.lr_factor(200, 200, 0, "onecycle") == pytest.approx(1e-3)
+    assert loop.lr_factor(0, 200, 0, "onecycle") == pytest.approx(1 / 20)
+    assert loop.lr_factor(200, 200, 0, "onecycle") == pytest.approx(1e-3)
 
 
 def test_constant_schedule_after_warmup():
-    assert [training.lr_factor(s, 10, 2, "constant") for s in (0, 1, 5)] == [0.5, 1.0, 1.0]
+    assert [loop.lr_factor(s, 10, 2, "constant") for s in (0, 1, 5)] == [0.5, 1.0, 1.0]
 
 
 def test_multilabel_loss_is_bce_and_smoothing_moves_targets_to_half():
     logits = torch.tensor([[2.0, -1.0]])
     target = torch.tensor([[1.0, 0.0]])
-    plain = training.loss_fn(data.TASK_MULTILABEL, logits, target, 0.0)
+    plain = loop.loss_fn(data.TASK_MULTILABEL, logits, target, 0.0)
     assert plain == pytest.approx(torch.nn.functional.binary_cross_entropy_with_logits(logits, target).item())
-    smoothed = training.loss_fn(data.TASK_MULTILABEL, logits, target, 0.2)
+    smoothed = loop.loss_fn(data.TASK_MULTILABEL, logits, target, 0.2)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor([[0.9, 0.1]]))
     assert smoothed == pytest.approx(expected.item())
 
 
 def test_no_weight_decay_on_biases_and_norms():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
-    optimizer = training.make_optimizer(model, "adamw", 1e-3, 0.1)
+    optimizer = loop.make_optimizer(model, "adamw", 1e-3, 0.1)
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and len(decay["params"]) == 1
     assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 3
 
 
 def test_amp_is_off_on_a_cpu_without_native_bf16(monkeypatch):
-    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: False)
-    assert training.amp_dtype_for(torch.device("cpu"), True) is None
-    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: True)
-    assert training.amp_dtype_for(torch.device("cpu"), True) is torch.bfloat16
-    assert training.amp_dtype_for(torch.device("cpu"), False) is None
+    monkeypatch.setattr(loop, "cpu_supports_bf16", lambda: False)
+    assert loop.amp_dtype_for(torch.device("cpu"), True) is None
+    monkeypatch.setattr(loop, "cpu_supports_bf16", lambda: True)
+    assert loop.amp_dtype_for(torch.device("cpu"), True) is torch.bfloat16
+    assert loop.amp_dtype_for(torch.device("cpu"), False) is None
 
 
 def test_seed_epoch_is_reproducible():
-    g1 = training.seed_epoch(3, 5)
+    g1 = loop.seed_epoch(3, 5)
     a = (torch.rand(3), torch.rand(3, generator=g1))
-    g2 = training.seed_epoch(3, 5)
+    g2 = loop.seed_epoch(3, 5)
     b = (torch.rand(3), torch.rand(3, generator=g2))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

@@ -90,6 +90,13 @@ class DistContext:
         """What run.json's environment says about the job."""
         return {"world_size": self.world_size, "nnodes": self.nnodes, "backend": self.backend or "none"}
 
+    def describe(self) -> str:
+        """Where the job trains, in words: ``cpu``, or ``2 CPU processes (gloo, 1 node)``."""
+        if not self.distributed:
+            return str(self.device)
+        kind = "GPUs" if self.device.type == "cuda" else "CPU processes"
+        return f"{self.world_size} {kind} ({self.backend}, {self.nnodes} node{'s' if self.nnodes > 1 else ''})"
+
 
 SINGLE = DistContext()
 

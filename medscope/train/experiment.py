@@ -24,12 +24,14 @@ import torch
 
 from medscope import atomic, checkpoints, plots
 from medscope.activations import collect_outputs
-from medscope.data import DatasetInfo, Split
+from medscope.data import DatasetInfo, Split, load_dataset, subset
 from medscope.errors import RunFailed, UsageError
-from medscope.metrics import evaluate, predictions
+from medscope.metrics import evaluate
 from medscope.models import build_model, imagenet_state_dict, load_pretrained, model_spec
 from medscope.runs import Run, now_iso
+from medscope.tasks import task
 from medscope.train import augment, distributed
+from medscope.train.config import TrainConfig, memory_mapped
 from medscope.train.distributed import SINGLE, DistContext
 from medscope.train.loop import (
     EpochConfig,
@@ -92,9 +94,9 @@ class TrainState:
     wall_seconds: float = 0.0
 
 
-def _checkpoint(model, spec, cfg, state: TrainState, optimizer, scheduler, scaler) -> dict:
+def _checkpoint(model, spec, config: TrainConfig, state: TrainState, optimizer, scheduler, scaler) -> dict:
     return {
-        "model": model.state_dict(), "spec": spec, "config": cfg, "epoch": state.epoch,
+        "model": model.state_dict(), "spec": spec, "config": config.to_dict(), "epoch": state.epoch,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "best_auc": state.best_auc, "best_epoch": state.best_epoch, "stale_epochs": state.stale_epochs,
@@ -102,39 +104,66 @@ def _checkpoint(model, spec, cfg, state: TrainState, optimizer, scheduler, scale
     }
 
 
-def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], device: torch.device,
-              *, resume: dict | None = None, log=print, dist: DistContext = SINGLE, workers: int | None = None) -> dict:
+def load_data(info: DatasetInfo, data_dir, config: TrainConfig, *, memmap: str | None = None,
+              dist: DistContext = SINGLE) -> dict[str, Split]:
+    """The splits a run trains and is evaluated on, its training split cut to ``config.subset`` images.
+
+    Each node's first process downloads, checks and extracts the file; then the
+    node's other processes open the same files. ``memmap`` overrides
+    ``config.memmap`` (a resumed run may be read differently from how it started).
+    """
+    dataset = distributed.local_main_first(dist, lambda: load_dataset(
+        info, data_dir, check_md5=not config.skip_md5, mmap=memory_mapped(memmap or config.memmap),
+        copies=dist.local_world_size))
+    if config.subset:
+        dataset["train"] = subset(dataset["train"], config.subset, config.seed)
+    return dataset
+
+
+def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, Split], device: torch.device,
+              *, created_by: str, resume: dict | None = None, log=print, dist: DistContext = SINGLE,
+              workers: int | None = None) -> dict:
     """Train (or resume) one run and write its complete folder. Returns final metrics.
 
     Parameters
     ----------
+    config : TrainConfig
+        The run's settings, complete (:func:`medscope.train.config.with_recipe`).
+    created_by : str
+        The script recorded in run.json as the creator of the files written here.
+    resume : dict, optional
+        The run's last checkpoint (:func:`medscope.train.resume.open_checkpoint`):
+        training continues after its epoch.
     dist : DistContext
         This process's place in a torchrun job; every rank calls this function
         and only rank 0 writes. Other ranks return None.
     workers : int, optional
         Background loader processes (default: the run's ``workers`` setting).
     """
-    spec = model_spec(cfg["model"], info.n_channels, info.num_classes, info.spatial_dims, info.size, cfg["dropout"])
-    settings = evaluation_settings(cfg, info, device)
+    if not config.is_complete:
+        raise ValueError("train_run needs a complete config: fill the recipe's settings with config.with_recipe")
+    spec = model_spec(config.model, info.n_channels, info.num_classes, info.spatial_dims, info.size, config.dropout)
+    settings = evaluation_settings(config, info, device)
     amp_dtype, memory_format = settings["amp_dtype"], settings["memory_format"]
     main = dist.is_main
     if not main:
         log = _silent
 
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(config.seed)
     model = build_model(**spec)
-    if cfg.get("pretrained") and resume is None:
+    if config.pretrained and resume is None:
         # rank 0 reads the weights; DDP hands them to the other ranks when it wraps the model
-        distributed.on_main(dist, lambda: _load_pretrained_weights(model, cfg, info))
+        distributed.on_main(dist, lambda: _load_pretrained_weights(model, config.weights, info))
     model = model.to(device)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
 
-    steps_per_epoch = max(1, len(data["train"]) // cfg["batch_size"]) if len(data["train"]) > cfg["batch_size"] else 1
-    total_steps = steps_per_epoch * cfg["epochs"]
-    warmup_steps = int(round(cfg["warmup_epochs"] * steps_per_epoch))
-    optimizer = make_optimizer(model, cfg["optimizer"], cfg["lr"], cfg["weight_decay"])
-    scheduler = make_scheduler(optimizer, total_steps, warmup_steps, cfg["schedule"])
+    n_train = len(data["train"])
+    steps_per_epoch = max(1, n_train // config.batch_size) if n_train > config.batch_size else 1
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+    optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    scheduler = make_scheduler(optimizer, total_steps, warmup_steps, config.schedule)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     state = TrainState()
     if resume is not None:
@@ -156,34 +185,33 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     epoch_cfg = EpochConfig(
-        task=info.task, num_classes=info.num_classes, batch_size=cfg["batch_size"],
-        augment=augment.make_config(info.flag, cfg["augment"], info.spatial_dims),
-        label_smoothing=cfg["label_smoothing"], mixup_alpha=cfg["mixup"], clip_grad=cfg["clip_grad"],
-        amp_dtype=amp_dtype, memory_format=memory_format,
-        workers=cfg.get("workers", 0) if workers is None else workers)
+        task=info.task, num_classes=info.num_classes, batch_size=config.batch_size,
+        augment=augment.make_config(info.flag, config.augment, info.spatial_dims),
+        label_smoothing=config.label_smoothing, mixup_alpha=config.mixup, clip_grad=config.clip_grad,
+        amp_dtype=amp_dtype, memory_format=memory_format, workers=config.workers if workers is None else workers)
 
     writer = None
     if main:
         env = environment(device, amp_dtype, dist)
         if resume is None:
-            run.update(name=run.name, created=now_iso(), status="running", config=cfg, environment=env,
+            run.update(name=run.name, created=now_iso(), status="running", config=config.to_dict(), environment=env,
                        model=spec, dataset=_dataset_record(info, data), artifacts=[])
         else:
             run.update(status="running", resumed=now_iso(), environment=env)
 
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
-        tb_dir = run.layout.tensorboard_dir(cfg["runs_dir"])
+        tb_dir = run.layout.tensorboard_dir(config.runs_dir)
         writer = SummaryWriter(log_dir=str(tb_dir), purge_step=state.epoch + 1 if resume is not None else None)
     stopped_early = False
     try:
-        while state.epoch < cfg["epochs"]:
+        while state.epoch < config.epochs:
             epoch = state.epoch + 1
-            generator = seed_epoch(cfg["seed"], epoch)
-            augment_generator = seed_rank(cfg["seed"], epoch, dist.rank)
+            generator = seed_epoch(config.seed, epoch)
+            augment_generator = seed_rank(config.seed, epoch, dist.rank)
             started = time.perf_counter()
             train = train_one_epoch(trained, data["train"], epoch_cfg, optimizer, scheduler, scaler, device,
-                                    generator, description=f"epoch {epoch}/{cfg['epochs']}", dist=dist,
+                                    generator, description=f"epoch {epoch}/{config.epochs}", dist=dist,
                                     augment_generator=augment_generator)
             distributed.broadcast_buffers(dist, model)
             val = evaluate_split(model, data["val"], epoch_cfg, device, dist=dist)
@@ -200,23 +228,24 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
                 state.best_auc, state.stale_epochs = val["auc"], 0
             else:
                 state.stale_epochs += 1
-            kept = improved or cfg.get("select", "best") == "last"
+            kept = improved or config.select == "last"
             if kept:
                 state.best_epoch = epoch
             if main:
                 _log_epoch(writer, row)
                 if kept:
                     checkpoints.save(run.layout.best_pt,
-                                     {"model": model.state_dict(), "spec": spec, "config": cfg, "epoch": epoch,
+                                     {"model": model.state_dict(), "spec": spec, "config": config.to_dict(),
+                                      "epoch": epoch,
                                       "val_auc": val["auc"]})
                 checkpoints.save(run.layout.last_pt,
-                                 _checkpoint(model, spec, cfg, state, optimizer, scheduler, scaler))
+                                 _checkpoint(model, spec, config, state, optimizer, scheduler, scaler))
                 atomic.write_csv(run.layout.history_csv, state.history, HISTORY_COLUMNS)
-            log(f"epoch {epoch:3d}/{cfg['epochs']}  train loss {train['loss']:.4f} auc {train['auc']:.3f}  "
+            log(f"epoch {epoch:3d}/{config.epochs}  train loss {train['loss']:.4f} auc {train['auc']:.3f}  "
                 f"val loss {val['loss']:.4f} auc {val['auc']:.3f} acc {val['acc']:.3f}  "
                 f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s{'  *' if kept else ''}")
-            if cfg["patience"] and state.stale_epochs >= cfg["patience"]:
-                log(f"early stop: validation AUC has not improved for {cfg['patience']} epochs")
+            if config.patience and state.stale_epochs >= config.patience:
+                log(f"early stop: validation AUC has not improved for {config.patience} epochs")
                 stopped_early = True
                 break
     except KeyboardInterrupt:
@@ -244,7 +273,7 @@ def train_run(run: Run, cfg: dict, info: DatasetInfo, data: dict[str, Split], de
 
     result = None
     if main:
-        result = _finish(run, cfg, info, data, device, spec, state, writer, stopped_early)
+        result = _finish(run, config, info, data, device, spec, state, writer, stopped_early, created_by)
         writer.close()
     return result
 
@@ -263,10 +292,11 @@ def _silent(*_args, **_kwargs) -> None:
     """The log of ranks other than 0: one voice per job."""
 
 
-def _load_pretrained_weights(model, cfg, info):
-    if cfg.get("weights"):
-        state = checkpoints.load_state_dict(cfg["weights"])
-        source = cfg["weights"]
+def _load_pretrained_weights(model, weights: str | None, info) -> None:
+    """Start ``model`` from the local state dict ``weights``, or torchvision's download when it is None."""
+    if weights:
+        state = checkpoints.load_state_dict(weights)
+        source = weights
     else:
         try:
             state, source = imagenet_state_dict(info.spatial_dims)
@@ -296,12 +326,12 @@ def _log_epoch(writer, row: dict) -> None:
     writer.flush()
 
 
-def _finish(run, cfg, info, data, device, spec, state, writer, stopped_early) -> dict:
+def _finish(run, config: TrainConfig, info, data, device, spec, state, writer, stopped_early, created_by) -> dict:
     """Evaluate the best checkpoint on val and test and write every output file."""
     layout = run.layout
     best = checkpoints.load(layout.best_pt, map_location=device)
     model = checkpoints.model_from_checkpoint(best, device)
-    settings = evaluation_settings(cfg, info, device)  # the precision and layout training used
+    settings = evaluation_settings(config, info, device)  # the precision and layout training used
     amp_dtype = settings["amp_dtype"]
     if settings["memory_format"] is not None:
         model = model.to(memory_format=settings["memory_format"])
@@ -311,27 +341,27 @@ def _finish(run, cfg, info, data, device, spec, state, writer, stopped_early) ->
     val_metrics = evaluate(info.task, val_out["labels"].numpy(), val_out["probabilities"].numpy(), names)
     test_metrics = evaluate(info.task, test_out["labels"].numpy(), test_out["probabilities"].numpy(), names)
     metrics = {"val": val_metrics, "test": test_metrics, "best_epoch": state.best_epoch,
-               "selected_by": SELECTED_BY[cfg.get("select", "best")],
-               "epochs_run": state.epoch, "stopped_early": stopped_early, "tta": bool(cfg["tta"]),
+               "selected_by": SELECTED_BY[config.select],
+               "epochs_run": state.epoch, "stopped_early": stopped_early, "tta": config.tta,
                "task": info.task, "class_names": names}
     written = [atomic.write_json(layout.metrics_json, metrics)]
 
-    outputs = dict(test_out, split="test", task=info.task, class_names=names, tta=bool(cfg["tta"]),
+    outputs = dict(test_out, split="test", task=info.task, class_names=names, tta=config.tta,
                    indices=torch.arange(len(data["test"])), best_epoch=state.best_epoch)
     written.append(atomic.save_torch(layout.inference_outputs, outputs))
     written.append(atomic.write_json(layout.inference_mean, inference_means(test_out)))
 
-    summary = {"run": run.name, "dataset": info.flag, "size": info.size, "model": cfg["model"], "task": info.task,
+    summary = {"run": run.name, "dataset": info.flag, "size": info.size, "model": config.model, "task": info.task,
                "epochs_run": state.epoch, "best_epoch": state.best_epoch, "val_auc": val_metrics["auc"],
                "val_acc": val_metrics["acc"], "test_auc": test_metrics["auc"], "test_acc": test_metrics["acc"],
                "test_macro_f1": test_metrics["macro_f1"], "wall_seconds": round(state.wall_seconds, 2),
                "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
-               "seed": cfg["seed"]}
+               "seed": config.seed}
     written.append(atomic.write_csv(layout.summary_csv, [summary], SUMMARY_COLUMNS))
 
     title = f"{run.name}"
     written.append(plots.training_curves(layout.training_curves_png, state.history, title))
-    if info.task == "multi-label, binary-class":
+    if task(info.task).is_multilabel:
         matrix = np.sum([np.asarray(m) for m in test_metrics["confusion_matrix"].values()], axis=0)
         written.append(plots.confusion_matrix(layout.confusion_matrix_png, matrix, ["negative", "positive"],
                                               f"test, all labels pooled — {title}"))
@@ -340,14 +370,14 @@ def _finish(run, cfg, info, data, device, spec, state, writer, stopped_early) ->
                                               names, f"test — {title}"))
     written.append(_prediction_grid(run, info, data["test"], test_out, title))
 
-    _log_final(writer, cfg, spec, summary, model)
+    _log_final(writer, config, summary, model)
     written += [layout.history_csv, layout.best_pt, layout.last_pt]
     run.update(status="completed", finished=now_iso(), epochs_completed=state.epoch,
                metrics={"val_auc": val_metrics["auc"], "val_acc": val_metrics["acc"],
                         "test_auc": test_metrics["auc"], "test_acc": test_metrics["acc"],
                         "best_epoch": state.best_epoch, "wall_seconds": round(state.wall_seconds, 2)},
-               tensorboard_dir=str(layout.tensorboard_dir(cfg["runs_dir"])))
-    run.add_artifacts([Path(p).name for p in written], created_by="train.py")
+               tensorboard_dir=str(layout.tensorboard_dir(config.runs_dir)))
+    run.add_artifacts([Path(p).name for p in written], created_by=created_by)
     return summary
 
 
@@ -372,27 +402,27 @@ def _prediction_grid(run, info, split, outputs, title, n: int = 32):
     index = torch.linspace(0, len(split) - 1, count).round().long().unique()
     images = split.images[index].numpy()
     probs = outputs["probabilities"][index].numpy()
-    pred = predictions(info.task, probs)
     labels = outputs["labels"][index].numpy()
-    if info.task == "multi-label, binary-class":
-        conf = np.where(pred == 1, probs, 1 - probs).mean(axis=1)
-        truth = [row for row in labels]
-        shown = [row for row in pred]
+    kind = task(info.task)
+    pred = kind.predictions(probs)
+    confidence = kind.predicted_probability(probs, pred)
+    if kind.is_multilabel:
+        # a tile has room for the indices of the positive labels, not their names
+        names = [str(i) for i in range(probs.shape[1])]
+        confidence = confidence.mean(axis=1)
     else:
-        # binary predictions come from the last column at 0.5, so that column's side is the confidence
-        positive = probs[:, -1]
-        conf = np.where(pred == 1, positive, 1 - positive) if info.task == "binary-class" \
-            else probs[np.arange(len(pred)), pred]
-        truth, shown = labels[:, 0], pred
-    return plots.prediction_grid(run.layout.sample_predictions_png, images, truth, shown, conf,
-                                 info.class_names, f"test samples — {title}")
+        names = [plots.short_name(name) for name in info.class_names]
+    truth = [kind.label_text(row, names) for row in labels]
+    shown = [kind.label_text(row, names) for row in pred]
+    return plots.prediction_grid(run.layout.sample_predictions_png, images, truth, shown, confidence,
+                                 kind.correct(labels, pred), f"test samples — {title}")
 
 
-def _log_final(writer, cfg, spec, summary, model) -> None:
+def _log_final(writer, config: TrainConfig, summary, model) -> None:
     from torch.utils.tensorboard.summary import hparams
 
     hparam_dict = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-                   for k, v in cfg.items() if k not in ("data_dir", "results_dir", "runs_dir", "run_name")}
+                   for k, v in config.to_dict().items() if k not in ("data_dir", "results_dir", "runs_dir", "run_name")}
     metric_dict = {"hparam/test_auc": summary["test_auc"], "hparam/test_acc": summary["test_acc"],
                    "hparam/val_auc": summary["val_auc"]}
     experiment, session_start, session_end = hparams(hparam_dict, metric_dict)

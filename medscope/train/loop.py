@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medscope import tasks
 from medscope.activations import autocast
-from medscope.data import TASK_MULTILABEL, Split, batches, load_batches, normalize
-from medscope.metrics import acc_score, auc_score, scores_from_logits
+from medscope.data import Split, batches, load_batches, normalize
+from medscope.metrics import acc_score, auc_score
 from medscope.progress import progress
 from medscope.train import augment
 from medscope.train.distributed import SINGLE, DistContext, all_gather_rows, all_reduce_sum, shard_epoch, shard_range
@@ -74,17 +76,23 @@ def memory_format_for(spatial_dims: int, device: torch.device):
     return torch.channels_last_3d if torch.device(device).type == "cuda" else None
 
 
-def evaluation_settings(cfg: dict, info, device) -> dict:
+def evaluation_settings(config, info, device) -> dict:
     """How a run's final metrics are computed: ``collect_outputs`` keyword arguments.
 
     The autocast dtype and memory layout training used, and the flips of
-    ``--tta``. ``train.py`` writes metrics.json with these; an analysis that must
+    ``--tta``. Training writes metrics.json with these; an analysis that must
     reproduce those numbers (robustness's clean row) evaluates with the same.
+    ``config`` is the run's :class:`~medscope.train.config.TrainConfig` or its
+    recorded dict (where ``amp`` and ``tta`` may be absent: on and off).
     """
     device = torch.device(device)
-    return {"amp_dtype": amp_dtype_for(device, bool(cfg.get("amp", True))),
+    if isinstance(config, Mapping):
+        amp, tta = bool(config.get("amp", True)), bool(config.get("tta"))
+    else:
+        amp, tta = config.amp, config.tta
+    return {"amp_dtype": amp_dtype_for(device, amp),
             "memory_format": memory_format_for(info.spatial_dims, device),
-            "tta_flag": info.flag if cfg.get("tta") else None}
+            "tta_flag": info.flag if tta else None}
 
 
 # ------------------------------------------------------------------ optimizer & schedule
@@ -130,26 +138,26 @@ def make_scheduler(optimizer, total_steps: int, warmup_steps: int, schedule: str
 
 # ------------------------------------------------------------------ loss
 
-def loss_fn(task: str, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Cross-entropy (BCE for multi-label); ``target`` may be soft (MixUp)."""
+def loss_fn(task, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy (BCE for multi-label); ``target`` may be soft (MixUp). ``task``: a name or Task."""
     logits = logits.float()
-    if task == TASK_MULTILABEL:
+    if tasks.task(task).is_multilabel:
         if label_smoothing:
             target = target * (1 - label_smoothing) + 0.5 * label_smoothing
         return F.binary_cross_entropy_with_logits(logits, target)
     return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
 
 
-def targets_for(task: str, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def targets_for(task, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Class indices (N,) or multi-label floats (N, L)."""
-    return labels.float() if task == TASK_MULTILABEL else labels.view(-1)
+    return labels.float() if tasks.task(task).is_multilabel else labels.view(-1)
 
 
-def mixup(x, target, task: str, num_classes: int, alpha: float):
+def mixup(x, target, task, num_classes: int, alpha: float):
     """MixUp (Zhang et al. 2018) with one Beta(alpha, alpha) weight per batch."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     perm = torch.randperm(x.shape[0], device=x.device)
-    soft = target if task == TASK_MULTILABEL else F.one_hot(target, num_classes).float()
+    soft = target if tasks.task(task).is_multilabel else F.one_hot(target, num_classes).float()
     return lam * x + (1 - lam) * x[perm], lam * soft + (1 - lam) * soft[perm]
 
 
@@ -244,7 +252,7 @@ def train_one_epoch(model, split: Split, cfg: EpochConfig, optimizer, scheduler,
         batch = x.shape[0]
         total_loss += loss.detach() * batch
         seen += batch
-        scores.append(scores_from_logits(cfg.task, logits.detach()))  # stays on the device: no sync per step
+        scores.append(tasks.task(cfg.task).scores(logits.detach()))  # stays on the device: no sync per step
         labels.append(label)
         bar.update(batch)
         if bar.n and not bar.disable:
@@ -296,7 +304,7 @@ def evaluate_split(model, split: Split, cfg: EpochConfig, device, batch_size: in
             logits = model(x)
         # float64, as a Python float sum of the per-batch values would be; read once per split
         total_loss += loss_fn(cfg.task, logits, targets_for(cfg.task, label, cfg.num_classes), 0.0).double() * len(x)
-        scores.append(scores_from_logits(cfg.task, logits))
+        scores.append(tasks.task(cfg.task).scores(logits))
     total_loss = float(all_reduce_sum(dist, total_loss))
     local = torch.cat(scores).cpu() if scores else torch.zeros((0, cfg.num_classes))  # a rank with an empty shard
     score, label = all_gather_rows(dist, local).numpy(), split.labels.numpy()
