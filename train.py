@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
 
@@ -81,6 +82,12 @@ def get_args_parser() -> cli.ArgumentParser:
     parser.add_argument("--dist-timeout", type=cli.positive_float, default=distributed.DEFAULT_TIMEOUT_S,
                         metavar="SECONDS", help="under torchrun: how long a process waits for the others before "
                                                 f"failing (default: {distributed.DEFAULT_TIMEOUT_S:.0f})")
+    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=2000, metavar="N",
+                        help="resamples for the 95%% intervals of the final metrics (stratified bootstrap; "
+                             "DeLong's interval for a binary AUC besides); 0: no bootstrap (default: 2000)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="train one run per seed (for every dataset x model) and write a study of them "
+                             "to results/studies/: mean, sd and intervals across seeds (replaces --seed)")
     cli.add_common_args(parser, run_arg=None)
     return parser
 
@@ -108,17 +115,27 @@ def main(argv=None) -> int:
 
 
 def build_configs(args, ctx=distributed.SINGLE) -> list[config.TrainConfig]:
-    """The requested config of every dataset x model (what the flags leave unset, the recipe fills later)."""
+    """The requested config of every dataset x model (x seed), what the flags leave unset to the recipe."""
     command = (f"{distributed.command_prefix(ctx)} {SCRIPT} " + " ".join(sys.argv[1:])
                if sys.argv and sys.argv[0].endswith(SCRIPT) else None)
-    return config.plan(args.dataset, args.model, {name: getattr(args, name) for name in config.USER_SETTINGS},
-                       world_size=ctx.world_size, command=command)
+    planned = config.plan(args.dataset, args.model, {name: getattr(args, name) for name in config.USER_SETTINGS},
+                          world_size=ctx.world_size, command=command)
+    if not args.seeds:
+        return planned
+    if args.run_name:
+        raise cli.UsageError("--run-name names one run; --seeds trains several (leave --run-name out)")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise cli.UsageError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
+    return [config.replace(c, seed=seed) for c in planned for seed in args.seeds]
 
 
 def train(args, ctx) -> None:
-    from medscope.train import experiment  # imported late: matplotlib and TensorBoard are slow to import
+    from medscope.train import (
+        experiment,  # imported late: matplotlib and TensorBoard are slow to import
+    )
 
     say = print if ctx.is_main else _silent
+    trained = []
     for flag, requests in itertools.groupby(build_configs(args, ctx), key=lambda c: c.dataset):
         requests = list(requests)
         info = data.dataset_info(flag, args.size)
@@ -146,6 +163,24 @@ def train(args, ctx) -> None:
                 raise
             if ctx.is_main:
                 _report(run, summary)
+                trained.append((cfg.model, run))
+    if args.seeds and len(args.seeds) > 1 and ctx.is_main:
+        _write_studies(args, trained)
+
+
+def _write_studies(args, trained) -> None:
+    """One study per dataset x model of a --seeds call: its runs' intervals, mean ± sd across seeds."""
+    from medscope.compare import study
+
+    groups = {}
+    for model, run in trained:
+        groups.setdefault((run.info()["config"]["dataset"], model), []).append(run)
+    for group in groups.values():
+        paths = study.write_study(args.results_dir, None, group, n_resamples=args.bootstrap or 2000,
+                                  created_by=SCRIPT)
+        record = json.loads(paths.json.read_text())
+        print(f"study {paths.folder.name}: {len(group)} seeds; {_study_line(record)}")
+        print(f"results: {paths.folder}  (compare: python compare.py --study {paths.folder.name})")
 
 
 def resume(args, ctx) -> None:
@@ -174,9 +209,38 @@ def _silent(*_args, **_kwargs) -> None:
 
 
 def _report(run, summary: dict) -> None:
+    """The last lines: test AUC/ACC with their intervals, beside the paper's ResNet-18, and what a
+    majority-class guess would score where that matters."""
     print(f"results: {run.path}")
-    print(f"test AUC {summary['test_auc']:.4f}  ACC {summary['test_acc']:.4f}  "
-          f"(model of epoch {summary['best_epoch']}/{summary['epochs_run']}, {summary['wall_seconds']:.0f}s)")
+    paper = (f"  (paper {summary['paper_method']}: {_paper(summary['paper_auc'])} / {_paper(summary['paper_acc'])})"
+             if summary.get("paper_method") else "")
+    print(f"test AUC {summary['test_auc']:.3f}{_interval(summary, 'test_auc')}  "
+          f"ACC {summary['test_acc']:.3f}{_interval(summary, 'test_acc')}{paper}")
+    majority = summary.get("test_majority_acc")
+    if majority is not None and majority > 0.6:  # imbalanced: ACC alone can flatter a majority guess
+        print(f"balanced accuracy {summary['test_balanced_acc']:.3f}{_interval(summary, 'test_balanced_acc')}; "
+              f"always answering the majority class would score ACC {majority:.3f}")
+    print(f"model of epoch {summary['best_epoch']}/{summary['epochs_run']}, {summary['wall_seconds']:.0f}s")
+
+
+def _interval(summary: dict, key: str) -> str:
+    low, high = summary.get(f"{key}_low"), summary.get(f"{key}_high")
+    return "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
+
+
+def _paper(value) -> str:
+    """The paper's three-decimal style: .901."""
+    return f"{value:.3f}".lstrip("0")
+
+
+def _study_line(record: dict) -> str:
+    parts = []
+    for group in record.get("groups") or []:
+        for key, label in (("auc", "AUC"), ("acc", "ACC")):
+            entry = (group.get("metrics") or {}).get(key) or {}
+            if entry.get("mean") is not None:
+                parts.append(f"test {label} {entry['mean']:.3f} ± {entry.get('sd') or 0:.3f}")
+    return ", ".join(parts) or "see study.json"
 
 
 if __name__ == "__main__":

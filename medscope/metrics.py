@@ -102,6 +102,8 @@ def evaluate(task: str, y_true: np.ndarray, y_score: np.ndarray, class_names: li
             per_class[name] = per_class_metrics(tp, fp, fn, total - tp - fp - fn)
         result["confusion_matrix"] = cm.tolist()
     result["per_class"] = per_class
+    result["balanced_acc"] = balanced_accuracy(task, y_true, y_score)
+    result["majority_acc"] = majority_accuracy(task, y_true)
     macro = [m["f1"] for m in per_class.values() if not math.isnan(m["f1"])]
     result["macro_f1"] = float(np.mean(macro)) if macro else float("nan")
     return result
@@ -239,3 +241,38 @@ def brier_score(task: str, probabilities, labels) -> float:
         return float(np.mean((p - y.reshape(-1)) ** 2))
     onehot = np.eye(probs.shape[1])[y.reshape(-1).astype(np.int64)]
     return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+# --------------------------------------------------------------------------- what a majority guess scores
+
+def balanced_accuracy(task: str, y_true, y_score) -> float:
+    """Mean recall over the classes present (multi-label: mean over labels of the binary one).
+
+    Unlike ACC, a model that always answers the majority class scores ``1 / K``
+    (0.5 for binary tasks), however imbalanced the split is. Equals
+    ``sklearn.metrics.balanced_accuracy_score`` for single-label tasks.
+    """
+    t = tasks.task(task)
+    y_true = np.asarray(y_true).astype(np.int64)
+    pred = t.predictions(np.asarray(y_score, dtype=np.float64))
+    if t.is_multilabel:
+        return float(np.mean([_balanced(y_true[:, i], pred[:, i]) for i in range(y_true.shape[1])]))
+    return _balanced(y_true.reshape(-1), pred)
+
+
+def _balanced(y: np.ndarray, pred: np.ndarray) -> float:
+    recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def majority_accuracy(task: str, y_true) -> float:
+    """The ACC of always answering the most frequent class (multi-label: each label's majority value).
+
+    An ACC at or below this number is no skill, whatever it looks like.
+    """
+    y_true = np.asarray(y_true).astype(np.int64)
+    if tasks.task(task).is_multilabel:
+        positive = y_true.mean(axis=0)
+        return float(np.mean(np.maximum(positive, 1 - positive)))
+    counts = np.bincount(y_true.reshape(-1))
+    return float(counts.max() / counts.sum()) if counts.size else float("nan")

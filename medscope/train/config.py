@@ -89,6 +89,7 @@ class TrainConfig:
     deterministic: bool = False
     skip_md5: bool = False
     seed: int = 0
+    bootstrap: int = 2000  # resamples for the 95% intervals of the final metrics; 0: none
     device: str = "auto"
     data_dir: str | None = None
     results_dir: str = "results"
@@ -255,6 +256,7 @@ def _check(config: TrainConfig) -> None:
     _path(config, "weights")
     _integer(config, "subset", 1, optional=True)
     _integer(config, "seed", None)
+    _integer(config, "bootstrap", 0)
     _text(config, "device")
     for name in ("data_dir", "results_dir", "runs_dir"):
         _path(config, name, optional=name == "data_dir")

@@ -24,11 +24,19 @@ import torch
 
 from medscope import atomic, checkpoints, plots
 from medscope.activations import collect_outputs
+from medscope.baselines import reference_baseline
 from medscope.data import DatasetInfo, Split, load_dataset, subset
 from medscope.errors import RunFailed, UsageError
 from medscope.metrics import evaluate
-from medscope.models import build_model, imagenet_state_dict, load_pretrained, model_spec
+from medscope.models import (
+    build_model,
+    imagenet_state_dict,
+    load_pretrained,
+    model_spec,
+)
 from medscope.runs import Run, now_iso
+from medscope.stats.bootstrap import metric_intervals
+from medscope.stats.delong import delong_interval
 from medscope.tasks import task
 from medscope.train import augment, distributed
 from medscope.train.config import TrainConfig, memory_mapped
@@ -50,7 +58,10 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_auc", "train_acc", "val_loss", 
 # --select: which epoch's weights become the run's model (best.pt) and give its test metrics
 SELECTED_BY = {"best": "highest validation AUC", "last": "last epoch"}
 SUMMARY_COLUMNS = ["run", "dataset", "size", "model", "task", "epochs_run", "best_epoch", "val_auc", "val_acc",
-                   "test_auc", "test_acc", "test_macro_f1", "wall_seconds", "device", "amp", "seed"]
+                   "test_auc", "test_acc", "test_macro_f1", "wall_seconds", "device", "amp", "seed",
+                   "test_auc_low", "test_auc_high", "test_acc_low", "test_acc_high", "test_balanced_acc",
+                   "test_balanced_acc_low", "test_balanced_acc_high", "test_majority_acc", "interval_method",
+                   "paper_method", "paper_auc", "paper_acc"]
 
 
 def environment(device: torch.device, amp_dtype, dist: DistContext = SINGLE) -> dict:
@@ -199,7 +210,9 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
         else:
             run.update(status="running", resumed=now_iso(), environment=env)
 
-        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # imported late: it is slow to import
+        )
 
         tb_dir = run.layout.tensorboard_dir(config.runs_dir)
         writer = SummaryWriter(log_dir=str(tb_dir), purge_step=state.epoch + 1 if resume is not None else None)
@@ -340,10 +353,16 @@ def _finish(run, config: TrainConfig, info, data, device, spec, state, writer, s
     test_out = collect_outputs(model, data["test"], info.task, device, **settings)
     val_metrics = evaluate(info.task, val_out["labels"].numpy(), val_out["probabilities"].numpy(), names)
     test_metrics = evaluate(info.task, test_out["labels"].numpy(), test_out["probabilities"].numpy(), names)
+    for split_metrics, out in ((val_metrics, val_out), (test_metrics, test_out)):
+        split_metrics["intervals"] = intervals(info.task, out["labels"].numpy(), out["probabilities"].numpy(),
+                                               names, config.bootstrap, config.seed)
+    baseline = reference_baseline(info.flag, info.size, config.model)
     metrics = {"val": val_metrics, "test": test_metrics, "best_epoch": state.best_epoch,
                "selected_by": SELECTED_BY[config.select],
                "epochs_run": state.epoch, "stopped_early": stopped_early, "tta": config.tta,
-               "task": info.task, "class_names": names}
+               "task": info.task, "class_names": names,
+               "baseline": None if baseline is None else {"method": baseline.method, "auc": baseline.auc,
+                                                          "acc": baseline.acc, "source": baseline.source}}
     written = [atomic.write_json(layout.metrics_json, metrics)]
 
     outputs = dict(test_out, split="test", task=info.task, class_names=names, tta=config.tta,
@@ -356,7 +375,9 @@ def _finish(run, config: TrainConfig, info, data, device, spec, state, writer, s
                "val_acc": val_metrics["acc"], "test_auc": test_metrics["auc"], "test_acc": test_metrics["acc"],
                "test_macro_f1": test_metrics["macro_f1"], "wall_seconds": round(state.wall_seconds, 2),
                "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
-               "seed": config.seed}
+               "seed": config.seed, **_interval_columns(test_metrics),
+               "paper_method": baseline.method if baseline else None, "paper_auc": baseline.auc if baseline else None,
+               "paper_acc": baseline.acc if baseline else None}
     written.append(atomic.write_csv(layout.summary_csv, [summary], SUMMARY_COLUMNS))
 
     title = f"{run.name}"
@@ -379,6 +400,30 @@ def _finish(run, config: TrainConfig, info, data, device, spec, state, writer, s
                tensorboard_dir=str(layout.tensorboard_dir(config.runs_dir)))
     run.add_artifacts([Path(p).name for p in written], created_by=created_by)
     return summary
+
+
+def intervals(task_name: str, labels, probabilities, class_names, n_resamples: int, seed: int) -> dict:
+    """95% intervals of a split's headline metrics: a stratified percentile bootstrap of AUC, ACC,
+    balanced accuracy and per-class sensitivity/specificity, and DeLong's interval for a binary AUC.
+    Empty with ``n_resamples`` 0 (and DeLong's alone for binary tasks)."""
+    result = {}
+    if n_resamples:
+        result = metric_intervals(task_name, labels, probabilities, n_resamples=n_resamples, seed=seed,
+                                  class_names=class_names)
+    if task(task_name).is_binary and np.unique(labels).size == 2:
+        result["auc_delong"] = delong_interval(np.asarray(labels).reshape(-1), np.asarray(probabilities)[:, -1])
+    return result
+
+
+def _interval_columns(split_metrics: dict) -> dict:
+    """summary.csv's interval columns of one split (empty where there is no interval)."""
+    found = split_metrics.get("intervals") or {}
+    row = {"test_balanced_acc": split_metrics.get("balanced_acc"), "test_majority_acc": split_metrics.get("majority_acc")}
+    for key in ("auc", "acc", "balanced_acc"):
+        entry = found.get(key) or {}
+        row[f"test_{key}_low"], row[f"test_{key}_high"] = entry.get("low"), entry.get("high")
+    row["interval_method"] = (found.get("auc") or {}).get("method")
+    return row
 
 
 def inference_means(outputs: dict) -> dict:
