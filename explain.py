@@ -1,4 +1,4 @@
-"""Where the model looked and how sure it was: Grad-CAM, saliency and MC-dropout uncertainty.
+"""Where the model looked and how sure it was: Grad-CAM, saliency, MC-dropout uncertainty and robustness.
 
     python explain.py gradcam --run 0007 --n 16
     python explain.py gradcam --run 0007 --method gradcam++ --target true --layer backbone.layer3.1
@@ -6,41 +6,38 @@
     python explain.py uncertainty --run 0007 --passes 20 --threshold 0.85
     python explain.py robustness --run 0007 --perturbations gaussian_noise jpeg --severities 1 3 5
 
-Each subcommand is a pair of functions in a library module, listed in
-SUBCOMMANDS: ``add_arguments(parser)`` and ``run(args) -> exit code``. A new
-analysis (e.g. ``robustness`` in medscope/robustness.py) is one more entry.
+Each subcommand is an entry of SUBCOMMANDS: its help line, a function that
+adds its flags to a parser, and a function that runs it (``args -> exit
+code``), from the command modules of medscope/app/. A new analysis is one
+more entry.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
-from medscope.app import cli
+from medscope.app import cli, explain_maps, explain_robustness, explain_uncertainty
 
 
 @dataclass(frozen=True)
 class Subcommand:
-    """Where a subcommand lives: ``module.<add_arguments>(parser)`` and ``module.<run>(args) -> int``."""
+    """One subcommand: ``add_arguments(parser)`` adds its flags, ``run(args) -> int`` runs it."""
 
-    module: str
     help: str
-    add_arguments: str = "add_arguments"
-    run: str = "run"
-
-    def load(self):
-        module = importlib.import_module(self.module)
-        return getattr(module, self.add_arguments), getattr(module, self.run)
+    add_arguments: Callable
+    run: Callable
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "gradcam": Subcommand("medscope.explain.cam", "Grad-CAM / Grad-CAM++ heatmaps with deletion/insertion faithfulness",
-                          "add_gradcam_arguments", "run_gradcam"),
-    "saliency": Subcommand("medscope.explain.cam", "vanilla-gradient and SmoothGrad saliency maps",
-                           "add_saliency_arguments", "run_saliency"),
-    "uncertainty": Subcommand("medscope.explain.uncertainty", "MC-dropout uncertainty per image and per dataset"),
-    "robustness": Subcommand("medscope.explain.robustness",
-                             "perturbation sweeps: metrics, flips and saliency shift per perturbation and severity"),
+    "gradcam": Subcommand("Grad-CAM / Grad-CAM++ heatmaps with deletion/insertion faithfulness",
+                          explain_maps.add_gradcam_arguments, explain_maps.run_gradcam),
+    "saliency": Subcommand("vanilla-gradient and SmoothGrad saliency maps",
+                           explain_maps.add_saliency_arguments, explain_maps.run_saliency),
+    "uncertainty": Subcommand("MC-dropout uncertainty per image and per dataset",
+                              explain_uncertainty.add_arguments, explain_uncertainty.run),
+    "robustness": Subcommand("perturbation sweeps: metrics, flips and saliency shift per perturbation and severity",
+                             explain_robustness.add_arguments, explain_robustness.run),
 }
 
 
@@ -51,10 +48,9 @@ def get_args_parser(subcommands: dict[str, Subcommand] | None = None) -> cli.Arg
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=cli.ArgumentParser,
                                 help=", ".join(subcommands))
     for name, command in subcommands.items():
-        add_arguments, run = command.load()
         child = sub.add_parser(name, help=command.help, description=command.help)
-        add_arguments(child)
-        child.set_defaults(handler=run)  # not "run": --run names the run folder
+        command.add_arguments(child)
+        child.set_defaults(handler=command.run)  # not "run": --run names the run folder
     return parser
 
 

@@ -245,26 +245,6 @@ def brier_score(task: str, probabilities, labels) -> float:
 
 # --------------------------------------------------------------------------- what a majority guess scores
 
-def balanced_accuracy(task: str, y_true, y_score) -> float:
-    """Mean recall over the classes present (multi-label: mean over labels of the binary one).
-
-    Unlike ACC, a model that always answers the majority class scores ``1 / K``
-    (0.5 for binary tasks), however imbalanced the split is. Equals
-    ``sklearn.metrics.balanced_accuracy_score`` for single-label tasks.
-    """
-    t = tasks.task(task)
-    y_true = np.asarray(y_true).astype(np.int64)
-    pred = t.predictions(np.asarray(y_score, dtype=np.float64))
-    if t.is_multilabel:
-        return float(np.mean([_balanced(y_true[:, i], pred[:, i]) for i in range(y_true.shape[1])]))
-    return _balanced(y_true.reshape(-1), pred)
-
-
-def _balanced(y: np.ndarray, pred: np.ndarray) -> float:
-    recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
-    return float(np.mean(recalls)) if recalls else float("nan")
-
-
 def majority_accuracy(task: str, y_true) -> float:
     """The ACC of always answering the most frequent class (multi-label: each label's majority value).
 
@@ -276,3 +256,67 @@ def majority_accuracy(task: str, y_true) -> float:
         return float(np.mean(np.maximum(positive, 1 - positive)))
     counts = np.bincount(y_true.reshape(-1))
     return float(counts.max() / counts.sum()) if counts.size else float("nan")
+
+
+# --------------------------------------------------------------------------- robustness and uncertainty
+# Balanced accuracy (robustness sweeps) and the error AUROC of an uncertainty score (MC dropout).
+
+def _mean_recall(y: np.ndarray, pred: np.ndarray) -> float:
+    classes = np.unique(y)
+    if not len(classes):
+        return float("nan")
+    return float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
+
+
+def balanced_accuracy(task, labels, probabilities) -> float:
+    """Mean recall over the classes present in ``labels``, with the task's own predictions.
+
+    ``BA = 1/|K| sum_{k in K} #(pred = k and y = k) / #(y = k)`` over the set
+    ``K`` of true classes (``sklearn.metrics.balanced_accuracy_score``);
+    binary: the mean of sensitivity and specificity. Multi-label: each label
+    is its own binary problem and the result is the mean over labels of their
+    balanced accuracies. Predictions are :meth:`medscope.tasks.Task.predictions`
+    (threshold 0.5 for binary and multi-label, arg-max otherwise). In [0, 1].
+
+    Parameters
+    ----------
+    task : a task name or :class:`medscope.tasks.Task`
+    labels : (N, 1) class indices, or (N, L) 0/1 for multi-label tasks
+    probabilities : (N, K) scores
+
+    >>> balanced_accuracy("binary-class", [[0], [1], [1], [1]], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    0.6666666666666666
+    """
+    from medscope.tasks import task as as_task
+
+    task = as_task(task)
+    y = np.asarray(labels)
+    pred = task.predictions(np.asarray(probabilities, dtype=np.float64))
+    if task.is_multilabel:
+        y = y.astype(np.int64)
+        return float(np.mean([_mean_recall(y[:, j], pred[:, j]) for j in range(y.shape[1])]))
+    return _mean_recall(y.reshape(-1).astype(np.int64), np.asarray(pred).reshape(-1))
+
+
+def error_auroc(uncertainty, errors) -> float:
+    """AUROC of an uncertainty score (higher = less sure) for telling wrong predictions from right ones.
+
+    ``P(u_wrong > u_right)`` (ties count one half), i.e.
+    ``sklearn.metrics.roc_auc_score(errors, uncertainty)``. 0.5: no better than
+    chance; 1: every error is more uncertain than every correct prediction.
+    NaN when there are no errors or no correct predictions.
+
+    Parameters
+    ----------
+    uncertainty : (N,) score, larger meaning less sure
+    errors : (N,) bool, True where the prediction is wrong
+
+    >>> error_auroc([0.1, 0.9, 0.4], [False, True, False])
+    1.0
+    >>> error_auroc([0.1, 0.9], [False, False])
+    nan
+    """
+    errors = np.asarray(errors, dtype=bool)
+    if errors.all() or not errors.any():
+        return float("nan")
+    return float(roc_auc_score(errors, np.asarray(uncertainty)))

@@ -1,4 +1,5 @@
-"""medscope.explain.cam: Grad-CAM and Grad-CAM++ equal pytorch-grad-cam, saliency, faithfulness, layer choice."""
+"""medscope.explain.cam, .saliency, .faithfulness and .maps: Grad-CAM and Grad-CAM++ equal pytorch-grad-cam,
+gradient saliency, deletion/insertion faithfulness by hand, layer and target choice, maps over a split."""
 from __future__ import annotations
 
 import math
@@ -8,16 +9,16 @@ import pytest
 import pytorch_grad_cam.base_cam as reference_base
 import torch
 import torch.nn as nn
-from conftest import train_run
 from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam import GradCAMPlusPlus as ReferenceGradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from medscope import checkpoints, data, runs
-from medscope.app.cli import UsageError
-from medscope.data import TASK_BINARY, TASK_MULTILABEL
-from medscope.explain import cam as explain
+from medscope.errors import UsageError
+from medscope.explain import cam, faithfulness, maps, saliency
 from medscope.models import build_model
+from medscope.tasks import BINARY, MULTILABEL
+from tests.conftest import train_run
 
 REFERENCES = {"gradcam": ReferenceGradCAM, "gradcam++": ReferenceGradCAMPlusPlus}
 
@@ -48,10 +49,10 @@ def reference_layer_maps(method, model, layer, x, targets, monkeypatch):
     any upsampling, after its ReLU and normalization.
     """
     scale = reference_base.scale_cam_image
-    monkeypatch.setattr(reference_base, "scale_cam_image", lambda cam, target_size=None: scale(cam, None))
+    monkeypatch.setattr(reference_base, "scale_cam_image", lambda heat, target_size=None: scale(heat, None))
     module = dict(model.named_modules())[layer]
-    with REFERENCES[method](model, [module]) as cam:
-        return cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
+    with REFERENCES[method](model, [module]) as reference_cam:
+        return reference_cam(x, [ClassifierOutputTarget(int(t)) for t in targets])
 
 
 # ------------------------------------------------------------------ equality with pytorch-grad-cam
@@ -59,10 +60,10 @@ def reference_layer_maps(method, model, layer, x, targets, monkeypatch):
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_maps_equal_pytorch_grad_cam_on_the_2d_run(trained_2d, method, monkeypatch):
     model, info, _, x = trained_2d
-    layer = explain.auto_layer(model, x.shape[1:])
+    layer = cam.auto_layer(model, x.shape[1:])
     assert layer == "backbone.layer4.1"
-    with explain.CAM_METHODS[method](model, layer) as cam:
-        ours = cam(x)  # targets: the predicted class
+    with cam.CAM_METHODS[method](model, layer) as explainer:
+        ours = explainer(x)  # targets: the predicted class
     reference = reference_layer_maps(method, model, layer, x, ours.targets, monkeypatch)
     assert reference.shape == ours.layer_maps.shape == (len(x), 4, 4)
     np.testing.assert_allclose(ours.layer_maps.numpy(), reference, atol=1e-5, rtol=0)
@@ -72,11 +73,11 @@ def test_maps_equal_pytorch_grad_cam_on_the_2d_run(trained_2d, method, monkeypat
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_maps_equal_pytorch_grad_cam_on_the_3d_run_for_every_target(trained_3d, method, monkeypatch):
     model, info, _, x = trained_3d
-    layer = explain.auto_layer(model, x.shape[1:])
+    layer = cam.auto_layer(model, x.shape[1:])
     assert layer == "backbone.layer3.1"  # at 28^3 layer4 is a single voxel
     targets = torch.tensor([1, 0])  # explained classes need not be the predicted ones
-    with explain.CAM_METHODS[method](model, layer) as cam:
-        ours = cam(x, targets)
+    with cam.CAM_METHODS[method](model, layer) as explainer:
+        ours = explainer(x, targets)
     reference = reference_layer_maps(method, model, layer, x, targets, monkeypatch)
     assert reference.shape == ours.layer_maps.shape == (len(x), 2, 2, 2)
     np.testing.assert_allclose(ours.layer_maps.numpy(), reference, atol=1e-5, rtol=0)
@@ -86,8 +87,8 @@ def test_maps_equal_pytorch_grad_cam_on_a_seeded_3d_model_at_an_earlier_layer(tr
     _, info, _, x = trained_3d
     torch.manual_seed(0)
     model = build_model("resnet18", 1, 2, spatial_dims=3, size=28, dropout=0.2).eval()
-    with explain.GradCAM(model, "backbone.layer2.1") as cam:
-        ours = cam(x[:1])
+    with cam.GradCAM(model, "backbone.layer2.1") as explainer:
+        ours = explainer(x[:1])
     reference = reference_layer_maps("gradcam", model, "backbone.layer2.1", x[:1], ours.targets, monkeypatch)
     assert ours.layer_maps.shape == (1, 4, 4, 4)
     np.testing.assert_allclose(ours.layer_maps.numpy(), reference, atol=1e-5, rtol=0)
@@ -99,11 +100,11 @@ def test_maps_equal_pytorch_grad_cam_on_a_seeded_3d_model_at_an_earlier_layer(tr
 def test_maps_have_the_input_shape_and_are_finite_in_unit_range(trained_2d, trained_3d, dims):
     model, info, _, x = trained_2d if dims == "2d" else trained_3d
     x = x[:1]
-    with explain.GradCAMPlusPlus(model, explain.auto_layer(model, x.shape[1:])) as cam:
-        out = cam(x)
-    for maps in (out.maps, explain.vanilla_gradient(model, x).maps):
-        assert maps.shape == (1, *x.shape[2:])
-        assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+    with cam.GradCAMPlusPlus(model, cam.auto_layer(model, x.shape[1:])) as explainer:
+        out = explainer(x)
+    for found in (out.maps, saliency.vanilla_gradient(model, x).maps):
+        assert found.shape == (1, *x.shape[2:])
+        assert torch.isfinite(found).all() and found.min() >= 0 and found.max() <= 1
 
 
 def test_hooks_released_and_model_state_restored_even_after_an_error():
@@ -113,22 +114,22 @@ def test_hooks_released_and_model_state_restored_even_after_an_error():
     flags = [p.requires_grad for p in model.parameters()]
     layer = dict(model.named_modules())["backbone.stages.2"]
     with pytest.raises(ValueError, match="boom"):
-        with explain.GradCAM(model, "backbone.stages.2") as cam:
+        with cam.GradCAM(model, "backbone.stages.2") as explainer:
             assert len(layer._forward_hooks) == 1 and not model.training
-            cam(torch.randn(2, 1, 28, 28))
+            explainer(torch.randn(2, 1, 28, 28))
             raise ValueError("boom")
     assert len(layer._forward_hooks) == 0
     assert [p.requires_grad for p in model.parameters()] == flags and model.training
     with pytest.raises(RuntimeError, match="context manager"):
-        explain.GradCAM(model, "backbone.stages.2")(torch.randn(1, 1, 28, 28))
+        cam.GradCAM(model, "backbone.stages.2")(torch.randn(1, 1, 28, 28))
 
 
 def test_no_weight_gradients_are_computed():
     torch.manual_seed(0)
     model = build_model("cnn", 1, 2, spatial_dims=2, size=28, dropout=0.0)
-    with explain.GradCAM(model, "backbone.stages.1") as cam:
-        cam(torch.randn(3, 1, 28, 28))
-    explain.vanilla_gradient(model, torch.randn(3, 1, 28, 28))
+    with cam.GradCAM(model, "backbone.stages.1") as explainer:
+        explainer(torch.randn(3, 1, 28, 28))
+    saliency.vanilla_gradient(model, torch.randn(3, 1, 28, 28))
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -140,9 +141,9 @@ def seeded_cnn(dims: int) -> nn.Module:
 def test_batched_maps_equal_one_image_at_a_time(trained_2d):
     _, _, _, x = trained_2d
     model = seeded_cnn(2)
-    with explain.GradCAM(model, "backbone.stages.2") as cam:
-        batched = cam(x[:4]).layer_maps
-        single = torch.cat([cam(x[i:i + 1]).layer_maps for i in range(4)])
+    with cam.GradCAM(model, "backbone.stages.2") as explainer:
+        batched = explainer(x[:4]).layer_maps
+        single = torch.cat([explainer(x[i:i + 1]).layer_maps for i in range(4)])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
 
 
@@ -158,8 +159,8 @@ def test_batched_maps_equal_one_image_at_a_time(trained_2d):
 ])
 def test_auto_layer_is_the_last_block_larger_than_one_pixel(name, dims, input_shape, expected):
     model = build_model(name, input_shape[0], 2, spatial_dims=dims, size=input_shape[1], dropout=0.1)
-    assert explain.auto_layer(model, input_shape) == expected
-    shapes = dict(explain.probe_blocks(model, input_shape))
+    assert cam.auto_layer(model, input_shape) == expected
+    shapes = dict(cam.probe_blocks(model, input_shape))
     later = list(shapes)[list(shapes).index(expected) + 1:]
     assert math.prod(shapes[expected][2:]) > 1 and all(math.prod(shapes[name][2:]) == 1 for name in later)
 
@@ -167,26 +168,26 @@ def test_auto_layer_is_the_last_block_larger_than_one_pixel(name, dims, input_sh
 def test_a_bad_layer_name_is_refused_with_the_valid_names():
     model = build_model("cnn", 1, 2, spatial_dims=2, size=28, dropout=0.1)
     with pytest.raises(UsageError, match=r"backbone\.stages\.0, backbone\.stages\.1, backbone\.stages\.2"):
-        explain.resolve_layer(model, "backbone.layer4", (1, 28, 28))
+        cam.resolve_layer(model, "backbone.layer4", (1, 28, 28))
     with pytest.raises(UsageError, match="no spatial output"):
-        explain.resolve_layer(model, "head.1", (1, 28, 28))
-    assert explain.resolve_layer(model, "backbone.stages.1.0", (1, 28, 28)) == "backbone.stages.1.0"
+        cam.resolve_layer(model, "head.1", (1, 28, 28))
+    assert cam.resolve_layer(model, "backbone.stages.1.0", (1, 28, 28)) == "backbone.stages.1.0"
 
 
 def test_targets_pred_true_and_a_class():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.3, 0.1]])
     labels = torch.tensor([[1], [1], [0]])
-    assert explain.select_targets("pred", TASK_BINARY, logits, labels).tolist() == [0, 1, 0]
-    assert explain.select_targets("true", TASK_BINARY, logits, labels).tolist() == [1, 1, 0]
-    assert explain.select_targets(1, TASK_BINARY, logits, labels).tolist() == [1, 1, 1]
+    assert cam.select_targets("pred", BINARY, logits, labels).tolist() == [0, 1, 0]
+    assert cam.select_targets("true", BINARY, logits, labels).tolist() == [1, 1, 0]
+    assert cam.select_targets(1, BINARY, logits, labels).tolist() == [1, 1, 1]
     multi_logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
     multi_labels = torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
     # the highest-scoring positive label; with none positive, the highest-scoring label
-    assert explain.select_targets("true", TASK_MULTILABEL, multi_logits, multi_labels).tolist() == [2, 2]
-    assert explain.parse_target("Malignant", ["malignant", "normal, benign"]) == 0
-    assert explain.parse_target("1", ["malignant", "normal, benign"]) == 1
+    assert cam.select_targets("true", MULTILABEL, multi_logits, multi_labels).tolist() == [2, 2]
+    assert cam.parse_target("Malignant", ["malignant", "normal, benign"]) == 0
+    assert cam.parse_target("1", ["malignant", "normal, benign"]) == 1
     with pytest.raises(UsageError, match="0 \\(malignant\\), 1 \\(normal, benign\\)"):
-        explain.parse_target("7", ["malignant", "normal, benign"])
+        cam.parse_target("7", ["malignant", "normal, benign"])
 
 
 # ------------------------------------------------------------------ saliency
@@ -195,7 +196,7 @@ def test_vanilla_gradient_of_a_linear_model_is_its_weight_magnitude():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 3 * 3, 2))
     x = torch.randn(2, 2, 3, 3)
-    out = explain.vanilla_gradient(model, x, torch.tensor([0, 1]))
+    out = saliency.vanilla_gradient(model, x, torch.tensor([0, 1]))
     for i, target in enumerate((0, 1)):
         expected = model[1].weight[target].detach().view(2, 3, 3).abs().amax(dim=0)
         expected = (expected - expected.min()) / (expected.max() - expected.min())
@@ -205,17 +206,17 @@ def test_vanilla_gradient_of_a_linear_model_is_its_weight_magnitude():
 def test_smoothgrad_without_noise_is_the_vanilla_gradient_and_is_reproducible(trained_2d):
     _, _, _, x = trained_2d
     model, x = seeded_cnn(2), x[:3]
-    vanilla = explain.vanilla_gradient(model, x).maps
-    noiseless = explain.smoothgrad(model, x, samples=4, noise=0.0, chunk=6).maps  # two chunks of 2 copies
+    vanilla = saliency.vanilla_gradient(model, x).maps
+    noiseless = saliency.smoothgrad(model, x, samples=4, noise=0.0, chunk=6).maps  # two chunks of 2 copies
     torch.testing.assert_close(noiseless, vanilla, atol=1e-6, rtol=0)
-    a = explain.smoothgrad(model, x, samples=3, generator=torch.Generator().manual_seed(1)).maps
-    b = explain.smoothgrad(model, x, samples=3, generator=torch.Generator().manual_seed(1)).maps
+    a = saliency.smoothgrad(model, x, samples=3, generator=torch.Generator().manual_seed(1)).maps
+    b = saliency.smoothgrad(model, x, samples=3, generator=torch.Generator().manual_seed(1)).maps
     assert torch.equal(a, b) and not torch.allclose(a, vanilla, atol=1e-3)
 
 
 def test_smoothgrad_on_3d_volumes(trained_3d):
     _, _, _, x = trained_3d
-    out = explain.smoothgrad(seeded_cnn(3), x[:2], samples=2, generator=torch.Generator().manual_seed(0))
+    out = saliency.smoothgrad(seeded_cnn(3), x[:2], samples=2, generator=torch.Generator().manual_seed(0))
     assert out.maps.shape == (2, 28, 28, 28) and torch.isfinite(out.maps).all() and out.maps.max() > 0.99
 
 
@@ -232,13 +233,13 @@ class SumModel(nn.Module):
 def test_deletion_and_insertion_curves_match_a_hand_computation():
     x = torch.tensor([[[[3.0, -1.0], [1.0, 0.0]]]])  # pixels 0..3
     saliency = torch.tensor([[[0.9, 0.1], [0.5, 0.3]]])  # order: pixel 0, 2, 3, 1
-    order = explain.salience_order(saliency)
+    order = faithfulness.salience_order(saliency)
     assert order.tolist() == [[0, 2, 3, 1]]
     target = torch.tensor([1])
     zeros = torch.zeros_like(x)
-    deletion = explain.perturbation_curves(SumModel(), x, order, target, TASK_BINARY, mode="deletion",
+    deletion = faithfulness.perturbation_curves(SumModel(), x, order, target, BINARY, mode="deletion",
                                            canvas=zeros, steps=4)
-    insertion = explain.perturbation_curves(SumModel(), x, order, target, TASK_BINARY, mode="insertion",
+    insertion = faithfulness.perturbation_curves(SumModel(), x, order, target, BINARY, mode="insertion",
                                             canvas=zeros, steps=4)
     sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
     expected_deletion = [sigmoid(s) for s in (3, 0, -1, -1, 0)]  # remove 3, then 1, then 0, then -1
@@ -246,13 +247,14 @@ def test_deletion_and_insertion_curves_match_a_hand_computation():
     np.testing.assert_allclose(deletion[0], expected_deletion, atol=1e-6)
     np.testing.assert_allclose(insertion[0], expected_insertion, atol=1e-6)
     fractions = [0, 0.25, 0.5, 0.75, 1]
-    np.testing.assert_allclose(explain.curve_auc(deletion, 4), np.trapezoid(expected_deletion, fractions), atol=1e-6)
+    np.testing.assert_allclose(faithfulness.curve_auc(deletion, 4), np.trapezoid(expected_deletion, fractions),
+                               atol=1e-6)
 
 
 def test_salience_ties_are_broken_randomly_but_reproducibly():
     flat = torch.zeros(1, 100)
-    a = explain.salience_order(flat, torch.Generator().manual_seed(0))
-    b = explain.salience_order(flat, torch.Generator().manual_seed(0))
+    a = faithfulness.salience_order(flat, torch.Generator().manual_seed(0))
+    b = faithfulness.salience_order(flat, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and not torch.equal(a, torch.arange(100).view(1, -1))
     assert sorted(a[0].tolist()) == list(range(100))
 
@@ -260,10 +262,55 @@ def test_salience_ties_are_broken_randomly_but_reproducibly():
 @pytest.mark.parametrize("shape", [(2, 1, 9, 9), (1, 2, 6, 7, 8)])
 def test_blur_keeps_constant_images_and_mean_level(shape):
     constant = torch.full(shape, 0.25)
-    torch.testing.assert_close(explain.gaussian_blur(constant, 1.5), constant)
+    torch.testing.assert_close(faithfulness.gaussian_blur(constant, 1.5), constant)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    blurred = explain.gaussian_blur(noise, 1.0)
+    blurred = faithfulness.gaussian_blur(noise, 1.0)
     assert blurred.shape == noise.shape and blurred.std() < noise.std()
+
+
+# ------------------------------------------------------------------ what the files of a method hold
+
+def hand_explained(multilabel: bool) -> maps.Explained:
+    """Two images with known probabilities and faithfulness AUCs."""
+    probabilities = np.array([[0.9, 0.6], [0.2, 0.3]]) if multilabel else np.array([[0.8, 0.2], [0.4, 0.6]])
+    labels = np.array([[1, 1], [0, 0]]) if multilabel else np.array([[0], [0]])
+    fa = faithfulness.Faithfulness(np.array([0.2, 0.4]), np.array([0.7, 0.5]), np.array([0.3, 0.3]),
+                                   np.array([0.6, 0.6]), {}, np.linspace(0, 1, 3))
+    return maps.Explained(np.array([4, 9]), np.zeros((2, 3, 3), np.float32), probabilities, np.array([0, 1]),
+                          labels, None, fa)
+
+
+def test_metrics_rows_per_image_then_mean_and_population_std():
+    rows = maps.metrics_rows(hand_explained(False), BINARY, ["benign", "malignant"])
+    assert [(r["row"], r.get("id"), r.get("label"), r.get("target_name")) for r in rows] == [
+        ("image", 4, "0", "benign"), ("image", 9, "0", "malignant"), ("mean", None, None, None),
+        ("std", None, None, None)]
+    assert [r["target_probability"] for r in rows[:2]] == [0.8, 0.6]
+    assert rows[2]["deletion_auc"] == pytest.approx(0.3) and rows[3]["deletion_auc"] == pytest.approx(0.1)
+    assert rows[3]["target_probability"] == pytest.approx(np.std([0.8, 0.6]))
+    multilabel = maps.metrics_rows(hand_explained(True), MULTILABEL, ["a", "b"])
+    assert [r["label"] for r in multilabel[:2]] == ["1;1", "0;0"]
+
+
+def test_map_arrays_and_summary_record():
+    explained = hand_explained(False)
+    arrays = maps.map_arrays(explained, BINARY, ["benign", "malignant"], method_label="Grad-CAM", split_name="test",
+                             layer="backbone.layer4.1")
+    assert arrays["predictions"].tolist() == [0, 1] and arrays["target_names"].tolist() == ["benign", "malignant"]
+    assert "layer_maps" not in arrays and str(arrays["method"]) == "Grad-CAM"
+    summary = maps.summary_record(explained, method_label="Grad-CAM", layer="l", target="pred", split_name="test",
+                                  n_figures=2, extra={"samples": 3})
+    assert list(summary)[:7] == ["method", "layer", "target", "split", "n_images", "n_figures", "samples"]
+    assert summary["faithfulness"]["deletion_auc"] == pytest.approx(0.3)
+    assert summary["faithfulness"]["fraction_deletion_below_random"] == 0.5
+    assert summary["faithfulness"]["steps"] == 2
+
+
+def test_file_names_of_a_method():
+    assert maps.file_name("volume", "gradcam", id=12) == "gradcam_volume_00012.png"
+    pattern = maps.figure_pattern("saliency_vanilla")
+    assert pattern.match("saliency_vanilla_page01.png") and pattern.match("saliency_vanilla_metrics.csv")
+    assert not pattern.match("saliency_vanilla_maps.npz") and not pattern.match("saliency_vanilla_summary.json")
 
 
 @pytest.fixture(scope="module")
@@ -283,9 +330,9 @@ def trained_cnn(tmp_path_factory, medmnist_dir):
 @pytest.mark.slow
 def test_gradcam_deletion_auc_is_below_the_random_baseline_on_a_trained_model(trained_cnn):
     model, info, split = trained_cnn
-    ids = explain.choose_ids(len(split), 32, seed=0)
-    with explain.GradCAM(model, explain.auto_layer(model, split.images.shape[1:])) as cam:
-        result = explain.explain_split(cam, model, split, ids, info.task, "cpu", batch_size=32, steps=10)
+    ids = maps.choose_ids(len(split), 32, seed=0)
+    with cam.GradCAM(model, cam.auto_layer(model, split.images.shape[1:])) as explainer:
+        result = maps.explain_split(explainer, model, split, ids, info.task, "cpu", batch_size=32, steps=10)
     fa = result.faithfulness
     assert fa.deletion.shape == fa.random_deletion.shape == (32,)
     # measured: 0.62 vs 0.69, lower for 29 of 32 images (3 epochs: 0.59 vs 0.63, 23 of 32)

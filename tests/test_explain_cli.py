@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
-from conftest import copy_run, one_line_error
 
 import explain
 from medscope.app import cli
+from medscope.explain import maps, uncertainty
+from medscope.runs import RunLayout
+from tests.conftest import copy_run, one_line_error
 
 
 def run_explain(*argv) -> int:
@@ -24,15 +24,15 @@ def read_json(path):
 
 
 def artifacts(run):
-    return {a["path"]: a["created_by"] for a in read_json(run / "run.json")["artifacts"]}
+    return {a["path"]: a["created_by"] for a in read_json(RunLayout(run).run_json)["artifacts"]}
 
 
 def assert_recorded(run, folder):
-    """Every file in ``folder`` is listed in run.json as written by explain.py."""
+    """Every file in ``folder`` (an analysis folder of ``run``) is listed in run.json as written by explain.py."""
     recorded = artifacts(run)
-    files = sorted(p.relative_to(run).as_posix() for p in (run / folder).iterdir())
+    files = sorted(p.relative_to(run).as_posix() for p in folder.iterdir())
     assert files and all(recorded.get(f) == "explain.py" for f in files), (files, recorded)
-    assert not any(p.name.endswith(".tmp") for p in (run / folder).iterdir())
+    assert not any(p.name.endswith(".tmp") for p in folder.iterdir())
 
 
 @pytest.fixture
@@ -58,14 +58,15 @@ def test_no_command_is_a_usage_error(capsys):
     assert "choose a command" in capsys.readouterr().err
 
 
-def test_a_new_subcommand_is_one_registry_entry(monkeypatch):
-    module = types.ModuleType("fake_robustness")
-    module.add_arguments = lambda parser: parser.add_argument("--severity", type=int, default=1)
-    module.run = lambda args: 40 + args.severity
-    monkeypatch.setitem(sys.modules, "fake_robustness", module)
-    registry = dict(explain.SUBCOMMANDS, robustness=explain.Subcommand("fake_robustness", "robustness checks"))
-    args = explain.get_args_parser(registry).parse_args(["robustness", "--severity", "2"])
-    assert args.command == "robustness" and args.handler(args) == 42
+def test_a_new_subcommand_is_one_registry_entry():
+    def add_arguments(parser):
+        parser.add_argument("--severity", type=int, default=1)
+
+    registry = dict(explain.SUBCOMMANDS, fog=explain.Subcommand("fog checks", add_arguments,
+                                                                lambda args: 40 + args.severity))
+    args = explain.get_args_parser(registry).parse_args(["fog", "--severity", "2"])
+    assert args.command == "fog" and args.handler(args) == 42
+    assert "fog checks" in explain.get_args_parser(registry).format_help()
 
 
 # ------------------------------------------------------------------ gradcam
@@ -73,11 +74,15 @@ def test_a_new_subcommand_is_one_registry_entry(monkeypatch):
 def test_gradcam_2d_writes_maps_metrics_and_figures(run2d, capsys):
     # a first call on 9 images (two pages, no metrics) whose pages must not outlive the second
     assert run_explain("gradcam", "--run", str(run2d), "--n", "9", "--steps", "0") == 0
-    folder = run2d / "gradcam"
-    assert (folder / "gradcam_page02.png").is_file() and not (folder / "gradcam_metrics.csv").exists()
+    folder = RunLayout(run2d).gradcam_dir
+
+    def page(k):
+        return folder / maps.file_name("page", "gradcam", page=k)
+
+    assert page(2).is_file() and not (folder / maps.file_name("metrics", "gradcam")).exists()
     code = run_explain("gradcam", "--run", str(run2d), "--n", "5", "--steps", "2", "--batch-size", "3")
     assert code == 0, capsys.readouterr().err
-    with np.load(folder / "gradcam_maps.npz") as npz:
+    with np.load(folder / maps.file_name("maps", "gradcam")) as npz:
         assert npz["maps"].shape == (5, 28, 28) and np.isfinite(npz["maps"]).all()
         assert npz["layer_maps"].shape == (5, 4, 4) and str(npz["layer"]) == "backbone.layer4.1"
         assert npz["ids"].shape == (5,) and len(set(npz["ids"].tolist())) == 5
@@ -85,25 +90,25 @@ def test_gradcam_2d_writes_maps_metrics_and_figures(run2d, capsys):
         assert np.array_equal(npz["targets"], npz["predictions"])  # default target: the prediction
         np.testing.assert_allclose(npz["target_probability"],
                                    npz["probabilities"][np.arange(5), npz["targets"]])
-    with open(folder / "gradcam_metrics.csv") as fh:
+    with open(folder / maps.file_name("metrics", "gradcam")) as fh:
         rows = list(csv.DictReader(fh))
     assert [r["row"] for r in rows] == ["image"] * 5 + ["mean", "std"]
     aucs = np.array([float(r["deletion_auc"]) for r in rows[:5]])
     assert ((0 <= aucs) & (aucs <= 1)).all()
     assert float(rows[5]["random_deletion_auc"]) == pytest.approx(
         np.mean([float(r["random_deletion_auc"]) for r in rows[:5]]))
-    assert (folder / "gradcam_page01.png").is_file() and not (folder / "gradcam_page02.png").exists()
-    assert "gradcam/gradcam_page02.png" not in artifacts(run2d)
-    summary = read_json(folder / "gradcam_summary.json")
+    assert page(1).is_file() and not page(2).exists()
+    assert page(2).relative_to(run2d).as_posix() not in artifacts(run2d)
+    summary = read_json(folder / maps.file_name("summary", "gradcam"))
     assert summary["layer"] == "backbone.layer4.1" and summary["n_images"] == 5
-    assert_recorded(run2d, "gradcam")
+    assert_recorded(run2d, folder)
 
 
 def test_gradcam_plus_plus_with_a_chosen_layer_and_class(run2d, capsys):
     code = run_explain("gradcam", "--run", str(run2d), "--n", "2", "--steps", "0", "--method", "gradcam++",
                        "--layer", "backbone.layer3.1", "--target", "malignant")
     assert code == 0, capsys.readouterr().err
-    with np.load(run2d / "gradcam" / "gradcampp_maps.npz") as npz:
+    with np.load(RunLayout(run2d).gradcam_dir / maps.file_name("maps", "gradcampp")) as npz:
         assert npz["layer_maps"].shape == (2, 7, 7) and npz["targets"].tolist() == [0, 0]
         assert str(npz["method"]) == "Grad-CAM++"
 
@@ -112,20 +117,24 @@ def test_gradcam_plus_plus_with_a_chosen_layer_and_class(run2d, capsys):
 def test_gradcam_and_saliency_3d_write_volume_figures(run3d, capsys):
     code = run_explain("gradcam", "--run", str(run3d), "--n", "2", "--steps", "1", "--target", "true")
     assert code == 0, capsys.readouterr().err
-    folder = run3d / "gradcam"
-    with np.load(folder / "gradcam_maps.npz") as npz:
+    layout = RunLayout(run3d)
+    folder = layout.gradcam_dir
+    with np.load(folder / maps.file_name("maps", "gradcam")) as npz:
         assert npz["maps"].shape == (2, 28, 28, 28) and np.isfinite(npz["maps"]).all()
         assert npz["targets"].tolist() == npz["labels"][:, 0].tolist()
         ids = npz["ids"].tolist()
-    assert sorted(p.name for p in folder.glob("gradcam_volume_*.png")) == [f"gradcam_volume_{i:05d}.png" for i in ids]
-    assert_recorded(run3d, "gradcam")
+    assert sorted(p.name for p in folder.glob("*.png") if "volume" in p.name) == [
+        maps.file_name("volume", "gradcam", id=i) for i in ids]
+    assert_recorded(run3d, folder)
 
     code = run_explain("saliency", "--run", str(run3d), "--n", "1", "--steps", "0", "--method", "vanilla")
     assert code == 0, capsys.readouterr().err
-    with np.load(run3d / "saliency" / "saliency_vanilla_maps.npz") as npz:
+    folder = layout.saliency_dir
+    with np.load(folder / maps.file_name("maps", "saliency_vanilla")) as npz:
         assert npz["maps"].shape == (1, 28, 28, 28) and np.isfinite(npz["maps"]).all()
-    assert len(list((run3d / "saliency").glob("saliency_vanilla_volume_*.png"))) == 1
-    assert_recorded(run3d, "saliency")
+        (image_id,) = npz["ids"].tolist()
+    assert (folder / maps.file_name("volume", "saliency_vanilla", id=image_id)).is_file()
+    assert_recorded(run3d, folder)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -137,7 +146,7 @@ def test_gradcam_and_saliency_3d_write_volume_figures(run3d, capsys):
 def test_bad_gradcam_input_is_one_line_and_exit_2_with_nothing_written(run2d, capsys, argv, message):
     assert run_explain("gradcam", "--run", str(run2d), *argv) == 2
     one_line_error(capsys, message)
-    assert not (run2d / "gradcam").exists()
+    assert not RunLayout(run2d).gradcam_dir.exists()
 
 
 def test_an_unknown_run_is_exit_2(tmp_path, capsys):
@@ -150,31 +159,31 @@ def test_an_unknown_run_is_exit_2(tmp_path, capsys):
 def test_saliency_2d_writes_both_methods(run2d, capsys):
     code = run_explain("saliency", "--run", str(run2d), "--n", "2", "--steps", "0", "--samples", "3")
     assert code == 0, capsys.readouterr().err
-    folder = run2d / "saliency"
-    for method in ("vanilla", "smoothgrad"):
-        with np.load(folder / f"saliency_{method}_maps.npz") as npz:
+    folder = RunLayout(run2d).saliency_dir
+    for stem in ("saliency_vanilla", "saliency_smoothgrad"):
+        with np.load(folder / maps.file_name("maps", stem)) as npz:
             assert npz["maps"].shape == (2, 28, 28) and "layer_maps" not in npz.files
-        assert (folder / f"saliency_{method}_page01.png").is_file()
-    assert read_json(folder / "saliency_smoothgrad_summary.json")["samples"] == 3
-    assert_recorded(run2d, "saliency")
+        assert (folder / maps.file_name("page", stem, page=1)).is_file()
+    assert read_json(folder / maps.file_name("summary", "saliency_smoothgrad"))["samples"] == 3
+    assert_recorded(run2d, folder)
 
 
 # ------------------------------------------------------------------ uncertainty
 
-UNCERTAINTY_FILES = {"uncertainty_per_image.csv", "uncertain_cases.json", "uncertainty_summary.json",
-                     "accuracy_coverage.png", "uncertainty_distributions.png", "uncertainty_report.md"}
+FILES = uncertainty.FILES
 
 
 def test_uncertainty_2d_files_agree_with_each_other(run2d, capsys):
     code = run_explain("uncertainty", "--run", str(run2d), "--passes", "5", "--threshold", "0.5")
     assert code == 0, capsys.readouterr().err
-    folder = run2d / "uncertainty"
-    assert {p.name for p in folder.iterdir()} == UNCERTAINTY_FILES
-    summary = read_json(folder / "uncertainty_summary.json")
-    with open(folder / "uncertainty_per_image.csv") as fh:
+    layout = RunLayout(run2d)
+    folder = layout.uncertainty_dir
+    assert {p.name for p in folder.iterdir()} == set(FILES.values())
+    summary = read_json(folder / FILES["summary"])
+    with open(folder / FILES["per_image"]) as fh:
         rows = list(csv.DictReader(fh))
-    cases = read_json(folder / "uncertain_cases.json")
-    n_test = read_json(run2d / "run.json")["dataset"]["n_samples"]["test"]
+    cases = read_json(folder / FILES["cases"])
+    n_test = read_json(layout.run_json)["dataset"]["n_samples"]["test"]
     assert summary["n"] == len(rows) == n_test and summary["path"] == "cached" and summary["passes"] == 5
     correct = np.array([r["correct"] == "True" for r in rows])
     assert summary["accuracy_all"] == pytest.approx(correct.mean())
@@ -184,19 +193,20 @@ def test_uncertainty_2d_files_agree_with_each_other(run2d, capsys):
     assert confidence == sorted(confidence) and all(c < 0.5 for c in confidence)
     assert summary["dropout"] == {"rate": 0.2, "source": "trained", "text": "dropout p=0.2 as trained"}
     # the MC accuracy uses the same predictions as the saved inference outputs when dropout is averaged out
-    outputs = torch.load(run2d / "inference_outputs.pt", weights_only=True)
+    outputs = torch.load(layout.inference_outputs, weights_only=True)
     assert summary["accuracy_deterministic"] == pytest.approx(
         float(((outputs["probabilities"][:, 1] > 0.5).long() == outputs["labels"][:, 0]).float().mean()))
-    assert "How sure is the model" in (folder / "uncertainty_report.md").read_text()
-    assert_recorded(run2d, "uncertainty")
+    assert "How sure is the model" in (folder / FILES["report"]).read_text()
+    assert_recorded(run2d, folder)
 
 
 def without_dropout(run):
     """The run's checkpoints rewritten as if trained with --dropout 0 (Dropout has no weights)."""
-    for name in ("best.pt", "last.pt"):
-        checkpoint = torch.load(run / name, weights_only=True)
+    layout = RunLayout(run)
+    for path in (layout.best_pt, layout.last_pt):
+        checkpoint = torch.load(path, weights_only=True)
         checkpoint["spec"]["dropout"] = 0.0
-        torch.save(checkpoint, run / name)
+        torch.save(checkpoint, path)
     return run
 
 
@@ -205,13 +215,14 @@ def test_a_model_without_dropout_needs_an_explicit_test_time_rate(run2d, capsys)
     assert run_explain("uncertainty", "--run", str(run2d), "--passes", "3", "--split", "val") == 2
     err = capsys.readouterr().err
     assert "trained without dropout" in err and "--dropout-rate" in err and err.count("\n") == 1
-    assert not (run2d / "uncertainty").exists()
+    folder = RunLayout(run2d).uncertainty_dir
+    assert not folder.exists()
 
     assert run_explain("uncertainty", "--run", str(run2d), "--passes", "3", "--split", "val",
                        "--dropout-rate", "0.3") == 0
-    summary = read_json(run2d / "uncertainty" / "uncertainty_summary.json")
+    summary = read_json(folder / FILES["summary"])
     assert summary["dropout"]["source"] == "test-time" and summary["dropout"]["rate"] == 0.3
     assert summary["dropout_layers"] == {"head.0": 0.3}
-    report = (run2d / "uncertainty" / "uncertainty_report.md").read_text()
+    report = (folder / FILES["report"]).read_text()
     assert "enabled at test time" in report
-    assert read_json(run2d / "uncertainty" / "uncertain_cases.json")["dropout"]["source"] == "test-time"
+    assert read_json(folder / FILES["cases"])["dropout"]["source"] == "test-time"

@@ -14,8 +14,8 @@ from PIL import Image
 from scipy import ndimage
 
 from medscope import data
-from medscope.app.cli import UsageError
-from medscope.explain import cam as explain
+from medscope.errors import UsageError
+from medscope.explain import faithfulness
 from medscope.explain import perturbations as pt
 
 NAMES_2D = ["gaussian_noise", "speckle_noise", "gaussian_blur", "motion_blur", "contrast_down", "contrast_up",
@@ -37,7 +37,7 @@ def volumes_3d():
     """6 textured 28^3 volumes with mid-range intensities (the real adrenalmnist3d volumes are 0/255 masks,
     which gamma and stronger contrast leave unchanged, so they cannot show a monotone distance)."""
     generator = torch.Generator().manual_seed(0)
-    smooth = explain.gaussian_blur(torch.rand(6, 1, 28, 28, 28, generator=generator), 1.5)
+    smooth = faithfulness.gaussian_blur(torch.rand(6, 1, 28, 28, 28, generator=generator), 1.5)
     smooth = (smooth - smooth.mean()) / smooth.std()
     return (128 + 40 * smooth).clamp(0, 255).round().to(torch.uint8)
 
@@ -46,7 +46,7 @@ def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).pow(2).mean().sqrt())
 
 
-def test_the_table_holds_the_perturbations_of_the_issue_with_five_severities_each():
+def test_the_table_holds_every_perturbation_with_five_severities_each():
     assert pt.available(2) == NAMES_2D
     assert pt.available(3) == NAMES_3D
     for p in pt.PERTURBATIONS.values():
@@ -187,7 +187,7 @@ def test_batched_jpeg_is_within_a_grey_level_of_pil(images_2d, quality):
 
 def test_rgb_jpeg_quantizes_ycbcr_like_pil_without_chroma_subsampling():
     generator = torch.Generator().manual_seed(0)
-    smooth = explain.gaussian_blur(torch.rand(6, 3, 28, 28, generator=generator), 1.5)
+    smooth = faithfulness.gaussian_blur(torch.rand(6, 3, 28, 28, generator=generator), 1.5)
     x = ((smooth - smooth.mean()) * 3 * 255 + 128).clamp(0, 255).round().to(torch.uint8)
     ours = pt.jpeg(x, 30)
     reference = []

@@ -10,13 +10,17 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, copy_run, one_line_error
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 import explain
+from medscope import data, metrics
 from medscope.app import cli, menu
-from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL
+from medscope.explain import perturbations as pt
 from medscope.explain import robustness
+from medscope.models import build_model
+from medscope.runs import RunLayout
+from medscope.tasks import BINARY, MULTICLASS, MULTILABEL
+from tests.conftest import ROOT, copy_run, one_line_error
 
 
 def run_explain(*argv) -> int:
@@ -38,12 +42,12 @@ def test_balanced_accuracy_equals_sklearn_on_the_project_predictions():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=(50, 1))
     probs = rng.dirichlet(np.ones(3), size=50)
-    assert robustness.balanced_accuracy(TASK_MULTICLASS, labels, probs) == pytest.approx(
+    assert metrics.balanced_accuracy(MULTICLASS, labels, probs) == pytest.approx(
         balanced_accuracy_score(labels[:, 0], probs.argmax(axis=1)))
     labels = rng.integers(0, 2, size=(40, 1))
     p1 = rng.random(40)
     probs = np.stack([1 - p1, p1], axis=1)
-    assert robustness.balanced_accuracy(TASK_BINARY, labels, probs) == pytest.approx(
+    assert metrics.balanced_accuracy(BINARY, labels, probs) == pytest.approx(
         balanced_accuracy_score(labels[:, 0], (p1 > 0.5).astype(int)))
 
 
@@ -51,8 +55,8 @@ def test_multilabel_balanced_accuracy_is_the_mean_over_labels():
     labels = np.array([[1, 0], [0, 0], [1, 1], [0, 1]])
     probs = np.array([[0.9, 0.2], [0.6, 0.1], [0.8, 0.4], [0.1, 0.7]])  # label 0: 1 false positive; label 1: 1 miss
     expected = np.mean([(1.0 + 0.5) / 2, (1.0 + 0.5) / 2])
-    assert robustness.balanced_accuracy(TASK_MULTILABEL, labels, probs) == pytest.approx(expected)
-    assert robustness.flipped(TASK_MULTILABEL, labels, labels[[0, 1, 3, 2]]).tolist() == [False, False, True, True]
+    assert metrics.balanced_accuracy(MULTILABEL, labels, probs) == pytest.approx(expected)
+    assert robustness.flipped(MULTILABEL, labels, labels[[0, 1, 3, 2]]).tolist() == [False, False, True, True]
 
 
 def test_saliency_shift_by_hand_and_against_numpy():
@@ -97,6 +101,65 @@ def test_docstring_examples():
     assert doctest.testmod(robustness).failed == 0
 
 
+def test_example_titles_and_captions_name_labels_one_way():
+    assert robustness.example_title(BINARY, np.array([1]), ["benign", "malignant"]) == "malignant"
+    assert robustness.example_title(MULTILABEL, np.array([0, 1, 1]), ["a", "b", "c"]) == "0;1;1"
+    assert robustness.prediction_caption(MULTICLASS, np.array([0.2, 0.5, 0.3]), ["a", "a very long class name", "c"]) \
+        == "a very long… 0.50"
+    assert robustness.prediction_caption(MULTILABEL, np.array([0.2, 0.4]), ["a", "b"]) == "pred: none"
+
+
+# ------------------------------------------------------------------ the sweep as a library call
+
+@pytest.fixture(scope="module")
+def small_sweep(medmnist_dir):
+    """A seeded untrained CNN on 40 breastmnist test images: one perturbation at two severities."""
+    info = data.dataset_info("breastmnist")
+    split = data.subset(data.load_split(info, medmnist_dir, "test"), 40, seed=0)
+    torch.manual_seed(0)
+    model = build_model("cnn", 1, 2, spatial_dims=2, size=28, dropout=0.0).eval()
+    sweep = robustness.run_sweep(model, split, info.task, info.class_names, "cpu",
+                                 [pt.PERTURBATIONS["gaussian_noise"]], [1, 5], seed=3, n_saliency=8, n_examples=1,
+                                 batch_size=16)
+    return model, info, split, sweep
+
+
+def test_run_sweep_takes_values_and_its_clean_row_is_a_plain_evaluation(small_sweep):
+    from medscope.activations import collect_outputs
+    from medscope.explain.cam import auto_layer
+
+    model, info, split, sweep = small_sweep
+    assert sweep.layer == auto_layer(model, (1, 28, 28)) and sweep.method == "gradcam"
+    assert [(r["perturbation"], r["severity"]) for r in sweep.rows] == [("clean", 0), ("gaussian_noise", 1),
+                                                                       ("gaussian_noise", 5)]
+    probs = collect_outputs(model, split, info.task, torch.device("cpu"), activations=False)["probabilities"].numpy()
+    clean = sweep.rows[0]
+    assert clean["auc"] == metrics.auc_score(info.task, split.labels.numpy(), probs)
+    assert clean["balanced_acc"] == metrics.balanced_accuracy(info.task, split.labels.numpy(), probs)
+    assert clean["flip_rate"] == 0 and clean["saliency_iou"] == 1
+    assert len(sweep.per_image) == 8 * 3 and len(sweep.example_ids) == 1
+    assert set(sweep.examples) == {("clean", 0), ("gaussian_noise", 1), ("gaussian_noise", 5)}
+
+
+def test_summary_record_and_report_are_built_from_the_sweep(small_sweep):
+    _, _, _, sweep = small_sweep
+    rows = [dict(r) for r in sweep.rows]
+    robustness.add_relative_errors(rows)
+    summary = robustness.summarize(rows, sweep.per_image, tolerance=0.05)
+    assert [s["perturbation"] for s in summary] == ["gaussian_noise", "overall"]
+    info = robustness.sweep_record(sweep, summary, run="r", split="test", checkpoint="best", tolerance=0.05,
+                                   run_metrics={"auc": rows[0]["auc"], "acc": rows[0]["acc"]})
+    assert info["clean_matches_run_metrics"] is True and info["severities"] == [1, 5]
+    assert info["perturbations"]["gaussian_noise"]["parameters"] == [0.04, 0.26]
+    assert info["saliency"] == {"method": "Grad-CAM", "layer": sweep.layer, "n_images": 8, "top_fraction": 0.1,
+                                "target": "the class predicted on the clean image"}
+    other = robustness.sweep_record(sweep, summary, run="r", split="test", checkpoint="best", tolerance=0.05,
+                                    run_metrics={"auc": 0.5, "acc": None})
+    assert other["clean_matches_run_metrics"] is False
+    report = robustness.report_markdown(info, rows)
+    assert "# How robust is the model? — r" in report and "additive Gaussian noise (`gaussian_noise`)" in report
+
+
 # ------------------------------------------------------------------ end to end
 
 @pytest.fixture
@@ -109,41 +172,42 @@ def run3d(run_3d, tmp_path):
     return copy_run(run_3d, tmp_path)
 
 
-FILES = {"robustness_results.csv", "robustness_summary.csv", "robustness_per_image.csv", "robustness_summary.json",
-         "robustness_measures.png", "robustness_acc_heatmap.png", "robustness_report.md"}
+FILES = robustness.FILES  # what the folder holds: every name but the examples', one example figure per image
 
 
 def check_sweep(run, perturbations, severities, n_saliency, n_examples):
     """Every file present and recorded, values in range, and the clean row equal to the run's own test metrics."""
-    folder = run / "robustness"
+    layout = RunLayout(run)
+    folder = layout.robustness_dir
     names = {p.name for p in folder.iterdir()}
-    examples = {n for n in names if n.startswith("robustness_examples_")}
-    assert names - examples == FILES and len(examples) == n_examples
-    recorded = {a["path"]: a["created_by"] for a in json.loads((run / "run.json").read_text())["artifacts"]}
-    assert all(recorded.get(f"robustness/{n}") == "explain.py" for n in names)
+    examples = {n for n in names if robustness.EXAMPLES_PATTERN.match(n)}
+    assert names - examples == {name for key, name in FILES.items() if key != "examples"}
+    assert len(examples) == n_examples
+    recorded = {a["path"]: a["created_by"] for a in json.loads(layout.run_json.read_text())["artifacts"]}
+    assert all(recorded.get((folder / n).relative_to(run).as_posix()) == "explain.py" for n in names)
 
-    rows = read_csv(folder / "robustness_results.csv")
+    rows = read_csv(folder / FILES["results"])
     assert [(r["perturbation"], int(r["severity"])) for r in rows] == [("clean", 0)] + [
         (p, s) for p in perturbations for s in severities]
     clean = rows[0]
-    metrics = json.loads((run / "metrics.json").read_text())["test"]
-    assert float(clean["auc"]) == metrics["auc"] and float(clean["acc"]) == metrics["acc"]  # exactly
+    test_metrics = json.loads(layout.metrics_json.read_text())["test"]
+    assert float(clean["auc"]) == test_metrics["auc"] and float(clean["acc"]) == test_metrics["acc"]  # exactly
     assert float(clean["flip_rate"]) == 0 and float(clean["image_rmse"]) == 0
     assert (float(clean["saliency_rmse"]), float(clean["saliency_pearson"]), float(clean["saliency_iou"])) == (0, 1, 1)
     for r in rows:
-        assert int(r["n"]) == metrics["n"] and int(r["n_saliency"]) == n_saliency
+        assert int(r["n"]) == test_metrics["n"] and int(r["n_saliency"]) == n_saliency
         for key in ("auc", "acc", "balanced_acc", "ece", "flip_rate", "saliency_rmse", "saliency_iou"):
             assert 0 <= float(r[key]) <= 1, (key, r)
         assert -1 <= float(r["saliency_pearson"]) <= 1
         assert float(r["corruption_error"]) == pytest.approx(1 - float(r["balanced_acc"]))
         for key in ("rmse", "pearson", "iou"):
             value = number(r[f"flip_auroc_{key}"])
-            assert (0 <= value <= 1) if value == value else r["flip_auroc_note"]
+            assert (0 <= value <= 1) if not math.isnan(value) else r["flip_auroc_note"]
     for p in perturbations:  # the images move further from the clean ones with every severity
         distances = [float(r["image_rmse"]) for r in rows if r["perturbation"] == p]
         assert all(a < b for a, b in zip(distances, distances[1:]))
 
-    per_image = read_csv(folder / "robustness_per_image.csv")
+    per_image = read_csv(folder / FILES["per_image"])
     assert len(per_image) == n_saliency * len(rows)
     for r in rows:  # each row's AUROC is the one of its own explained images
         mine = [p for p in per_image if (p["perturbation"], p["severity"]) == (r["perturbation"], r["severity"])]
@@ -154,7 +218,7 @@ def check_sweep(run, perturbations, severities, n_saliency, n_examples):
             assert float(r["flip_auroc_iou"]) == pytest.approx(
                 roc_auc_score(flips, [1 - float(p["iou"]) for p in mine]))
 
-    summary = read_csv(folder / "robustness_summary.csv")
+    summary = read_csv(folder / FILES["summary_csv"])
     assert [s["perturbation"] for s in summary] == list(perturbations) + ["overall"]
     clean_error = 1 - float(clean["balanced_acc"])
     for s in summary[:-1]:
@@ -162,9 +226,9 @@ def check_sweep(run, perturbations, severities, n_saliency, n_examples):
         assert number(s["mce"]) == pytest.approx(np.mean(errors) / clean_error)
     perturbed = [p for p in per_image if p["perturbation"] != "clean"]  # the pooled pairs: clean ones are no pairs
     assert int(summary[-1]["n_saliency_pairs"]) == len(perturbed) == n_saliency * (len(rows) - 1)
-    info = json.loads((folder / "robustness_summary.json").read_text())
+    info = json.loads((folder / FILES["summary"]).read_text())
     assert info["clean_matches_run_metrics"] is True
-    report = (folder / "robustness_report.md").read_text()
+    report = (folder / FILES["report"]).read_text()
     assert "How robust is the model?" in report and "hurts most" in report and "the same as in the run's" in report
     return rows
 
@@ -174,7 +238,7 @@ def test_a_2d_sweep_writes_every_file_and_its_clean_row_is_the_runs_test_metrics
                        "--severities", "5", "2", "--n-saliency", "24", "--n-examples", "2", "--seed", "4")
     assert code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "equal to the run's metrics.json" in out
+    assert f"equal to the run's {RunLayout(run2d).metrics_json.name}" in out
     rows = check_sweep(run2d, ["gaussian_noise", "contrast_down"], [2, 5], 24, 2)
     assert float(rows[-1]["image_rmse"]) > 30  # contrast 0.35 flattens a breast ultrasound by ~30 grey levels
 
@@ -188,7 +252,7 @@ def test_a_2d_sweep_writes_every_file_and_its_clean_row_is_the_runs_test_metrics
     same = ("auc", "acc", "balanced_acc", "ece", "flip_rate", "image_rmse")
     assert [again[-1][k] for k in same] == [rows[-1][k] for k in same]
     assert again[-1]["saliency_rmse"] != rows[-1]["saliency_rmse"]
-    info = json.loads((run2d / "robustness" / "robustness_summary.json").read_text())
+    info = json.loads((RunLayout(run2d).robustness_dir / FILES["summary"]).read_text())
     assert info["saliency"]["method"] == "vanilla gradient" and info["saliency"]["layer"] is None
 
 
@@ -197,10 +261,11 @@ def test_a_3d_sweep_shows_middle_slices(run3d, capsys):
                        "--n-saliency", "6", "--n-examples", "1")
     assert code == 0, capsys.readouterr().err
     check_sweep(run3d, ["motion_blur"], [3], 6, 1)
-    info = json.loads((run3d / "robustness" / "robustness_summary.json").read_text())
+    folder = RunLayout(run3d).robustness_dir
+    info = json.loads((folder / FILES["summary"]).read_text())
     assert info["saliency"]["layer"] == "backbone.layer3.1"  # at 28^3 layer4 is a single voxel
     assert info["perturbations"]["motion_blur"]["parameters"] == [3.5]
-    assert "the middle axial, coronal and sagittal slices" in (run3d / "robustness" / "robustness_report.md").read_text()
+    assert "the middle axial, coronal and sagittal slices" in (folder / FILES["report"]).read_text()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -213,14 +278,14 @@ def test_a_3d_sweep_shows_middle_slices(run3d, capsys):
 def test_bad_input_is_one_line_and_exit_2_with_nothing_written(run2d, capsys, argv, message):
     assert run_explain("robustness", "--run", str(run2d), *argv) == 2
     one_line_error(capsys, message)
-    assert not (run2d / "robustness").exists()
+    assert not RunLayout(run2d).robustness_dir.exists()
 
 
 def test_a_2d_only_perturbation_on_a_3d_run_is_refused(run3d, capsys):
     assert run_explain("robustness", "--run", str(run3d), "--perturbations", "jpeg") == 2
     err = capsys.readouterr().err
     assert "'jpeg' applies to 2D images only; for 3D images choose from: gaussian_noise" in err
-    assert not (run3d / "robustness").exists()
+    assert not RunLayout(run3d).robustness_dir.exists()
 
 
 def test_the_menu_offers_robustness_among_the_explain_subcommands():

@@ -1,6 +1,7 @@
 """medscope.explain.uncertainty: MC-dropout sampling, per-image statistics and dataset-level summaries."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,11 +10,12 @@ import torch
 import torch.nn as nn
 from sklearn.metrics import roc_auc_score
 
-from medscope import checkpoints, data, runs
-from medscope.app.cli import UsageError
-from medscope.data import TASK_BINARY, TASK_MULTICLASS, TASK_MULTILABEL, Split
+from medscope import checkpoints, data, metrics, runs
+from medscope.data import Split
+from medscope.errors import UsageError
 from medscope.explain import uncertainty
 from medscope.models import Classifier
+from medscope.tasks import BINARY, MULTICLASS, MULTILABEL, task
 
 
 def _h(*p):
@@ -74,14 +76,14 @@ def test_categorical_stats_match_hand_computed_values():
 
 def test_predictive_stats_use_the_project_prediction_rule_for_binary_tasks():
     samples = np.array([[[0.6, 0.4]], [[0.6, 0.4]]])
-    s = uncertainty.predictive_stats(samples, TASK_BINARY)
+    s = uncertainty.predictive_stats(samples, BINARY)
     assert s["predicted"].tolist() == [0]
     np.testing.assert_allclose(s["confidence"], [1 - _h(0.6, 0.4) / math.log(2)])
 
 
 def test_multilabel_statistics_average_per_label_binary_entropies():
     samples = np.array([[[0.9, 0.5]], [[0.7, 0.5]]])  # (T=2, N=1, L=2) sigmoid outputs
-    s = uncertainty.predictive_stats(samples, TASK_MULTILABEL)
+    s = uncertainty.predictive_stats(samples, MULTILABEL)
     assert s["predicted"].tolist() == [[1, 0]]  # 0.8 > 0.5; 0.5 is not
     per_label_h = [_h(0.8, 0.2), _h(0.5, 0.5)]
     np.testing.assert_allclose(s["per_label_predictive_entropy"][0], per_label_h)
@@ -93,7 +95,7 @@ def test_multilabel_statistics_average_per_label_binary_entropies():
 
 def test_mc_samples_of_a_known_head_equal_the_masks_replayed_by_hand():
     model, split, passes, p = linear_head_model(0.5), tiny_split(5), 3, 0.5
-    result = uncertainty.mc_predict(model, split, TASK_BINARY, "cpu", passes=passes, seed=7, batch_size=2)
+    result = uncertainty.mc_predict(model, split, BINARY, "cpu", passes=passes, seed=7, batch_size=2)
     assert result.path == "cached" and result.samples.shape == (passes, 5, 2)
 
     weight, bias = model.head[1].weight.detach(), model.head[1].bias.detach()
@@ -114,9 +116,9 @@ def test_mc_samples_of_a_known_head_equal_the_masks_replayed_by_hand():
 
 def test_same_seed_same_numbers_and_another_seed_other_numbers():
     model, split = linear_head_model(0.5), tiny_split(6)
-    a = uncertainty.mc_predict(model, split, TASK_BINARY, "cpu", passes=4, seed=3)
-    b = uncertainty.mc_predict(model, split, TASK_BINARY, "cpu", passes=4, seed=3)
-    c = uncertainty.mc_predict(model, split, TASK_BINARY, "cpu", passes=4, seed=4)
+    a = uncertainty.mc_predict(model, split, BINARY, "cpu", passes=4, seed=3)
+    b = uncertainty.mc_predict(model, split, BINARY, "cpu", passes=4, seed=3)
+    c = uncertainty.mc_predict(model, split, BINARY, "cpu", passes=4, seed=4)
     assert np.array_equal(a.samples, b.samples)
     assert not np.array_equal(a.samples, c.samples)
 
@@ -161,8 +163,8 @@ def test_dropout_in_the_backbone_takes_full_passes_with_normalization_in_eval_mo
     split = tiny_split(4, shape=(1, 3, 3))
     assert not uncertainty.head_only(model)
     with pytest.raises(UsageError, match="outside its head"):
-        uncertainty.mc_predict(model, split, TASK_BINARY, "cpu", passes=2, path="cached")
-    result = uncertainty.mc_predict(model, split, TASK_BINARY, "cpu", passes=4, seed=0)
+        uncertainty.mc_predict(model, split, BINARY, "cpu", passes=2, path="cached")
+    result = uncertainty.mc_predict(model, split, BINARY, "cpu", passes=4, seed=0)
     assert result.path == "full"
     assert seen["bn"] and not any(seen["bn"])
     assert torch.equal(model.backbone[1].running_mean, torch.full((4,), 0.3))
@@ -173,9 +175,9 @@ def test_dropout_in_the_backbone_takes_full_passes_with_normalization_in_eval_mo
 
 def test_rate_override_enables_dropout_in_a_model_trained_without():
     model, split = linear_head_model(0.0), tiny_split(4)
-    plain = uncertainty.mc_predict(model, split, TASK_BINARY, "cpu", passes=3)
+    plain = uncertainty.mc_predict(model, split, BINARY, "cpu", passes=3)
     assert np.array_equal(plain.samples[0], plain.samples[1])  # p = 0: every pass is the same
-    sampled = uncertainty.mc_predict(model, split, TASK_BINARY, "cpu", passes=3, rate=0.4)
+    sampled = uncertainty.mc_predict(model, split, BINARY, "cpu", passes=3, rate=0.4)
     assert sampled.rates == {"head.0": 0.4}
     assert not np.array_equal(sampled.samples[0], sampled.samples[1])
     label = uncertainty.dropout_label({"head.0": 0.0}, 0.4)
@@ -199,8 +201,8 @@ def test_dataset_summary_on_a_hand_example():
     samples = np.array([[[0.99, 0.01], [0.02, 0.98], [0.70, 0.30], [0.45, 0.55]]] * 2)
     samples[1, 3] = [0.55, 0.45]  # image 3 is torn between the classes: mean (0.5, 0.5) -> predicted 0
     labels = np.array([[0], [1], [1], [0]])
-    stats = uncertainty.predictive_stats(samples, TASK_MULTICLASS)
-    summary = uncertainty.dataset_summary(stats, labels, TASK_MULTICLASS, ["a", "b"], threshold=0.85)
+    stats = uncertainty.predictive_stats(samples, MULTICLASS)
+    summary = uncertainty.dataset_summary(stats, labels, MULTICLASS, ["a", "b"], threshold=0.85)
     correct = np.array([True, True, False, True])
     assert summary["n"] == 4 and summary["n_errors"] == 1
     assert summary["accuracy_all"] == pytest.approx(0.75)
@@ -218,17 +220,66 @@ def test_dataset_summary_on_a_hand_example():
     assert by_class["b"]["fraction_uncertain"] == pytest.approx(0.5)
 
 
-def test_error_auroc_is_undefined_without_errors():
-    assert math.isnan(uncertainty.error_auroc(np.array([0.1, 0.2]), np.array([False, False])))
-    assert uncertainty.error_auroc(np.array([0.1, 0.9]), np.array([False, True])) == 1.0
+def test_error_auroc_is_sklearns_and_undefined_without_errors():
+    score, errors = np.array([0.3, 0.1, 0.8, 0.5, 0.2]), np.array([False, False, True, False, True])
+    assert metrics.error_auroc(score, errors) == pytest.approx(roc_auc_score(errors, score))
+    assert math.isnan(metrics.error_auroc(np.array([0.1, 0.2]), np.array([False, False])))
+    assert math.isnan(metrics.error_auroc(np.array([0.1, 0.2]), np.array([True, True])))
 
 
 def test_report_reads_in_plain_words():
     samples = np.array([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]] * 3)
-    stats = uncertainty.predictive_stats(samples, TASK_BINARY)
-    summary = uncertainty.dataset_summary(stats, np.array([[0], [1], [1]]), TASK_BINARY, ["neg", "pos"], 0.5)
+    stats = uncertainty.predictive_stats(samples, BINARY)
+    summary = uncertainty.dataset_summary(stats, np.array([[0], [1], [1]]), BINARY, ["neg", "pos"], 0.5)
     summary.update(run="r", split="test", passes=3, seed=0, path="cached",
                    dropout=uncertainty.dropout_label({"head.0": 0.0}, 0.3))
     text = uncertainty.report_markdown(summary)
     assert "enabled at test time" in text and "not the model as it was trained" in text
     assert "| neg | 1 |" in text and "accuracy" in text
+
+
+# ------------------------------------------------------------------ a whole split, as values
+
+def test_analyze_uncertainty_is_mc_predict_then_the_statistics():
+    model, split = linear_head_model(0.5), tiny_split(6)
+    result = uncertainty.analyze_uncertainty(model, split, BINARY, "cpu", class_names=["neg", "pos"], passes=4,
+                                             seed=3, threshold=0.6, batch_size=4)
+    mc = uncertainty.mc_predict(model, split, BINARY, "cpu", passes=4, seed=3, batch_size=4)
+    assert np.array_equal(result.mc.samples, mc.samples)
+    stats = uncertainty.predictive_stats(mc.samples, BINARY)
+    np.testing.assert_array_equal(result.stats["confidence"], stats["confidence"])
+    expected = uncertainty.dataset_summary(stats, mc.labels, BINARY, ["neg", "pos"], 0.6, mc.deterministic)
+    assert json.dumps(result.summary) == json.dumps(expected)  # NaN (no confident image of a class) included
+    assert result.dropout == uncertainty.dropout_label({"head.0": 0.5}, None)
+    record = uncertainty.summary_record(result, run="r", split="test", checkpoint="best")
+    assert list(record)[:4] == ["run", "split", "checkpoint", "task"] and record["task"] == BINARY
+    assert record["n"] == 6 and record["passes"] == 4 and record["path"] == "cached"
+
+
+def multilabel_result() -> uncertainty.UncertaintyResult:
+    """Three images, two labels ("a", "b"); T = 2 passes that agree (no mutual information)."""
+    samples = np.array([[[0.9, 0.8], [0.1, 0.4], [0.6, 0.45]]] * 2)
+    labels = np.array([[1, 1], [0, 1], [1, 0]])
+    stats = uncertainty.predictive_stats(samples, MULTILABEL)
+    summary = uncertainty.dataset_summary(stats, labels, MULTILABEL, ["a", "b"], 0.5, samples[0])
+    mc = uncertainty.MCResult(samples, samples[0], labels, "cached", {"head.0": 0.2})
+    return uncertainty.UncertaintyResult(task(MULTILABEL), ["a", "b"], 2, 0, 0.5, mc, stats, summary,
+                                         uncertainty.dropout_label({"head.0": 0.2}, None))
+
+
+def test_per_image_rows_and_cases_write_multilabel_labels_one_way():
+    result = multilabel_result()
+    rows, columns = uncertainty.per_image_table(result)
+    assert "probability" not in columns and columns[-2:] == ["prob_0", "prob_1"]
+    assert [(r["label"], r["label_name"], r["predicted"], r["predicted_name"], r["correct"]) for r in rows] == [
+        ("1;1", "a;b", "1;1", "a;b", True), ("0;1", "b", "0;0", "none", False), ("1;0", "a", "1;0", "a", True)]
+    # confidence is the mean over labels of 1 - H(p) / log 2
+    h = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
+    expected = [np.mean([1 - h(a) / math.log(2), 1 - h(b) / math.log(2)]) for a, b in ((0.9, 0.8), (0.1, 0.4),
+                                                                                      (0.6, 0.45))]
+    np.testing.assert_allclose([r["confidence"] for r in rows], expected)
+    record = uncertainty.summary_record(result, run="r", split="test", checkpoint="best")
+    cases = uncertainty.uncertain_cases(result, record)
+    flagged = [i for i, c in enumerate(expected) if c < 0.5]
+    assert [c["id"] for c in cases["cases"]] == sorted(flagged, key=lambda i: expected[i])
+    assert cases["n_flagged"] == len(flagged) and cases["n_images"] == 3

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from medscope.errors import UsageError
-from medscope.explain.cam import gaussian_blur as _separable_gaussian_blur
+from medscope.explain.faithfulness import gaussian_blur as _separable_gaussian_blur
 
 SEVERITIES = (1, 2, 3, 4, 5)
 REFERENCE_SIDE = 28  # the parameters in the table are for 28 px images
@@ -56,11 +56,6 @@ def from_unit(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if like.dtype == torch.uint8:
         return y.mul_(255.0).round_().to(torch.uint8)
     return y.to(like.dtype)
-
-
-def _per_image(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(N,) -> (N, 1, ..., 1) to broadcast over one image."""
-    return values.view(-1, *([1] * (x.ndim - 1)))
 
 
 def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -107,7 +102,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, generator: torch.Generator | No
     """Gaussian blur of standard deviation ``sigma`` pixels over every spatial axis (2D or 3D), edges replicated.
 
     The kernel is truncated at ``ceil(3 sigma)``; it is
-    :func:`medscope.explain.cam.gaussian_blur`, applied in [0, 1].
+    :func:`medscope.explain.faithfulness.gaussian_blur`, applied in [0, 1].
 
     >>> x = torch.zeros(1, 1, 7, 7, dtype=torch.uint8); x[0, 0, 3, 3] = 255
     >>> gaussian_blur(x, 1.0)[0, 0, 3, 2:5].tolist()

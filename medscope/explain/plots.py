@@ -9,11 +9,14 @@ distributions of each measure for correct and wrong predictions.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from medscope import atomic
 from medscope.plots import display_image, plt
+from medscope.tasks import Task
+from medscope.tasks import task as as_task
 
 HEATMAP_CMAP = "jet"
 OVERLAY_ALPHA = 0.45
@@ -23,8 +26,13 @@ def _short(name: str, limit: int = 14) -> str:
     return name if len(name) <= limit else name[:limit - 1] + "…"
 
 
-def titles(labels, predictions, probabilities, targets, class_names, *, multilabel: bool = False) -> list[str]:
-    """``true: A / pred: B 0.87`` per image (and the explained class when it is not the prediction)."""
+def titles(labels, predictions, probabilities, targets, class_names, task: str | Task) -> list[str]:
+    """``true: A / pred: B 0.87`` per image (and the explained class when it is not the prediction).
+
+    ``probabilities`` (N, K): the probability shown is the predicted class's,
+    or for multi-label tasks the explained label's.
+    """
+    multilabel = as_task(task).is_multilabel
     out = []
     for i in range(len(labels)):
         if multilabel:
@@ -35,20 +43,12 @@ def titles(labels, predictions, probabilities, targets, class_names, *, multilab
             text = f"true: {true}\npred: {pred}\nmap: {_short(class_names[targets[i]])} {prob:.2f}"
         else:
             true, pred = int(np.asarray(labels[i]).reshape(-1)[0]), int(predictions[i])
-            text = f"true: {_short(class_names[true])}\npred: {_short(class_names[pred])} {float(probabilities[i]):.2f}"
+            prob = float(probabilities[i][pred])
+            text = f"true: {_short(class_names[true])}\npred: {_short(class_names[pred])} {prob:.2f}"
             if int(targets[i]) != pred:
                 text += f"\nmap for: {_short(class_names[int(targets[i])])}"
         out.append(text)
     return out
-
-
-def wrong(labels, predictions) -> np.ndarray:
-    """True where the prediction differs from the label (multi-label: any label differs)."""
-    labels = np.asarray(labels).reshape(len(labels), -1)
-    predictions = np.asarray(predictions).reshape(len(labels), -1)
-    if labels.shape[1] == 1:
-        return labels[:, 0] != predictions[:, 0]
-    return (labels != predictions).any(axis=1)
 
 
 def show_image(ax, image: np.ndarray, *, frame: bool = False) -> None:
@@ -67,9 +67,10 @@ def overlay_heatmap(ax, image: np.ndarray, heat: np.ndarray, *, frame: bool = Fa
     ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA, interpolation="bilinear")
 
 
-def heatmap_pages(folder, stem: str, images: np.ndarray, maps: np.ndarray, image_titles: list[str],
-                  is_wrong: np.ndarray, heading: str, *, per_page: int = 8, per_row: int = 2) -> list[Path]:
-    """2D: ``<stem>_page01.png`` ... with ``per_page`` images, each as image | heatmap | overlay."""
+def heatmap_pages(folder, page_name: Callable[[int], str], images: np.ndarray, maps: np.ndarray,
+                  image_titles: list[str], is_wrong: np.ndarray, heading: str, *, per_page: int = 8,
+                  per_row: int = 2) -> list[Path]:
+    """2D: pages ``folder / page_name(1)``, ... with ``per_page`` images, each as image | heatmap | overlay."""
     folder = Path(folder)
     written = []
     pages = int(np.ceil(len(images) / per_page))
@@ -91,7 +92,7 @@ def heatmap_pages(folder, stem: str, images: np.ndarray, maps: np.ndarray, image
             ax_overlay.set_title("overlay", fontsize=7)
         fig.suptitle(f"{heading} — page {page + 1}/{pages}", fontsize=9)
         fig.tight_layout()
-        written.append(atomic.save_figure(folder / f"{stem}_page{page + 1:02d}.png", fig))
+        written.append(atomic.save_figure(folder / page_name(page + 1), fig))
     return written
 
 

@@ -7,7 +7,8 @@ images go through exactly the evaluation that training used for the run's
 precision, memory layout and test-time augmentation), so the clean row equals
 the run's own test metrics. Per perturbation and severity:
 
-* AUC and ACC as ``medmnist.Evaluator`` computes them, balanced accuracy,
+* AUC and ACC as ``medmnist.Evaluator`` computes them, balanced accuracy
+  (:func:`medscope.metrics.balanced_accuracy`),
   the ECE of ``analyze_inference.py`` and the fraction of predictions that
   flip relative to the clean image;
 * on a seeded subset of images, how far the saliency map (Grad-CAM, or the
@@ -22,78 +23,64 @@ clean: ``mCE = mean over severities of (1 - balanced acc) / (1 - clean
 balanced acc)``. Hendrycks & Dietterich (2019) normalise by AlexNet's error on
 the same corruption; MedMNIST has no such reference model, so the run's own
 clean error is the yardstick (1 = no worse than clean, 2 = twice the errors).
+
+:func:`run_sweep` measures, :func:`summarize` condenses and
+:func:`sweep_record` and :func:`report_markdown` describe; all take and
+return values. The files of the ``robustness/`` folder are named in
+:data:`FILES`.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from medscope import atomic
-from medscope.app import cli
-from medscope.data import TASK_MULTILABEL, Split, batches, gather, normalize
-from medscope.errors import UsageError
+from medscope.data import Split, batches, gather, normalize
 from medscope.explain import perturbations as pt
-from medscope.metrics import acc_score, auc_score, predictions
-from medscope.report_text import label_text, number_text, percent_text
+from medscope.metrics import acc_score, auc_score, balanced_accuracy, error_auroc
+from medscope.report_text import number_text, percent_text
+from medscope.runs import RunLayout
+from medscope.tasks import Task
+from medscope.tasks import task as as_task
+
+FILES = {
+    "results": "robustness_results.csv",
+    "summary_csv": "robustness_summary.csv",
+    "per_image": "robustness_per_image.csv",
+    "summary": "robustness_summary.json",
+    "measures": "robustness_measures.png",
+    "acc_heatmap": "robustness_acc_heatmap.png",
+    "examples": "robustness_examples_{id:05d}.png",  # one per example image
+    "report": "robustness_report.md",
+}
+EXAMPLES_PATTERN = re.compile(r"^robustness_examples_\d+\.png$")  # FILES["examples"], any id
+RUN_METRICS_FILE = RunLayout(".").metrics_json.name  # the run's own metrics, which the clean row must equal
 
 TOP_FRACTION = 0.10  # the "most salient" pixels compared by the IoU
-PERTURB_CHUNK = 256  # images perturbed at once; fixed so that --batch-size never changes the random draws
+PERTURB_CHUNK = 256  # images perturbed at once; fixed so that the batch size never changes the random draws
 SALIENCY_BATCH = 64  # images per Grad-CAM / gradient pass
-SHIFT_MEASURES = {  # name -> (column of the mean, how a larger shift reads)
+SHIFT_MEASURES = {  # name -> column of its mean in the results
     "rmse": "saliency_rmse",
     "pearson": "saliency_pearson",
     "iou": "saliency_iou",
 }
 SALIENCY_METHODS = ("gradcam", "gradient")
+SALIENCY_LABELS = {"gradcam": "Grad-CAM", "gradient": "vanilla gradient"}
 
 
 # --------------------------------------------------------------------------- measures
 
-def _balanced(y: np.ndarray, pred: np.ndarray) -> float:
-    classes = np.unique(y)
-    if not len(classes):
-        return float("nan")
-    return float(np.mean([np.mean(pred[y == c] == c) for c in classes]))
-
-
-def balanced_accuracy(task: str, labels, probabilities) -> float:
-    """Mean recall over the classes present in ``labels``, with the project's predictions.
-
-    ``BA = 1/|K| sum_{k in K} #(pred = k and y = k) / #(y = k)`` over the set
-    ``K`` of true classes (``sklearn.metrics.balanced_accuracy_score``);
-    binary: the mean of sensitivity and specificity. Multi-label: each label
-    is its own binary problem and the result is the mean over labels of their
-    balanced accuracies. Predictions are :func:`medscope.metrics.predictions`
-    (threshold 0.5 for binary and multi-label, arg-max otherwise). In [0, 1].
-
-    >>> balanced_accuracy("binary-class", [[0], [1], [1], [1]], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
-    0.6666666666666666
-    """
-    y = np.asarray(labels)
-    pred = predictions(task, np.asarray(probabilities, dtype=np.float64))
-    if task == TASK_MULTILABEL:
-        y = y.astype(np.int64)
-        return float(np.mean([_balanced(y[:, j], pred[:, j]) for j in range(y.shape[1])]))
-    return _balanced(y.reshape(-1).astype(np.int64), np.asarray(pred).reshape(-1))
-
-
-def flipped(task: str, clean_predictions: np.ndarray, new_predictions: np.ndarray) -> np.ndarray:
+def flipped(task: str | Task, clean_predictions: np.ndarray, new_predictions: np.ndarray) -> np.ndarray:
     """(N,) bool: the prediction differs from the clean one (multi-label: any label differs).
 
     >>> flipped("multi-label, binary-class", np.array([[1, 0], [0, 0]]), np.array([[1, 0], [0, 1]])).tolist()
     [False, True]
     """
-    a, b = np.asarray(clean_predictions), np.asarray(new_predictions)
-    if task == TASK_MULTILABEL:
-        return (a != b).any(axis=1)
-    return a.reshape(-1) != b.reshape(-1)
+    return ~as_task(task).correct(clean_predictions, new_predictions)
 
 
 def top_mask(maps: torch.Tensor, fraction: float = TOP_FRACTION) -> torch.Tensor:
@@ -169,8 +156,6 @@ def flip_auroc(score: np.ndarray, is_flipped: np.ndarray) -> tuple[float, str]:
     >>> flip_auroc(np.array([0.1, 0.9]), np.array([False, False]))[1]
     'no prediction flipped among the 2 explained images'
     """
-    from medscope.explain.uncertainty import error_auroc
-
     is_flipped = np.asarray(is_flipped, dtype=bool)
     if not len(is_flipped):
         return float("nan"), "no images explained (--n-saliency 0)"
@@ -184,7 +169,7 @@ def flip_auroc(score: np.ndarray, is_flipped: np.ndarray) -> tuple[float, str]:
 def mean_corruption_error(balanced_accuracies, clean_balanced_accuracy: float) -> float:
     """Mean corruption error relative to clean: ``mean_s (1 - BA_s) / (1 - BA_clean)``.
 
-    ``BA`` is :func:`balanced_accuracy`; the mean runs over the severities
+    ``BA`` is :func:`medscope.metrics.balanced_accuracy`; the mean runs over the severities
     evaluated. 1: as many errors as on clean images; 2: twice as many. NaN
     when the clean error is 0 (nothing to compare with). Hendrycks &
     Dietterich normalise by AlexNet's error instead; here the run's own clean
@@ -214,24 +199,40 @@ class Evaluation:
 
 @dataclass
 class Sweep:
-    """Everything a sweep measured."""
+    """Everything a sweep measured, and what it was run with."""
 
+    task: Task
+    seed: int
+    perturbations: list  # the pt.Perturbation applied, in order
+    severities: list[int]
+    method: str  # one of SALIENCY_METHODS
+    layer: str | None  # Grad-CAM's layer
+    n_images: int
+    image_side: int  # smallest spatial side, in pixels
+    spatial_dims: int
+    saliency_ids: np.ndarray  # images whose saliency shift is measured
+    example_ids: np.ndarray  # images shown at every severity
     rows: list = field(default_factory=list)  # one per condition, clean first
     per_image: list = field(default_factory=list)  # saliency shift per explained image and condition
-    examples: dict = field(default_factory=dict)  # (name, severity) -> (display images, display maps, probs)
-    seconds: dict = field(default_factory=dict)
+    examples: dict = field(default_factory=dict)  # (name, severity) -> (display images, display maps, texts, flips)
+    seconds: dict = field(default_factory=dict)  # per perturbation (and "clean")
+    total_seconds: float = 0.0
 
 
 def evaluate_perturbed(model, split: Split, perturbation: pt.Perturbation | None, severity: int, seed: int,
-                       task: str, device, settings: dict, explain_ids: np.ndarray, batch_size: int) -> Evaluation:
+                       task: str | Task, device, settings: dict, explain_ids: np.ndarray,
+                       batch_size: int) -> Evaluation:
     """Perturb ``split`` chunk by chunk and run it through training's own evaluation.
 
     Chunks of :data:`PERTURB_CHUNK` images are perturbed in order with one
     generator per (seed, perturbation, severity), so the images do not depend
-    on ``batch_size``. ``perturbation=None`` is the clean split.
+    on ``batch_size``. ``perturbation=None`` is the clean split. ``settings``:
+    keyword arguments of :func:`medscope.activations.collect_outputs` (precision,
+    memory layout, test-time augmentation).
     """
     from medscope.activations import collect_outputs
 
+    task = as_task(task)
     generator = pt.make_generator(seed, perturbation.name, severity) if perturbation else None
     probs, logits, explained, squared = [], [], [], 0.0
     wanted = torch.as_tensor(explain_ids, dtype=torch.long)
@@ -242,7 +243,7 @@ def evaluate_perturbed(model, split: Split, perturbation: pt.Perturbation | None
             squared += float((perturbed.double() - images.double()).pow(2).sum())
         else:
             perturbed = images
-        out = collect_outputs(model, Split(perturbed, split.labels[index]), task, device,
+        out = collect_outputs(model, Split(perturbed, split.labels[index]), task.name, device,
                               batch_size=min(batch_size, PERTURB_CHUNK), activations=False, **settings)
         probs.append(out["probabilities"].numpy())
         logits.append(out["logits"].numpy())
@@ -253,10 +254,12 @@ def evaluate_perturbed(model, split: Split, perturbation: pt.Perturbation | None
                       math.sqrt(squared / total) if total else 0.0)
 
 
+
 def saliency_maps(model, images: torch.Tensor, targets: torch.Tensor, method: str, layer: str | None,
                   device) -> torch.Tensor:
     """(N, *spatial) maps in [0, 1] of uint8 ``images`` for ``targets``: Grad-CAM at ``layer`` or vanilla gradient."""
-    from medscope.explain.cam import GradCAM, vanilla_gradient
+    from medscope.explain.cam import GradCAM
+    from medscope.explain.saliency import vanilla_gradient
 
     if not len(images):
         return torch.zeros((0, *images.shape[2:]))
@@ -288,32 +291,51 @@ def middle_slices(array: np.ndarray, spatial_dims: int) -> np.ndarray:
     return np.concatenate([pad(axial), pad(coronal), pad(sagittal)], axis=-1)
 
 
-def condition_row(name: str, severity: int, parameter, task: str, labels: np.ndarray, ev: Evaluation,
+def condition_row(name: str, severity: int, parameter, task: str | Task, labels: np.ndarray, ev: Evaluation,
                   clean_pred: np.ndarray, class_names: list[str]) -> dict:
+    """One row of the results: the metrics of one perturbation at one severity, and the share of flips."""
     from medscope.analysis.inference import calibration
 
-    pred = predictions(task, ev.probabilities)
+    task = as_task(task)
+    pred = task.predictions(ev.probabilities)
     return {"perturbation": name, "severity": int(severity), "parameter": parameter,
-            "auc": auc_score(task, labels, ev.probabilities), "acc": acc_score(task, labels, ev.probabilities),
+            "auc": auc_score(task.name, labels, ev.probabilities),
+            "acc": acc_score(task.name, labels, ev.probabilities),
             "balanced_acc": balanced_accuracy(task, labels, ev.probabilities),
-            "ece": calibration(task, ev.probabilities, labels, class_names)["ece"],
+            "ece": calibration(task.name, ev.probabilities, labels, class_names)["ece"],
             "flip_rate": float(flipped(task, clean_pred, pred).mean()) if len(pred) else float("nan"),
             "image_rmse": ev.image_rmse, "n": int(len(labels))}
 
 
-def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed: int, method: str,
-              layer: str | None, n_saliency: int, n_examples: int, batch_size: int) -> Sweep:
-    """Clean split, then every perturbation at every severity: metrics, flips, saliency shifts, example maps."""
-    from medscope.explain.cam import choose_ids, select_targets
+def run_sweep(model, split: Split, task: str | Task, class_names: list[str], device, perturbations: list,
+              severities: list[int], *, settings: dict | None = None, seed: int = 0, method: str = "gradcam",
+              layer: str | None = None, n_saliency: int = 100, n_examples: int = 3, batch_size: int = 256,
+              progress=None) -> Sweep:
+    """Clean split, then every perturbation at every severity: metrics, flips, saliency shifts, example maps.
 
-    task, names, split = ctx.info.task, ctx.info.class_names, ctx.split
-    model = ctx.model
-    from medscope.train.loop import evaluation_settings
+    Parameters
+    ----------
+    model : the classifier (evaluation mode); ``split`` : its uint8 images and labels
+    perturbations : :class:`medscope.explain.perturbations.Perturbation` objects; ``severities`` : 1-5
+    settings : how training evaluated the run (:func:`medscope.train.loop.evaluation_settings`), so
+        that the clean row equals the run's own metrics; None: plain float32
+    seed : seeds the perturbations' random draws and the choice of saliency and example images
+    method : ``gradcam`` (at ``layer``; None: :func:`medscope.explain.cam.auto_layer`) or ``gradient``
+    n_saliency, n_examples : images whose saliency shift is measured / which are shown at every severity
+    progress : a wrapper such as :func:`medscope.progress.progress` that draws a bar over the conditions
+    """
+    from medscope.explain.cam import auto_layer, select_targets
+    from medscope.explain.maps import choose_ids
 
-    settings = evaluation_settings(ctx.checkpoint.get("config") or ctx.run.info().get("config") or {},
-                                   ctx.info, ctx.device)
-    if settings["memory_format"] is not None:
+    task = as_task(task)
+    device = torch.device(device)
+    settings = dict(settings or {})
+    if settings.get("memory_format") is not None:
         model = model.to(memory_format=settings["memory_format"])
+    input_shape = tuple(split.images.shape[1:])
+    if method == "gradcam" and layer is None:
+        layer = auto_layer(model, input_shape, device)
+    names = class_names
     labels = split.labels.numpy()
     n = len(split)
     saliency_ids = choose_ids(n, n_saliency, seed) if n_saliency else np.zeros(0, dtype=np.int64)
@@ -321,23 +343,25 @@ def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed
     explain_ids = np.union1d(saliency_ids, example_ids).astype(np.int64)
     sal_pos = np.searchsorted(explain_ids, saliency_ids)
     ex_pos = np.searchsorted(explain_ids, example_ids)
-    side, dims = min(ctx.input_shape[1:]), ctx.info.spatial_dims
-    sweep = Sweep()
+    side, dims = min(input_shape[1:]), len(input_shape) - 1
+    sweep = Sweep(task=task, seed=seed, perturbations=list(perturbations), severities=list(severities),
+                  method=method, layer=layer, n_images=n, image_side=side, spatial_dims=dims,
+                  saliency_ids=saliency_ids, example_ids=example_ids)
     start = time.perf_counter()
 
-    clean = evaluate_perturbed(model, split, None, 0, seed, task, ctx.device, settings, explain_ids, batch_size)
-    clean_pred = predictions(task, clean.probabilities)
-    if task == TASK_MULTILABEL:
+    clean = evaluate_perturbed(model, split, None, 0, seed, task, device, settings, explain_ids, batch_size)
+    clean_pred = task.predictions(clean.probabilities)
+    if task.is_multilabel:  # the highest-scoring label (one map per image)
         targets = select_targets("pred", task, torch.from_numpy(clean.logits)[explain_ids],
                                  split.labels[torch.as_tensor(explain_ids, dtype=torch.long)])
     else:  # the clean prediction (threshold 0.5 for binary) is the class explained
         targets = torch.as_tensor(np.asarray(clean_pred).reshape(-1)[explain_ids], dtype=torch.long)
-    clean_maps = saliency_maps(model, clean.explained_images, targets, method, layer, ctx.device)
+    clean_maps = saliency_maps(model, clean.explained_images, targets, method, layer, device)
     sweep.seconds["clean"] = time.perf_counter() - start
 
     def record(name, severity, parameter, ev: Evaluation, maps: torch.Tensor):
         row = condition_row(name, severity, parameter, task, labels, ev, clean_pred, names)
-        pred = predictions(task, ev.probabilities)
+        pred = task.predictions(ev.probabilities)
         is_flipped = flipped(task, clean_pred, pred)
         sal_flipped = is_flipped[saliency_ids]
         row["n_saliency"] = int(len(saliency_ids))
@@ -355,8 +379,9 @@ def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed
             for k, image_id in enumerate(saliency_ids):
                 sweep.per_image.append({
                     "perturbation": name, "severity": int(severity), "id": int(image_id),
-                    "label": label_text(labels[image_id]), "clean_prediction": label_text(clean_pred[image_id]),
-                    "prediction": label_text(pred[image_id]), "flipped": bool(is_flipped[image_id]),
+                    "label": task.label_text(labels[image_id]),
+                    "clean_prediction": task.label_text(clean_pred[image_id]),
+                    "prediction": task.label_text(pred[image_id]), "flipped": bool(is_flipped[image_id]),
                     "target": int(targets[sal_pos[k]]), "rmse": float(shift["rmse"][k]),
                     "pearson": float(shift["pearson"][k]), "iou": float(shift["iou"][k])})
         else:
@@ -368,31 +393,45 @@ def run_sweep(ctx, chosen: list[pt.Perturbation], severities: list[int], *, seed
             sweep.examples[(name, int(severity))] = (
                 [middle_slices(img, dims) for img in ev.explained_images[ex_pos].numpy()],
                 [middle_slices(m, dims) for m in maps[ex_pos].numpy()],
-                [_prediction_text(task, p, names) for p in probs],
+                [prediction_caption(task, p, names) for p in probs],
                 [bool(f) for f in is_flipped[example_ids]])
         sweep.rows.append(row)
 
     record("clean", 0, None, clean, clean_maps)
-    conditions = [(perturbation, severity) for perturbation in chosen for severity in severities]
-    for perturbation, severity in cli.progress(conditions, desc="robustness", unit="condition"):
+    conditions = [(perturbation, severity) for perturbation in perturbations for severity in severities]
+    for perturbation, severity in (progress(conditions, desc="robustness", unit="condition") if progress
+                                   else conditions):
         t0 = time.perf_counter()
-        ev = evaluate_perturbed(model, split, perturbation, severity, seed, task, ctx.device, settings,
+        ev = evaluate_perturbed(model, split, perturbation, severity, seed, task, device, settings,
                                 explain_ids, batch_size)
-        maps = saliency_maps(model, ev.explained_images, targets, method, layer, ctx.device)
+        maps = saliency_maps(model, ev.explained_images, targets, method, layer, device)
         record(perturbation.name, severity, perturbation.parameter(severity, side), ev, maps)
         sweep.seconds[perturbation.name] = sweep.seconds.get(perturbation.name, 0.0) + time.perf_counter() - t0
-    sweep.example_ids = example_ids
-    sweep.saliency_ids = saliency_ids
+    sweep.total_seconds = time.perf_counter() - start
     return sweep
 
 
-def _prediction_text(task: str, probs: np.ndarray, names: list[str]) -> str:
-    if task == TASK_MULTILABEL:
-        on = [str(j) for j in np.flatnonzero(probs > 0.5)]
+def prediction_caption(task: str | Task, probs: np.ndarray, names: list[str]) -> str:
+    """An example figure's caption of one prediction: the class and its probability, or the positive labels.
+
+    >>> prediction_caption("binary-class", np.array([0.3, 0.7]), ["benign", "malignant"])
+    'malignant 0.70'
+    >>> prediction_caption("multi-label, binary-class", np.array([0.9, 0.2, 0.6]), ["a", "b", "c"])
+    'pred: 0,2'
+    """
+    task = as_task(task)
+    if task.is_multilabel:  # label indices: the names of 14 labels would not fit under a thumbnail
+        on = [str(j) for j in np.flatnonzero(task.predictions(probs[None])[0])]
         return "pred: " + (",".join(on) or "none")
-    k = int(np.asarray(predictions(task, probs[None]))[0])
+    k = int(np.asarray(task.predictions(probs[None]))[0])
     name = names[k] if len(names[k]) <= 12 else names[k][:11] + "…"
     return f"{name} {probs[k]:.2f}"
+
+
+def example_title(task: str | Task, label, class_names: list[str]) -> str:
+    """How an example figure names the image's true label: the class name, or the 0/1 label vector."""
+    task = as_task(task)
+    return task.label_text(label, class_names if task.is_single_label else None)
 
 
 # --------------------------------------------------------------------------- summary
@@ -413,7 +452,7 @@ def summarize(rows: list[dict], per_image: list[dict], tolerance: float) -> list
                  "mean_ce": float(np.mean([1 - r["balanced_acc"] for r in group])), "clean_ce": 1 - clean["balanced_acc"],
                  "mce": mean_corruption_error([r["balanced_acc"] for r in group], clean["balanced_acc"]),
                  "mean_acc": float(np.mean(accs)), "mean_auc": float(np.nanmean([r["auc"] for r in group]))
-                 if any(r["auc"] == r["auc"] for r in group) else float("nan"),
+                 if any(_defined(r["auc"]) for r in group) else float("nan"),
                  "worst_acc": worst["acc"], "worst_severity": worst["severity"],
                  "first_severity_below": below[0] if below else None,
                  "mean_flip_rate": float(np.mean([r["flip_rate"] for r in group])),
@@ -424,7 +463,7 @@ def summarize(rows: list[dict], per_image: list[dict], tolerance: float) -> list
         overall = {"perturbation": "overall", "severities": out[0]["severities"],
                    "clean_ce": 1 - clean["balanced_acc"]}
         for key in ("mean_ce", "mce", "mean_acc", "mean_auc", "mean_flip_rate", "mean_image_rmse"):
-            values = [o[key] for o in out if o[key] == o[key]]
+            values = [o[key] for o in out if _defined(o[key])]
             overall[key] = float(np.mean(values)) if values else float("nan")
         worst = min(out, key=lambda o: o["worst_acc"])
         overall.update(worst_acc=worst["worst_acc"], worst_severity=worst["worst_severity"])
@@ -449,8 +488,12 @@ def _pooled_shift(images: list[dict], group: list[dict]) -> dict:
     return result
 
 
+def _defined(value) -> bool:
+    return value is not None and not math.isnan(value)
+
+
 def _nanmean(values) -> float:
-    values = [float(v) for v in values if v is not None and v == v]
+    values = [float(v) for v in values if _defined(v)]
     return float(np.mean(values)) if values else float("nan")
 
 
@@ -474,90 +517,45 @@ def add_relative_errors(rows: list[dict]) -> None:
         row["relative_ce"] = row["corruption_error"] / clean_error if clean_error > 0 else float("nan")
 
 
-# --------------------------------------------------------------------------- the CLI
+# --------------------------------------------------------------------------- the summary file
 
-def severity(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not 1 <= value <= len(pt.SEVERITIES):
-        raise argparse.ArgumentTypeError(f"expected a severity from 1 to {len(pt.SEVERITIES)}, got {text!r}")
-    return value
+def same_number(a, b) -> bool:
+    """Equal, or both NaN; never when one is missing (None).
 
-
-def add_arguments(parser) -> None:
-    from medscope.explain.cam import add_run_arguments
-
-    add_run_arguments(parser, batch_size=256)
-    parser.add_argument("--perturbations", nargs="+", default=None, metavar="NAME",
-                        help="perturbations to apply (default: all that apply to the run's images); 2D: "
-                             f"{', '.join(pt.available(2))}; 3D: {', '.join(pt.available(3))}")
-    parser.add_argument("--severities", nargs="+", type=severity, default=None, metavar="S",
-                        help="severities 1-5 to apply (default: all five)")
-    parser.add_argument("--saliency", choices=SALIENCY_METHODS, default="gradcam",
-                        help="saliency map whose shift is measured: gradcam (default) or gradient (vanilla)")
-    parser.add_argument("--layer", default=None, metavar="NAME",
-                        help="Grad-CAM layer (default: the last block whose output is larger than 1 pixel)")
-    parser.add_argument("--n-saliency", type=cli.non_negative_int, default=100, metavar="N",
-                        help="images (seeded) whose saliency shift is measured; 0 skips it (default: 100)")
-    parser.add_argument("--n-examples", type=cli.non_negative_int, default=3, metavar="N",
-                        help="images shown perturbed with their saliency at every severity (default: 3)")
-    parser.add_argument("--tolerance", type=cli.probability, default=0.05,
-                        help="the report names the first severity where ACC is more than this below clean "
-                             "(default: 0.05)")
+    >>> same_number(float("nan"), float("nan")), same_number(None, 0.5), same_number(0.5, 0.5)
+    (True, False, True)
+    """
+    if a is None or b is None:
+        return False
+    return (math.isnan(a) and math.isnan(b)) or a == b
 
 
-def parse_perturbation_names(values) -> list[str] | None:
-    """``--perturbations a b`` or ``a,b``: names, split on commas."""
-    if not values:
-        return None
-    names = [part for value in values for part in re.split(r"[,\s]+", value) if part]
-    if not names:
-        raise UsageError("--perturbations: give at least one name")
-    return names
+def sweep_record(sweep: Sweep, summary_rows: list[dict], *, run: str, split: str, checkpoint: str,
+                 tolerance: float, run_metrics: dict | None, seconds: float | None = None) -> dict:
+    """The summary file (``FILES["summary"]``): how the sweep was run, the clean metrics, definitions, the summary.
 
-
-def run(args) -> int:
-    from medscope.explain import robustness_plots
-    from medscope.explain.cam import open_run, resolve_layer
-
-    names = parse_perturbation_names(args.perturbations)
-    severities = sorted(set(args.severities)) if args.severities else list(pt.SEVERITIES)
-    ctx = open_run(args)
-    chosen = pt.select(names, ctx.info.spatial_dims)
-    layer = resolve_layer(ctx.model, args.layer, ctx.input_shape, ctx.device) if args.saliency == "gradcam" else None
-    if args.saliency == "gradient" and args.layer is not None:
-        raise UsageError("--layer applies to --saliency gradcam only")
-    method_label = "Grad-CAM" if args.saliency == "gradcam" else "vanilla gradient"
-    n_conditions = len(chosen) * len(severities)
-    print(f"robustness of {ctx.run.name} ({ctx.split_name}, {len(ctx.split)} images): {len(chosen)} perturbations x "
-          f"{len(severities)} severities; {method_label} shift on {min(args.n_saliency, len(ctx.split))} images "
-          f"on {ctx.device}")
-    start = time.perf_counter()
-    sweep = run_sweep(ctx, chosen, severities, seed=args.seed, method=args.saliency, layer=layer,
-                      n_saliency=args.n_saliency, n_examples=args.n_examples, batch_size=args.batch_size)
-    seconds = time.perf_counter() - start
-    add_relative_errors(sweep.rows)
-    summary_rows = summarize(sweep.rows, sweep.per_image, args.tolerance)
-
+    ``run_metrics``: the run's own AUC and ACC of this split (None when there
+    is nothing to compare with); ``clean_matches_run_metrics`` says whether
+    the clean row reproduces them exactly. ``seconds``: the time to state
+    (default: the sweep's own).
+    """
     clean = sweep.rows[0]
-    stored = _stored_metrics(ctx, args)
-    side = min(ctx.input_shape[1:])
-    info = {
-        "run": ctx.run.name, "split": ctx.split_name, "checkpoint": args.checkpoint, "task": ctx.info.task,
-        "n_images": len(ctx.split), "seed": args.seed, "severities": severities,
+    side, severities = sweep.image_side, sweep.severities
+    return {
+        "run": run, "split": split, "checkpoint": checkpoint, "task": sweep.task.name,
+        "n_images": sweep.n_images, "seed": sweep.seed, "severities": severities,
         "perturbations": {p.name: {"description": p.description, "unit": p.unit,
                                    "parameters": [p.parameter(s, side) for s in severities],
-                                   "scales_with_size": p.scales_with_size} for p in chosen},
-        "image_side": side, "spatial_dims": ctx.info.spatial_dims, "saliency": {"method": method_label, "layer": layer, "n_images": len(sweep.saliency_ids),
-                                         "top_fraction": TOP_FRACTION,
-                                         "target": "the class predicted on the clean image"},
-        "tolerance": args.tolerance, "seconds": round(seconds, 2),
+                                   "scales_with_size": p.scales_with_size} for p in sweep.perturbations},
+        "image_side": side, "spatial_dims": sweep.spatial_dims,
+        "saliency": {"method": SALIENCY_LABELS[sweep.method], "layer": sweep.layer,
+                     "n_images": len(sweep.saliency_ids), "top_fraction": TOP_FRACTION,
+                     "target": "the class predicted on the clean image"},
+        "tolerance": tolerance, "seconds": round(sweep.total_seconds if seconds is None else seconds, 2),
         "clean": {k: clean[k] for k in ("auc", "acc", "balanced_acc", "ece")},
-        "run_metrics": stored,
-        "clean_matches_run_metrics": None if stored is None else bool(
-            _same(stored.get("auc"), clean["auc"]) and _same(stored.get("acc"), clean["acc"])),
+        "run_metrics": run_metrics,
+        "clean_matches_run_metrics": None if run_metrics is None else bool(
+            same_number(run_metrics.get("auc"), clean["auc"]) and same_number(run_metrics.get("acc"), clean["acc"])),
         "mce_definition": "mean over severities of (1 - balanced accuracy) / (1 - clean balanced accuracy); "
                           "normalised by the run's clean error, not AlexNet's (Hendrycks & Dietterich 2019)",
         "balanced_accuracy_definition": "mean recall over the true classes; multi-label: mean over labels of each "
@@ -566,70 +564,11 @@ def run(args) -> int:
         "summary": summary_rows,
     }
 
-    folder = ctx.run.layout.robustness_dir
-    written = [atomic.write_csv(folder / "robustness_results.csv", sweep.rows, RESULT_COLUMNS),
-               atomic.write_csv(folder / "robustness_summary.csv", summary_rows, SUMMARY_COLUMNS),
-               atomic.write_csv(folder / "robustness_per_image.csv", sweep.per_image, PER_IMAGE_COLUMNS),
-               atomic.write_json(folder / "robustness_summary.json", info)]
-    tag = f"{ctx.run.name} ({ctx.split_name}), seed {args.seed}"
-    written.append(robustness_plots.measures_vs_severity(folder / "robustness_measures.png", sweep.rows,
-                                                         f"robustness — {tag}; saliency: {method_label}"))
-    written.append(robustness_plots.acc_heatmap(folder / "robustness_acc_heatmap.png", sweep.rows,
-                                                f"ACC per perturbation and severity — {tag}"))
-    for k, image_id in enumerate(sweep.example_ids):
-        label = ctx.info.class_names[int(ctx.split.labels[image_id].view(-1)[0])] \
-            if ctx.info.task != TASK_MULTILABEL else label_text(ctx.split.labels[image_id].numpy())
-        written.append(robustness_plots.example_grid(
-            folder / f"robustness_examples_{int(image_id):05d}.png", sweep.examples, k,
-            [p.name for p in chosen], severities,
-            f"image {int(image_id)} (true: {label}) — {method_label} of the clean prediction — {tag}"
-            + ("\n3D: middle axial | coronal | sagittal slices" if ctx.info.spatial_dims == 3 else "")))
-    written.append(atomic.write_text(folder / "robustness_report.md", report_markdown(info, sweep.rows)))
-    _drop_stale_examples(ctx.run, folder, {Path(p).name for p in written})
-    ctx.run.add_artifacts([Path(p).resolve() for p in written], created_by="explain.py")
-
-    overall = summary_rows[-1] if summary_rows else None
-    print(f"clean: AUC {clean['auc']:.3f}  ACC {clean['acc']:.3f}"
-          + ("" if info["clean_matches_run_metrics"] is None else
-             f" ({'equal to' if info['clean_matches_run_metrics'] else 'differs from'} the run's metrics.json)"))
-    if overall:
-        print(f"mean over perturbations: ACC {overall['mean_acc']:.3f}, mCE {number_text(overall['mce'], 2)} "
-              f"(1 = clean error), flip rate {percent_text(overall['mean_flip_rate'])}; {n_conditions} conditions in "
-              f"{seconds:.1f}s")
-    print(f"wrote {len(written)} files to {folder}")
-    return 0
-
-
-def _same(a, b) -> bool:
-    if a is None or b is None:
-        return False
-    return (a != a and b != b) or a == b
-
-
-def _stored_metrics(ctx, args) -> dict | None:
-    """The run's own metrics of this split (metrics.json, best checkpoint; val and test only)."""
-    import json
-
-    if args.checkpoint != "best" or ctx.split_name not in ("val", "test"):
-        return None
-    try:
-        metrics = json.loads(ctx.run.layout.metrics_json.read_text())[ctx.split_name]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return {"auc": metrics.get("auc"), "acc": metrics.get("acc")}
-
-
-def _drop_stale_examples(run, folder: Path, keep: set[str]) -> None:
-    """Remove example figures of other images that an earlier call left (and their records in run.json)."""
-    pattern = re.compile(r"^robustness_examples_\d+\.png$")
-    run.remove_artifacts(p for p in folder.glob("robustness_examples_*.png")
-                         if pattern.match(p.name) and p.name not in keep)
-
 
 # --------------------------------------------------------------------------- the report
 
 def _auroc_words(value) -> str:
-    if value is None or value != value:
+    if not _defined(value):
         return "undefined"
     if value >= 0.8:
         return "a strong warning sign"
@@ -641,7 +580,7 @@ def _auroc_words(value) -> str:
 
 
 def report_markdown(info: dict, rows: list[dict]) -> str:
-    """``robustness_report.md``: the sweep in plain words."""
+    """The report (``FILES["report"]``): the sweep in plain words; ``info`` is :func:`sweep_record`'s."""
     clean = rows[0]
     summary = [s for s in info["summary"] if s["perturbation"] != "overall"]
     overall = next((s for s in info["summary"] if s["perturbation"] == "overall"), None)
@@ -651,20 +590,20 @@ def report_markdown(info: dict, rows: list[dict]) -> str:
              f"{len(summary)} ways at severities {', '.join(map(str, info['severities']))} (seed {info['seed']}). "
              f"The perturbed images went through the same evaluation as the run's own test metrics.", ""]
     match = info["clean_matches_run_metrics"]
-    check = "" if match is None else (" — the same as in the run's `metrics.json`." if match else
-                                      " — **not** the same as the run's `metrics.json` (another device or "
+    check = "" if match is None else (f" — the same as in the run's `{RUN_METRICS_FILE}`." if match else
+                                      f" — **not** the same as the run's `{RUN_METRICS_FILE}` (another device or "
                                       "software version gives slightly different numbers).")
     lines += ["## In short", "",
               f"- On clean images: AUC {number_text(clean['auc'])}, ACC {number_text(clean['acc'])}, balanced accuracy "
               f"{number_text(clean['balanced_acc'])}, ECE {number_text(clean['ece'])}{check}"]
     if summary:
-        hurt = max(summary, key=lambda s: (s["mce"] if s["mce"] == s["mce"] else -1, -s["mean_acc"]))
+        hurt = max(summary, key=lambda s: (s["mce"] if _defined(s["mce"]) else -1, -s["mean_acc"]))
         worst = min(summary, key=lambda s: s["worst_acc"])
         lines.append(f"- The perturbation that hurts most is **{hurt['perturbation'].replace('_', ' ')}**: mean "
                      f"corruption error {number_text(hurt['mce'], 2)}× the clean one, mean ACC {number_text(hurt['mean_acc'])}. "
                      f"The lowest accuracy of all, {number_text(worst['worst_acc'])}, comes with "
                      f"{worst['perturbation'].replace('_', ' ')} at severity {worst['worst_severity']}.")
-        least = min(summary, key=lambda s: (s["mce"] if s["mce"] == s["mce"] else math.inf, -s["mean_acc"]))
+        least = min(summary, key=lambda s: (s["mce"] if _defined(s["mce"]) else math.inf, -s["mean_acc"]))
         lines.append(f"- The least harmful is {least['perturbation'].replace('_', ' ')} (mCE {number_text(least['mce'], 2)}, "
                      f"mean ACC {number_text(least['mean_acc'])}).")
         if overall:
@@ -677,9 +616,9 @@ def report_markdown(info: dict, rows: list[dict]) -> str:
                          f"{', '.join(unchanged)} (e.g. gamma and contrast do little to black-and-white masks).")
         if overall and sal["n_images"]:
             best_key = max(SHIFT_MEASURES, key=lambda k: overall[f"flip_auroc_{k}"]
-                           if overall[f"flip_auroc_{k}"] == overall[f"flip_auroc_{k}"] else -1)
+                           if _defined(overall[f"flip_auroc_{k}"]) else -1)
             value = overall[f"flip_auroc_{best_key}"]
-            if value == value:
+            if _defined(value):
                 lines.append(f"- Does the saliency shift warn of failure? Pooled over all perturbations, the "
                              f"{_measure_words(best_key)} separates flipped from stable predictions with AUROC "
                              f"{number_text(value)} ({_auroc_words(value)}; 0.5 is chance), over "
@@ -728,10 +667,11 @@ def report_markdown(info: dict, rows: list[dict]) -> str:
               "- **flip AUROC**: how well each shift (RMSE, 1 − Pearson, 1 − IoU) singles out the images whose "
               "prediction flipped: the chance that a flipped image's map moved more than a stable one's "
               "(0.5 = chance, 1 = perfect; undefined when nothing or everything flipped).", "",
-              "Files: `robustness_results.csv` (one row per perturbation and severity), `robustness_summary.csv`, "
-              "`robustness_per_image.csv` (saliency shift of every explained image), `robustness_summary.json`, "
-              "`robustness_measures.png` (each measure against severity), `robustness_acc_heatmap.png`, and "
-              "`robustness_examples_<id>.png`: a few images at every severity with their saliency overlaid"
+              f"Files: `{FILES['results']}` (one row per perturbation and severity), `{FILES['summary_csv']}`, "
+              f"`{FILES['per_image']}` (saliency shift of every explained image), `{FILES['summary']}`, "
+              f"`{FILES['measures']}` (each measure against severity), `{FILES['acc_heatmap']}`, and "
+              f"`{FILES['examples'].replace('{id:05d}', '<id>')}`: a few images at every severity with their "
+              "saliency overlaid"
               + (" (3D volumes as the middle axial, coronal and sagittal slices side by side)"
                  if info.get("spatial_dims") == 3 else "") + ".", ""]
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def acc_heatmap(path, rows: list[dict], title: str):
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * (len(severities) + 1), 1.0 + 0.42 * len(grid)))
     image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
-        if value == value:
+        if not np.isnan(value):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(severities) + 1), ["clean"] + [str(s) for s in severities])
     ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names])

@@ -12,6 +12,10 @@ layer sits in the classifier head (as in every medscope model), the backbone
 runs once per batch and only the head is sampled T times: the masks are drawn
 in the same order as a full stochastic pass would draw them, so both paths
 give the same numbers, bit for bit, for a fraction of the cost.
+
+:func:`analyze_uncertainty` does it all for a split and returns values; the
+functions after it turn them into the rows, cases, summary and report of the
+``uncertainty/`` folder, whose files are named in :data:`FILES`.
 """
 from __future__ import annotations
 
@@ -19,20 +23,28 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 from scipy.special import entr
-from sklearn.metrics import roc_auc_score
 
-from medscope import atomic
-from medscope.app import cli
-from medscope.data import TASK_MULTILABEL, batches, gather, normalize
+from medscope.data import batches, gather, normalize
 from medscope.errors import UsageError
-from medscope.metrics import predictions, scores_from_logits
-from medscope.report_text import label_text, number_text, percent_text
+from medscope.metrics import error_auroc
+from medscope.report_text import number_text, percent_text
+from medscope.tasks import Task
+from medscope.tasks import task as as_task
+
+FILES = {
+    "per_image": "uncertainty_per_image.csv",
+    "cases": "uncertain_cases.json",
+    "summary": "uncertainty_summary.json",
+    "accuracy_coverage": "accuracy_coverage.png",
+    "distributions": "uncertainty_distributions.png",
+    "report": "uncertainty_report.md",
+}
+
 
 ELEMENTWISE = (nn.Dropout,)
 CHANNELWISE = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -140,13 +152,16 @@ class MCResult:
 
 
 @torch.no_grad()
-def mc_predict(model: nn.Module, split, task: str, device, *, passes: int = 20, seed: int = 0,
-               batch_size: int = 256, rate: float | None = None, path: str = "auto") -> MCResult:
+def mc_predict(model: nn.Module, split, task: str | Task, device, *, passes: int = 20, seed: int = 0,
+               batch_size: int = 256, rate: float | None = None, path: str = "auto", progress=None) -> MCResult:
     """Run T = ``passes`` stochastic passes over a split.
 
     ``path``: ``auto`` takes the cached path when :func:`head_only` holds,
     ``cached`` insists on it, ``full`` always runs whole stochastic passes.
+    ``progress``: a wrapper such as :func:`medscope.progress.progress` that
+    draws a bar over the batches.
     """
+    task = as_task(task)
     device = torch.device(device)
     if path == "auto":
         path = "cached" if head_only(model) else "full"
@@ -158,18 +173,19 @@ def mc_predict(model: nn.Module, split, task: str, device, *, passes: int = 20, 
     model.eval()
     start = time.perf_counter()
     try:
-        for index in cli.progress(batches(split, batch_size), desc="MC dropout", unit="batch"):
+        index_batches = batches(split, batch_size)
+        for index in (progress(index_batches, desc="MC dropout", unit="batch") if progress else index_batches):
             images, _ = gather(split, index, device)
             x = normalize(images)
             if path == "cached":
                 feats = model.features(x)
-                deterministic.append(scores_from_logits(task, model.head(feats)).float().cpu())
+                deterministic.append(task.scores(model.head(feats)).float().cpu())
                 with mc_dropout(model, sampler, rate):
-                    passes_out = [scores_from_logits(task, model.head(feats)) for _ in range(passes)]
+                    passes_out = [task.scores(model.head(feats)) for _ in range(passes)]
             else:
-                deterministic.append(scores_from_logits(task, model(x)).float().cpu())
+                deterministic.append(task.scores(model(x)).float().cpu())
                 with mc_dropout(model, sampler, rate):
-                    passes_out = [scores_from_logits(task, model(x)) for _ in range(passes)]
+                    passes_out = [task.scores(model(x)) for _ in range(passes)]
             samples.append(torch.stack(passes_out).float().cpu())
     finally:
         model.train(was_training)
@@ -236,22 +252,24 @@ MEASURES = ("confidence", "predictive_entropy", "expected_entropy", "mutual_info
             "std_predicted_probability")
 
 
-def predictive_stats(samples: np.ndarray, task: str) -> dict[str, np.ndarray]:
+def predictive_stats(samples: np.ndarray, task: str | Task) -> dict[str, np.ndarray]:
     """Per-image statistics (see :func:`categorical_stats`) for any MedMNIST task.
 
     Single-label tasks: softmax samples (T, N, K); the prediction is the
-    project's (:func:`medscope.metrics.predictions` of the mean). Multi-label:
+    task's (:meth:`medscope.tasks.Task.predictions` of the mean). Multi-label:
     sigmoid samples (T, N, L); each label is a two-class distribution, the
     per-label numbers are kept as ``per_label_<measure>`` (N, L) and the
     per-image measure is their mean over labels.
     """
+    task = as_task(task)
     samples = np.asarray(samples, dtype=np.float64)
-    if task != TASK_MULTILABEL:
-        return categorical_stats(samples, predictions(task, samples.mean(axis=0)))
+    mean = samples.mean(axis=0)
+    if task.is_single_label:
+        return categorical_stats(samples, task.predictions(mean))
     t, n, labels = samples.shape
     binary = np.stack([1.0 - samples, samples], axis=-1).reshape(t, n * labels, 2)
-    per_label = categorical_stats(binary, (samples.mean(axis=0) > 0.5).reshape(-1).astype(np.int64))
-    stats = {"mean_probability": samples.mean(axis=0), "predicted": per_label["predicted"].reshape(n, labels)}
+    per_label = categorical_stats(binary, task.predictions(mean).reshape(-1))
+    stats = {"mean_probability": mean, "predicted": per_label["predicted"].reshape(n, labels)}
     for name in MEASURES:
         values = per_label[name].reshape(n, labels)
         stats[f"per_label_{name}"] = values
@@ -260,14 +278,6 @@ def predictive_stats(samples: np.ndarray, task: str) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- dataset statistics
-
-def correct_predictions(task: str, labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """(N,) bool: single-label prediction equals the label; multi-label: every label right."""
-    labels = np.asarray(labels)
-    if task == TASK_MULTILABEL:
-        return (labels.astype(np.int64) == predicted).all(axis=1)
-    return labels.reshape(-1).astype(np.int64) == np.asarray(predicted).reshape(-1)
-
 
 def accuracy_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy of the ``k`` most confident predictions against the coverage ``k / N``, k = 1..N.
@@ -282,33 +292,26 @@ def accuracy_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.n
     return k / len(order), hits / k
 
 
-def error_auroc(uncertainty: np.ndarray, errors: np.ndarray) -> float:
-    """AUROC of an uncertainty score (higher = less sure) for telling wrong predictions from right ones.
-
-    0.5: no better than chance; 1: every error is more uncertain than every
-    correct prediction. NaN when there are no errors or no correct predictions.
-    """
-    errors = np.asarray(errors, dtype=bool)
-    if errors.all() or not errors.any():
-        return float("nan")
-    return float(roc_auc_score(errors, uncertainty))
-
-
 def _mean(values) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(values.mean()) if values.size else float("nan")
 
 
-def dataset_summary(stats: dict, labels: np.ndarray, task: str, class_names: list[str], threshold: float,
+def dataset_summary(stats: dict, labels: np.ndarray, task: str | Task, class_names: list[str], threshold: float,
                     deterministic: np.ndarray | None = None) -> dict:
-    """Accuracy of all vs confident predictions, the accuracy-coverage curve, error AUROCs, per-class numbers."""
-    correct = correct_predictions(task, labels, stats["predicted"])
+    """Accuracy of all vs confident predictions, the accuracy-coverage curve, error AUROCs, per-class numbers.
+
+    Error AUROCs: :func:`medscope.metrics.error_auroc` of each measure; for
+    single-label tasks also of ``1 - p̄(predicted class)``.
+    """
+    task = as_task(task)
+    correct = task.correct(labels, stats["predicted"])
     confident = stats["confidence"] >= threshold
     errors = ~correct
     coverage, accuracy = accuracy_coverage(stats["confidence"], correct)
     scores = {name: stats[name] for name in ("predictive_entropy", "expected_entropy", "mutual_information",
                                              "std_predicted_probability")}
-    if task != TASK_MULTILABEL:
+    if task.is_single_label:  # a multi-label image has no one predicted class
         mean = stats["mean_probability"]
         scores["one_minus_max_probability"] = 1.0 - mean[np.arange(len(mean)), stats["predicted"]]
     summary = {
@@ -327,17 +330,16 @@ def dataset_summary(stats: dict, labels: np.ndarray, task: str, class_names: lis
                               "area": float(np.mean(accuracy))},
     }
     if deterministic is not None:
-        det_pred = predictions(task, deterministic)
-        summary["accuracy_deterministic"] = _mean(correct_predictions(task, labels, det_pred))
-        summary["agreement_with_deterministic"] = _mean(
-            (det_pred == stats["predicted"]).all(axis=1) if task == TASK_MULTILABEL else det_pred == stats["predicted"])
+        det_pred = task.predictions(deterministic)
+        summary["accuracy_deterministic"] = _mean(task.correct(labels, det_pred))
+        summary["agreement_with_deterministic"] = _mean(task.correct(det_pred, stats["predicted"]))
     summary["per_class"] = _per_class(stats, labels, task, class_names, threshold, correct, confident)
     return summary
 
 
-def _per_class(stats, labels, task, class_names, threshold, correct, confident) -> list[dict]:
+def _per_class(stats, labels, task: Task, class_names, threshold, correct, confident) -> list[dict]:
     rows = []
-    if task == TASK_MULTILABEL:
+    if task.is_multilabel:  # one row per label, each a binary problem
         labels = np.asarray(labels).astype(np.int64)
         for j, name in enumerate(class_names):
             conf = stats["per_label_confidence"][:, j]
@@ -360,25 +362,56 @@ def _per_class(stats, labels, task, class_names, threshold, correct, confident) 
     return rows
 
 
-# --------------------------------------------------------------------------- the CLI
+# --------------------------------------------------------------------------- a whole split
 
-def add_arguments(parser) -> None:
-    from medscope.explain.cam import add_run_arguments
+@dataclass
+class UncertaintyResult:
+    """What MC dropout found on one split: the samples, the per-image statistics and the dataset summary."""
 
-    add_run_arguments(parser, batch_size=256)
-    parser.add_argument("--passes", type=cli.positive_int, default=20, help="stochastic passes T (default: 20)")
-    parser.add_argument("--threshold", type=cli.probability, default=0.85,
-                        help="flag images whose confidence 1 - H/log K is below this (default: 0.85)")
-    parser.add_argument("--dropout-rate", type=cli.probability, default=None, metavar="P",
-                        help="use dropout rate P at test time (needed when the model was trained without "
-                             "dropout; results are labelled as such)")
-    parser.add_argument("--full-passes", action="store_true",
-                        help="run T whole stochastic passes even when dropout sits only in the head (slow; "
-                             "gives the same numbers)")
+    task: Task
+    class_names: list[str]
+    passes: int
+    seed: int
+    threshold: float
+    mc: MCResult
+    stats: dict  # per-image measures, see predictive_stats
+    summary: dict  # see dataset_summary
+    dropout: dict  # see dropout_label
+
+    @property
+    def correct(self) -> np.ndarray:
+        """(N,) bool: the averaged prediction is right."""
+        return self.task.correct(self.mc.labels, self.stats["predicted"])
+
+
+def analyze_uncertainty(model: nn.Module, split, task: str | Task, device, *, class_names: list[str],
+                        passes: int = 20, seed: int = 0, threshold: float = 0.85, batch_size: int = 256,
+                        rate: float | None = None, path: str = "auto", progress=None) -> UncertaintyResult:
+    """MC dropout over a split (:func:`mc_predict`), its per-image statistics and the dataset summary.
+
+    Parameters
+    ----------
+    passes : T, the stochastic passes per image
+    seed : seed of the dropout masks
+    threshold : images whose confidence ``1 - H / log K`` is below it are flagged as uncertain
+    rate : dropout rate at test time instead of the trained one (None: as trained)
+    path : ``auto``, ``cached`` or ``full`` (see :func:`mc_predict`)
+    """
+    task = as_task(task)
+    dropout = dropout_label(dropout_rates(model), rate)
+    mc = mc_predict(model, split, task, device, passes=passes, seed=seed, batch_size=batch_size, rate=rate,
+                    path=path, progress=progress)
+    stats = predictive_stats(mc.samples, task)
+    summary = dataset_summary(stats, mc.labels, task, class_names, threshold, mc.deterministic)
+    return UncertaintyResult(task, list(class_names), passes, seed, threshold, mc, stats, summary, dropout)
 
 
 def dropout_label(rates: dict[str, float], override: float | None) -> dict:
-    """What dropout the samples used, and where the rate came from (stated in every output)."""
+    """What dropout the samples used, and where the rate came from (stated in every output).
+
+    >>> dropout_label({"head.0": 0.2}, None)["text"]
+    'dropout p=0.2 as trained'
+    """
     trained = max(rates.values(), default=0.0)
     if override is None:
         return {"rate": trained, "source": "trained", "text": f"dropout p={trained:g} as trained"}
@@ -391,120 +424,83 @@ def dropout_label(rates: dict[str, float], override: float | None) -> dict:
                     f"the model was trained with p={trained:g}"}
 
 
-def run(args) -> int:
-    from medscope.explain import plots as explain_plots
-    from medscope.explain.cam import open_run
-
-    if args.dropout_rate is not None and args.dropout_rate == 0:
-        raise UsageError("--dropout-rate 0 turns MC dropout off; give a rate in (0, 1), e.g. 0.2")
-    ctx = open_run(args)
-    rates = dropout_rates(ctx.model)
-    if not rates:
-        raise UsageError(f"{ctx.run.name}: the model has no dropout layer, so MC dropout cannot sample it")
-    if args.dropout_rate is None and max(rates.values()) == 0:
-        raise UsageError(f"{ctx.run.name} was trained without dropout (p=0): all {args.passes} passes would give "
-                         "the same answer; pass --dropout-rate P (e.g. 0.2) to enable dropout at test time, "
-                         "or train with --dropout")
-    dropout = dropout_label(rates, args.dropout_rate)
-    task, names = ctx.info.task, ctx.info.class_names
-    result = mc_predict(ctx.model, ctx.split, task, ctx.device, passes=args.passes, seed=args.seed,
-                        batch_size=args.batch_size, rate=args.dropout_rate,
-                        path="full" if args.full_passes else "auto")
-    stats = predictive_stats(result.samples, task)
-    summary = dataset_summary(stats, result.labels, task, names, args.threshold, result.deterministic)
-    header = {"run": ctx.run.name, "split": ctx.split_name, "checkpoint": args.checkpoint, "task": task,
-              "class_names": names, "passes": args.passes, "seed": args.seed, "path": result.path,
-              "dropout": dropout, "dropout_layers": result.rates, "seconds": round(result.seconds, 3),
-              "measures": {
-                  "confidence": "1 - H(mean p) / log K",
-                  "predictive_entropy": "H(mean p) in nats",
-                  "expected_entropy": "mean over passes of H(p_t), nats",
-                  "mutual_information": "predictive - expected entropy, nats",
-                  "std_predicted_probability": "std over passes (ddof 0) of the predicted class's probability"}}
-    summary = {**header, **summary}
-
-    folder = ctx.run.layout.uncertainty_dir
-    ids = np.arange(len(result.labels))
-    written = [atomic.write_csv(folder / "uncertainty_per_image.csv", *_per_image_rows(ids, stats, result, summary,
-                                                                                      task, names, args.threshold))]
-    written.append(atomic.write_json(folder / "uncertain_cases.json",
-                                     _uncertain_cases(ids, stats, result, summary, task, names, args.threshold)))
-    written.append(atomic.write_json(folder / "uncertainty_summary.json", summary))
-    tag = f"{ctx.run.name} ({ctx.split_name}), T={args.passes}, {dropout['text']}"
-    cov = summary["accuracy_coverage"]
-    written.append(explain_plots.accuracy_coverage(
-        folder / "accuracy_coverage.png", np.array(cov["coverage"]), np.array(cov["accuracy"]),
-        threshold_coverage=summary["coverage"], threshold_accuracy=summary["accuracy_confident"],
-        overall_accuracy=summary["accuracy_all"], title=f"accuracy vs coverage\n{tag}"))
-    correct = correct_predictions(task, result.labels, stats["predicted"])
-    written.append(explain_plots.uncertainty_distributions(
-        folder / "uncertainty_distributions.png", {name: stats[name] for name in MEASURES}, correct,
-        f"MC-dropout uncertainty, correct vs wrong predictions\n{tag}"))
-    written.append(atomic.write_text(folder / "uncertainty_report.md", report_markdown(summary)))
-    ctx.run.add_artifacts([Path(p).resolve() for p in written], created_by="explain.py")
-
-    print(f"MC dropout ({result.path} path, T={args.passes}, {dropout['text']}) on {summary['n']} "
-          f"{ctx.split_name} images in {result.seconds:.1f}s")
-    print(f"accuracy {number_text(summary['accuracy_all'])} on all; {number_text(summary['accuracy_confident'])} on the "
-          f"{summary['n_confident']} confident (>= {args.threshold:g}); {summary['n_uncertain']} flagged")
-    print(f"wrote {len(written)} files to {folder}")
-    return 0
 
 
-def _names_text(row, names, multilabel: bool) -> str:
-    row = np.asarray(row).reshape(-1)
-    if multilabel:
-        return ";".join(names[j] for j in np.flatnonzero(row)) or "none"
-    return names[int(row[0])]
+MEASURE_DEFINITIONS = {
+    "confidence": "1 - H(mean p) / log K",
+    "predictive_entropy": "H(mean p) in nats",
+    "expected_entropy": "mean over passes of H(p_t), nats",
+    "mutual_information": "predictive - expected entropy, nats",
+    "std_predicted_probability": "std over passes (ddof 0) of the predicted class's probability"}
 
 
-def _per_image_rows(ids, stats, result, summary, task, names, threshold):
-    multilabel = task == TASK_MULTILABEL
-    correct = correct_predictions(task, result.labels, stats["predicted"])
-    det = predictions(task, result.deterministic)
+def summary_record(result: UncertaintyResult, *, run: str, split: str, checkpoint: str) -> dict:
+    """The summary file (``FILES["summary"]``): what was sampled and how, then :func:`dataset_summary`."""
+    header = {"run": run, "split": split, "checkpoint": checkpoint, "task": result.task.name,
+              "class_names": result.class_names, "passes": result.passes, "seed": result.seed,
+              "path": result.mc.path, "dropout": result.dropout, "dropout_layers": result.mc.rates,
+              "seconds": round(result.mc.seconds, 3), "measures": dict(MEASURE_DEFINITIONS)}
+    return {**header, **result.summary}
+
+
+def per_image_table(result: UncertaintyResult) -> tuple[list[dict], list[str]]:
+    """The per-image table (``FILES["per_image"]``): (rows, columns), one row per image of the split.
+
+    Labels and predictions as :meth:`medscope.tasks.Task.label_text` writes
+    them, with and without class names; single-label tasks add the
+    probability of the predicted class.
+    """
+    task, names, stats = result.task, result.class_names, result.stats
+    correct = result.correct
+    det = task.predictions(result.mc.deterministic)
     mean = stats["mean_probability"]
     rows = []
-    for i in ids:
+    for i in range(len(result.mc.labels)):
         pred = stats["predicted"][i]
-        row = {"id": int(i), "label": label_text(result.labels[i]),
-               "label_name": _names_text(result.labels[i], names, multilabel),
-               "predicted": label_text(pred), "predicted_name": _names_text(pred, names, multilabel),
-               "correct": bool(correct[i]), "deterministic_predicted": label_text(det[i]),
-               "uncertain": bool(stats["confidence"][i] < threshold)}
-        if not multilabel:
+        row = {"id": int(i), "label": task.label_text(result.mc.labels[i]),
+               "label_name": task.label_text(result.mc.labels[i], names),
+               "predicted": task.label_text(pred), "predicted_name": task.label_text(pred, names),
+               "correct": bool(correct[i]), "deterministic_predicted": task.label_text(det[i]),
+               "uncertain": bool(stats["confidence"][i] < result.threshold)}
+        if task.is_single_label:
             row["probability"] = float(mean[i, int(pred)])
         row.update({name: float(stats[name][i]) for name in MEASURES})
         row.update({f"prob_{k}": float(mean[i, k]) for k in range(mean.shape[1])})
         rows.append(row)
     columns = ["id", "label", "label_name", "predicted", "predicted_name", "correct", "deterministic_predicted"]
-    columns += ([] if multilabel else ["probability"]) + list(MEASURES) + ["uncertain"]
+    columns += (["probability"] if task.is_single_label else []) + list(MEASURES) + ["uncertain"]
     columns += [f"prob_{k}" for k in range(mean.shape[1])]
     return rows, columns
 
 
-def _uncertain_cases(ids, stats, result, summary, task, names, threshold) -> dict:
-    multilabel = task == TASK_MULTILABEL
-    flagged = np.flatnonzero(stats["confidence"] < threshold)
+def uncertain_cases(result: UncertaintyResult, record: dict) -> dict:
+    """The flagged images (``FILES["cases"]``), least confident first; ``record`` is :func:`summary_record`'s."""
+    task, names, stats = result.task, result.class_names, result.stats
+    flagged = np.flatnonzero(stats["confidence"] < result.threshold)
     flagged = flagged[np.argsort(stats["confidence"][flagged], kind="stable")]
-    correct = correct_predictions(task, result.labels, stats["predicted"])
+    correct = result.correct
     cases = []
     for i in flagged:
-        case = {"id": int(ids[i]), "label": label_text(result.labels[i]),
-                "label_name": _names_text(result.labels[i], names, multilabel),
-                "predicted": label_text(stats["predicted"][i]),
-                "predicted_name": _names_text(stats["predicted"][i], names, multilabel),
+        case = {"id": int(i), "label": task.label_text(result.mc.labels[i]),
+                "label_name": task.label_text(result.mc.labels[i], names),
+                "predicted": task.label_text(stats["predicted"][i]),
+                "predicted_name": task.label_text(stats["predicted"][i], names),
                 "correct": bool(correct[i])}
         case.update({name: float(stats[name][i]) for name in MEASURES})
         case["mean_probability"] = [float(v) for v in stats["mean_probability"][i]]
         cases.append(case)
-    return {"run": summary["run"], "split": summary["split"], "threshold": threshold, "passes": summary["passes"],
-            "dropout": summary["dropout"], "n_images": summary["n"], "n_flagged": len(cases),
-            "n_flagged_wrong": int(sum(not c["correct"] for c in cases)),
+    return {"run": record["run"], "split": record["split"], "threshold": result.threshold,
+            "passes": record["passes"], "dropout": record["dropout"], "n_images": record["n"],
+            "n_flagged": len(cases), "n_flagged_wrong": int(sum(not c["correct"] for c in cases)),
             "ordered_by": "confidence, least confident first", "cases": cases}
 
 
+def _defined(value) -> bool:
+    return value is not None and not math.isnan(value)
+
+
 def report_markdown(summary: dict) -> str:
-    """``uncertainty_report.md``: the summary in plain words."""
+    """The report (``FILES["report"]``): the summary in plain words (``summary`` as :func:`summary_record` gives it)."""
     s = summary
     how = ("the image features were computed once and only the classifier head was sampled"
            if s["path"] == "cached" else "every pass ran the whole network")
@@ -525,7 +521,7 @@ def report_markdown(summary: dict) -> str:
               f"({percent_text(s['coverage'])}). On those it was right {percent_text(s['accuracy_confident'])} of the time; on the "
               f"{s['n_uncertain']} flagged as uncertain, {percent_text(s['accuracy_uncertain'])}.",
               f"- {s['n_errors']} predictions were wrong."]
-    aurocs = {k: v for k, v in s["error_auroc"].items() if v is not None and v == v}
+    aurocs = {k: v for k, v in s["error_auroc"].items() if _defined(v)}
     if aurocs:
         best = max(aurocs, key=aurocs.get)
         lines.append(f"- The measure that best singles out mistakes is {best.replace('_', ' ')}: a randomly chosen "
@@ -541,7 +537,7 @@ def report_markdown(summary: dict) -> str:
         k = max(1, int(math.ceil(fraction * len(coverage)))) - 1
         lines.append(f"| {percent_text(coverage[k])} | {number_text(accuracy[k])} |")
     lines += ["", f"Mean accuracy over all coverages (area under the curve): {number_text(cov['area'])}. "
-              "See `accuracy_coverage.png`.", "",
+              f"See `{FILES['accuracy_coverage']}`.", "",
               "## How well each measure detects errors (AUROC)", "", "| measure | AUROC |", "| --- | ---: |"]
     lines += [f"| {name.replace('_', ' ')} | {number_text(v)} |" for name, v in s["error_auroc"].items()]
     lines += ["", "Confidence is a rescaled predictive entropy, so it ranks images the same way.", "",
@@ -560,6 +556,6 @@ def report_markdown(summary: dict) -> str:
               "other, i.e. the model's own doubt.",
               "- **std of the predicted probability**: how much the winning class's probability moves between passes.",
               "- **confidence**: 1 − predictive entropy / log K, from 0 (no idea) to 1 (sure).", "",
-              "Files: `uncertainty_per_image.csv` (every image), `uncertain_cases.json` (flagged images, least "
-              "confident first), `uncertainty_summary.json`, `uncertainty_distributions.png`.", ""]
+              f"Files: `{FILES['per_image']}` (every image), `{FILES['cases']}` (flagged images, least "
+              f"confident first), `{FILES['summary']}`, `{FILES['distributions']}`.", ""]
     return "\n".join(lines)

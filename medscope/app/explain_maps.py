@@ -1,0 +1,171 @@
+"""``explain.py gradcam`` and ``explain.py saliency``: maps of a run's images, their figures and faithfulness.
+
+The command layer: parse the flags, open the run, compute the maps with
+:mod:`medscope.explain` (:mod:`~medscope.explain.cam`,
+:mod:`~medscope.explain.saliency`, :mod:`~medscope.explain.maps`), then write
+the files of ``gradcam/`` or ``saliency/`` atomically, record them in run.json
+and print where they went.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medscope import atomic
+from medscope.app import cli
+from medscope.app.run_context import RunContext, add_run_arguments, open_run_from_args
+from medscope.explain import maps, saliency
+from medscope.explain import plots as explain_plots
+from medscope.explain.cam import CAM_METHODS, parse_target, resolve_layer
+from medscope.explain.faithfulness import faithfulness_text
+from medscope.explain.maps import Explained, choose_ids, explain_split
+from medscope.progress import progress
+
+CREATED_BY = "explain.py"
+
+
+# --------------------------------------------------------------------------- flags
+
+def _add_selection_arguments(parser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--n", type=cli.positive_int, default=16, help="images to explain (default: 16)")
+    group.add_argument("--all", action="store_true", help="explain the whole split")
+    parser.add_argument("--target", default="pred",
+                        help="class to explain: pred (default), true, or a class index or name")
+    parser.add_argument("--steps", type=cli.non_negative_int, default=20,
+                        help="steps of the deletion/insertion curves; 0 skips the faithfulness metrics (default: 20)")
+    parser.add_argument("--max-figures", type=int, default=64, metavar="N",
+                        help="draw figures for at most N images (maps and metrics cover all; default: 64)")
+
+
+def add_gradcam_arguments(parser) -> None:
+    add_run_arguments(parser, batch_size=32)
+    _add_selection_arguments(parser)
+    parser.add_argument("--method", choices=tuple(CAM_METHODS), default="gradcam",
+                        help="gradcam (default) or gradcam++")
+    parser.add_argument("--layer", default=None, metavar="NAME",
+                        help="layer to explain (default: the last block whose output is larger than 1 pixel)")
+
+
+def add_saliency_arguments(parser) -> None:
+    add_run_arguments(parser, batch_size=32)
+    _add_selection_arguments(parser)
+    parser.add_argument("--method", choices=saliency.SALIENCY_METHODS + ("both",), default="both",
+                        help="vanilla, smoothgrad or both (default)")
+    parser.add_argument("--samples", type=cli.positive_int, default=25, help="SmoothGrad noisy copies (default: 25)")
+    parser.add_argument("--noise", type=cli.non_negative_float, default=0.15,
+                        help="SmoothGrad noise level: sigma as a fraction of the input range (default: 0.15)")
+
+
+# --------------------------------------------------------------------------- commands
+
+def _target_and_ids(args, ctx: RunContext):
+    target = parse_target(args.target, ctx.info.class_names)
+    ids = choose_ids(len(ctx.split), None if args.all else args.n, args.seed)
+    return target, ids
+
+
+def run_gradcam(args) -> int:
+    ctx = open_run_from_args(args)
+    target, ids = _target_and_ids(args, ctx)
+    layer = resolve_layer(ctx.model, args.layer, ctx.input_shape, ctx.device)
+    print(f"{args.method} of {len(ids)} {ctx.split_name} images of {ctx.run.name} at {layer} "
+          f"(target: {target}) on {ctx.device}")
+
+    with CAM_METHODS[args.method](ctx.model, layer) as cam:
+        explained = explain_split(cam, ctx.model, ctx.split, ids, ctx.task, ctx.device, batch_size=args.batch_size,
+                                  target=target, steps=args.steps, seed=args.seed, progress=progress)
+    folder = ctx.run.layout.gradcam_dir
+    label = maps.METHOD_LABELS[args.method]
+    written = write_explanations(ctx, folder, maps.STEMS[args.method], explained, method_label=label, layer=layer,
+                                 target=target, max_figures=max(0, args.max_figures))
+    if explained.faithfulness is not None:
+        print(faithfulness_text(label, explained.faithfulness))
+    _record(ctx, folder, written)
+    return 0
+
+
+def run_saliency(args) -> int:
+    ctx = open_run_from_args(args)
+    target, ids = _target_and_ids(args, ctx)
+    methods = saliency.SALIENCY_METHODS if args.method == "both" else (args.method,)
+    folder = ctx.run.layout.saliency_dir
+    written = []
+    for method in methods:
+        if method == "vanilla":
+            explain_batch, label, extra = partial(saliency.vanilla_gradient, ctx.model), "vanilla gradient", {}
+        else:
+            generator = torch.Generator(device=ctx.device).manual_seed(args.seed)
+            explain_batch = partial(saliency.smoothgrad, ctx.model, samples=args.samples, noise=args.noise,
+                                    generator=generator, chunk=2 * args.batch_size)
+            label = f"SmoothGrad (n={args.samples}, noise={args.noise:g})"
+            extra = {"samples": args.samples, "noise": args.noise, "sigma": 2.0 * args.noise}
+        print(f"{label} of {len(ids)} {ctx.split_name} images of {ctx.run.name} (target: {target}) on {ctx.device}")
+        explained = explain_split(explain_batch, ctx.model, ctx.split, ids, ctx.task, ctx.device,
+                                  batch_size=args.batch_size, target=target, steps=args.steps, seed=args.seed,
+                                  progress=progress)
+        written += write_explanations(ctx, folder, maps.STEMS[method], explained, method_label=label, layer=None,
+                                      target=target, max_figures=max(0, args.max_figures), extra=extra)
+        if explained.faithfulness is not None:
+            print(faithfulness_text(label, explained.faithfulness))
+    _record(ctx, folder, written)
+    return 0
+
+
+# --------------------------------------------------------------------------- files
+
+def save_npz(path, **arrays) -> Path:
+    """np.savez_compressed, atomically (np.savez would append '.npz' to a temporary name)."""
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    return Path(path)
+
+
+def write_explanations(ctx: RunContext, folder: Path, stem: str, explained: Explained, *, method_label: str,
+                       layer: str | None, target, max_figures: int, extra: dict | None = None) -> list[Path]:
+    """The maps (npz), figures, faithfulness table and plot, and summary of one method; returns the paths.
+
+    Figures and tables an earlier call wrote under the same stem for other
+    images are removed (and dropped from run.json).
+    """
+    task, names = ctx.task, ctx.info.class_names
+    written = [save_npz(folder / maps.file_name("maps", stem),
+                        **maps.map_arrays(explained, task, names, method_label=method_label,
+                                          split_name=ctx.split_name, layer=layer))]
+
+    images = ctx.split.images[torch.as_tensor(explained.ids[:max_figures], dtype=torch.long)].numpy()
+    shown = slice(0, len(images))
+    pred = task.predictions(explained.probabilities)
+    titles = explain_plots.titles(explained.labels[shown], pred[shown], explained.probabilities[shown],
+                                  explained.targets[shown], names, task)
+    is_wrong = ~task.correct(explained.labels[shown], pred[shown])
+    heading = f"{method_label}{f' at {layer}' if layer else ''} — {ctx.run.name} ({ctx.split_name})"
+    if len(images):
+        if ctx.info.spatial_dims == 2:
+            written += explain_plots.heatmap_pages(folder, lambda page: maps.file_name("page", stem, page=page),
+                                                   images, explained.maps[shown], titles, is_wrong, heading)
+        else:
+            for i, image_id in enumerate(explained.ids[shown]):
+                written.append(explain_plots.volume_figure(
+                    folder / maps.file_name("volume", stem, id=image_id), images[i], explained.maps[i],
+                    f"{titles[i]}\n{heading}, id {image_id}", is_wrong=bool(is_wrong[i])))
+    if explained.faithfulness is not None:
+        written.append(atomic.write_csv(folder / maps.file_name("metrics", stem),
+                                        maps.metrics_rows(explained, task, names), maps.METRICS_COLUMNS))
+        written.append(explain_plots.faithfulness_curves(folder / maps.file_name("faithfulness", stem),
+                                                         explained.faithfulness, heading))
+    summary = maps.summary_record(explained, method_label=method_label, layer=layer, target=target,
+                                  split_name=ctx.split_name, n_figures=len(images), extra=extra)
+    written.append(atomic.write_json(folder / maps.file_name("summary", stem), summary))
+    keep = {Path(p).name for p in written}
+    pattern = maps.figure_pattern(stem)
+    ctx.run.remove_artifacts(p for p in folder.glob(f"{stem}_*") if pattern.match(p.name) and p.name not in keep)
+    return written
+
+
+def _record(ctx: RunContext, folder: Path, written: list[Path]) -> None:
+    ctx.run.add_artifacts([Path(p).resolve() for p in written], created_by=CREATED_BY)
+    print(f"wrote {len(written)} files to {folder}")

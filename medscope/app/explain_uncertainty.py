@@ -1,0 +1,78 @@
+"""``explain.py uncertainty``: MC-dropout uncertainty of a run, per image and per dataset.
+
+The command layer: parse the flags, open the run, check that there is dropout
+to sample, call :func:`medscope.explain.uncertainty.analyze_uncertainty`, then
+write the files of ``uncertainty/`` atomically, record them in run.json and
+print the headline numbers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medscope import atomic
+from medscope.app import cli
+from medscope.app.run_context import add_run_arguments, open_run_from_args
+from medscope.errors import UsageError
+from medscope.explain import plots as explain_plots
+from medscope.explain import uncertainty
+from medscope.progress import progress
+from medscope.report_text import number_text
+
+CREATED_BY = "explain.py"
+
+
+def add_arguments(parser) -> None:
+    add_run_arguments(parser, batch_size=256)
+    parser.add_argument("--passes", type=cli.positive_int, default=20, help="stochastic passes T (default: 20)")
+    parser.add_argument("--threshold", type=cli.probability, default=0.85,
+                        help="flag images whose confidence 1 - H/log K is below this (default: 0.85)")
+    parser.add_argument("--dropout-rate", type=cli.probability, default=None, metavar="P",
+                        help="use dropout rate P at test time (needed when the model was trained without "
+                             "dropout; results are labelled as such)")
+    parser.add_argument("--full-passes", action="store_true",
+                        help="run T whole stochastic passes even when dropout sits only in the head (slow; "
+                             "gives the same numbers)")
+
+
+def run(args) -> int:
+    if args.dropout_rate is not None and args.dropout_rate == 0:
+        raise UsageError("--dropout-rate 0 turns MC dropout off; give a rate in (0, 1), e.g. 0.2")
+    ctx = open_run_from_args(args)
+    rates = uncertainty.dropout_rates(ctx.model)
+    if not rates:
+        raise UsageError(f"{ctx.run.name}: the model has no dropout layer, so MC dropout cannot sample it")
+    if args.dropout_rate is None and max(rates.values()) == 0:
+        raise UsageError(f"{ctx.run.name} was trained without dropout (p=0): all {args.passes} passes would give "
+                         "the same answer; pass --dropout-rate P (e.g. 0.2) to enable dropout at test time, "
+                         "or train with --dropout")
+    result = uncertainty.analyze_uncertainty(
+        ctx.model, ctx.split, ctx.task, ctx.device, class_names=ctx.info.class_names, passes=args.passes,
+        seed=args.seed, threshold=args.threshold, batch_size=args.batch_size, rate=args.dropout_rate,
+        path="full" if args.full_passes else "auto", progress=progress)
+    record = uncertainty.summary_record(result, run=ctx.run.name, split=ctx.split_name, checkpoint=args.checkpoint)
+
+    folder = ctx.run.layout.uncertainty_dir
+    files = {key: folder / name for key, name in uncertainty.FILES.items()}
+    written = [atomic.write_csv(files["per_image"], *uncertainty.per_image_table(result)),
+               atomic.write_json(files["cases"], uncertainty.uncertain_cases(result, record)),
+               atomic.write_json(files["summary"], record)]
+    tag = f"{ctx.run.name} ({ctx.split_name}), T={args.passes}, {result.dropout['text']}"
+    cov = record["accuracy_coverage"]
+    written.append(explain_plots.accuracy_coverage(
+        files["accuracy_coverage"], np.array(cov["coverage"]), np.array(cov["accuracy"]),
+        threshold_coverage=record["coverage"], threshold_accuracy=record["accuracy_confident"],
+        overall_accuracy=record["accuracy_all"], title=f"accuracy vs coverage\n{tag}"))
+    written.append(explain_plots.uncertainty_distributions(
+        files["distributions"], {name: result.stats[name] for name in uncertainty.MEASURES}, result.correct,
+        f"MC-dropout uncertainty, correct vs wrong predictions\n{tag}"))
+    written.append(atomic.write_text(files["report"], uncertainty.report_markdown(record)))
+    ctx.run.add_artifacts([Path(p).resolve() for p in written], created_by=CREATED_BY)
+
+    print(f"MC dropout ({result.mc.path} path, T={args.passes}, {result.dropout['text']}) on {record['n']} "
+          f"{ctx.split_name} images in {result.mc.seconds:.1f}s")
+    print(f"accuracy {number_text(record['accuracy_all'])} on all; {number_text(record['accuracy_confident'])} on "
+          f"the {record['n_confident']} confident (>= {args.threshold:g}); {record['n_uncertain']} flagged")
+    print(f"wrote {len(written)} files to {folder}")
+    return 0

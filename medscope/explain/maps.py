@@ -1,0 +1,178 @@
+"""Maps over a split: explain a set of images batch by batch, and the tables and summaries that describe them.
+
+:func:`explain_split` runs any map method (a Grad-CAM object, a saliency
+function) over chosen images of a split and, optionally, measures the
+faithfulness of the maps. The functions below it turn the result into the
+arrays, rows and summary of the ``gradcam/`` and ``saliency/`` folders;
+writing them is the caller's business.
+
+Every file of those folders is named in :data:`FILES`, under a stem per
+method (:data:`STEMS`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medscope.data import gather, normalize
+from medscope.explain.cam import select_targets
+from medscope.explain.faithfulness import Faithfulness, concat_faithfulness, faithfulness, faithfulness_summary
+from medscope.tasks import Task
+from medscope.tasks import task as as_task
+
+FILES = {
+    "maps": "{stem}_maps.npz",
+    "metrics": "{stem}_metrics.csv",
+    "faithfulness": "{stem}_faithfulness.png",
+    "summary": "{stem}_summary.json",
+    "page": "{stem}_page{page:02d}.png",  # 2D figures, a few images per page
+    "volume": "{stem}_volume_{id:05d}.png",  # 3D figures, one per volume
+}
+STEMS = {"gradcam": "gradcam", "gradcam++": "gradcampp",
+         "vanilla": "saliency_vanilla", "smoothgrad": "saliency_smoothgrad"}
+METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+METRICS_COLUMNS = ["row", "id", "label", "target", "target_name", "target_probability", "deletion_auc",
+                   "insertion_auc", "random_deletion_auc", "random_insertion_auc"]
+
+
+def file_name(kind: str, stem: str, **fields) -> str:
+    """The name of one file of a method's outputs.
+
+    >>> file_name("page", "gradcam", page=2), file_name("volume", "saliency_vanilla", id=7)
+    ('gradcam_page02.png', 'saliency_vanilla_volume_00007.png')
+    """
+    return FILES[kind].format(stem=stem, **fields)
+
+
+def figure_pattern(stem: str) -> re.Pattern:
+    """The files of a stem that depend on which images were explained: figures and the metrics table.
+
+    (:data:`FILES`' ``page``, ``volume``, ``metrics`` and ``faithfulness``, with any page or id.)
+
+    >>> [bool(figure_pattern("gradcam").match(n)) for n in ("gradcam_page03.png", "gradcam_volume_00012.png",
+    ...                                                    "gradcam_maps.npz", "gradcampp_page01.png")]
+    [True, True, False, False]
+    """
+    return re.compile(rf"^{re.escape(stem)}_(page\d+\.png|volume_\d+\.png|metrics\.csv|faithfulness\.png)$")
+
+
+# --------------------------------------------------------------------------- batches over a split
+
+@dataclass
+class Explained:
+    """Maps and outputs for a set of images of a split (numpy, on the CPU)."""
+
+    ids: np.ndarray
+    maps: np.ndarray  # (N, *spatial) float32 in [0, 1]
+    probabilities: np.ndarray  # (N, K)
+    targets: np.ndarray  # (N,)
+    labels: np.ndarray  # (N, 1) or (N, L)
+    layer_maps: np.ndarray | None
+    faithfulness: Faithfulness | None
+
+
+def explain_split(explain_batch, model, split, ids: np.ndarray, task: str | Task, device, *, batch_size: int = 32,
+                  target="pred", steps: int | None = 20, seed: int = 0, progress=None) -> Explained:
+    """Run ``explain_batch(x, targets) -> MapBatch`` over ``split[ids]`` in batches.
+
+    With ``steps``, the deletion/insertion faithfulness of the maps is measured
+    too (random orders drawn from ``seed``). ``progress``: a wrapper such as
+    :func:`medscope.progress.progress` that draws a bar over the batches.
+    """
+    task = as_task(task)
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    maps, layer_maps, probs, targets, parts = [], [], [], [], []
+    ids_t = torch.as_tensor(ids, dtype=torch.long)
+    starts = range(0, len(ids_t), batch_size)
+    for start in (progress(starts, desc="explaining", unit="batch") if progress else starts):
+        index = ids_t[start:start + batch_size]
+        images, labels = gather(split, index, device)
+        x = normalize(images)
+        out = explain_batch(x, lambda logits, labels=labels: select_targets(target, task, logits, labels))
+        maps.append(out.maps.float().cpu())
+        if out.layer_maps is not None:
+            layer_maps.append(out.layer_maps.float().cpu())
+        probs.append(task.scores(out.logits).float().cpu())
+        targets.append(out.targets)
+        if steps:
+            parts.append(faithfulness(model, x, out.maps, out.targets, task, steps=steps, generator=generator,
+                                      chunk=max(64, 4 * batch_size)))
+    return Explained(
+        ids=np.asarray(ids, dtype=np.int64), maps=torch.cat(maps).numpy(),
+        probabilities=torch.cat(probs).numpy(), targets=torch.cat(targets).numpy(),
+        labels=split.labels[ids_t].numpy(),
+        layer_maps=torch.cat(layer_maps).numpy() if layer_maps else None,
+        faithfulness=concat_faithfulness(parts) if parts else None)
+
+
+def choose_ids(n_total: int, n: int | None, seed: int) -> np.ndarray:
+    """``n`` image ids of a split drawn with ``seed`` (sorted), or all of them when ``n`` is None.
+
+    >>> choose_ids(5, None, 0).tolist(), len(choose_ids(100, 3, 0))
+    ([0, 1, 2, 3, 4], 3)
+    """
+    if n is None or n >= n_total:
+        return np.arange(n_total)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n_total, generator=generator)[:n].sort().values.numpy()
+
+
+# --------------------------------------------------------------------------- what the files hold
+
+def target_probability(explained: Explained) -> np.ndarray:
+    """(N,) the probability of the class each map explains."""
+    return explained.probabilities[np.arange(len(explained.targets)), explained.targets]
+
+
+def map_arrays(explained: Explained, task: str | Task, class_names: list[str], *, method_label: str,
+               split_name: str, layer: str | None) -> dict[str, np.ndarray]:
+    """The arrays of ``<stem>_maps.npz``: maps, ids, targets, probabilities, labels, predictions and what made them.
+
+    ``layer_maps`` and ``layer`` are there only for class activation maps.
+    """
+    task = as_task(task)
+    arrays = dict(ids=explained.ids, maps=explained.maps.astype(np.float32), targets=explained.targets,
+                  target_names=np.array([class_names[t] for t in explained.targets]),
+                  target_probability=target_probability(explained).astype(np.float32),
+                  probabilities=explained.probabilities.astype(np.float32), labels=explained.labels,
+                  predictions=np.asarray(task.predictions(explained.probabilities)),
+                  class_names=np.array(class_names), method=np.array(method_label), split=np.array(split_name))
+    if explained.layer_maps is not None:
+        arrays.update(layer_maps=explained.layer_maps.astype(np.float32), layer=np.array(layer))
+    return arrays
+
+
+def metrics_rows(explained: Explained, task: str | Task, class_names: list[str]) -> list[dict]:
+    """``<stem>_metrics.csv``: one row per image (faithfulness AUCs), then the ``mean`` and ``std`` rows.
+
+    The standard deviation is the population one (ddof = 0). Columns: :data:`METRICS_COLUMNS`.
+    """
+    task = as_task(task)
+    fa = explained.faithfulness
+    probability = target_probability(explained)
+    rows = [dict(row="image", id=int(i), label=task.label_text(explained.labels[k]),
+                 target=int(explained.targets[k]), target_name=class_names[explained.targets[k]],
+                 target_probability=float(probability[k]), deletion_auc=float(fa.deletion[k]),
+                 insertion_auc=float(fa.insertion[k]), random_deletion_auc=float(fa.random_deletion[k]),
+                 random_insertion_auc=float(fa.random_insertion[k]))
+            for k, i in enumerate(explained.ids)]
+    for stat, fn in (("mean", np.mean), ("std", np.std)):
+        rows.append(dict(row=stat, deletion_auc=float(fn(fa.deletion)), insertion_auc=float(fn(fa.insertion)),
+                         random_deletion_auc=float(fn(fa.random_deletion)),
+                         random_insertion_auc=float(fn(fa.random_insertion)),
+                         target_probability=float(fn(probability))))
+    return rows
+
+
+def summary_record(explained: Explained, *, method_label: str, layer: str | None, target, split_name: str,
+                   n_figures: int, extra: dict | None = None) -> dict:
+    """``<stem>_summary.json``: what was explained and how, with the faithfulness means when measured."""
+    summary = {"method": method_label, "layer": layer, "target": target, "split": split_name,
+               "n_images": int(len(explained.ids)), "n_figures": int(n_figures), **(extra or {})}
+    if explained.faithfulness is not None:
+        summary["faithfulness"] = faithfulness_summary(explained.faithfulness)
+    return summary
