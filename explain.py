@@ -1,10 +1,11 @@
-"""Where the model looked and how sure it was: Grad-CAM, saliency, MC-dropout uncertainty and robustness.
+"""Where the model looked and how sure it was: Grad-CAM, saliency, MC-dropout uncertainty, robustness, calibration.
 
     python explain.py gradcam --run 0007 --n 16
     python explain.py gradcam --run 0007 --method gradcam++ --target true --layer backbone.layer3.1
     python explain.py saliency --run 0007 --method smoothgrad --samples 25 --noise 0.15
     python explain.py uncertainty --run 0007 --passes 20 --threshold 0.85
     python explain.py robustness --run 0007 --perturbations gaussian_noise jpeg --severities 1 3 5
+    python explain.py calibrate --run 0007 --alpha 0.1 --sensitivity 0.9
 
 Each subcommand is an entry of SUBCOMMANDS: its help line, a function that
 adds its flags to a parser, and a function that runs it (``args -> exit
@@ -17,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from medscope.app import cli, explain_maps, explain_robustness, explain_uncertainty
+from medscope.app import cli, explain_calibrate, explain_maps, explain_robustness, explain_uncertainty
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                               explain_uncertainty.add_arguments, explain_uncertainty.run),
     "robustness": Subcommand("perturbation sweeps: metrics, flips and saliency shift per perturbation and severity",
                              explain_robustness.add_arguments, explain_robustness.run),
+    # after uncertainty: the pipeline runs them in this order, and calibrate reads MC dropout's results
+    "calibrate": Subcommand("temperature scaling, decision thresholds, conformal sets and selective classification",
+                            explain_calibrate.add_arguments, explain_calibrate.run),
 }
 
 

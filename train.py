@@ -234,14 +234,13 @@ def _paper(value) -> str:
 
 
 def _study_line(record: dict) -> str:
+    """Mean ± sd across the seeds of the study's group row(s)."""
     parts = []
-    for group in record.get("groups") or []:
-        for key, label in (("auc", "AUC"), ("acc", "ACC")):
-            entry = (group.get("metrics") or {}).get(key) or {}
-            if entry.get("mean") is not None:
-                parts.append(f"test {label} {entry['mean']:.3f} ± {entry.get('sd') or 0:.3f}")
+    for row in record.get("rows") or []:
+        if row.get("kind") == "group":
+            parts += [f"test {label} {row[key]:.3f} ± {row[key + '_sd']:.3f}" for key, label in
+                      (("auc", "AUC"), ("acc", "ACC")) if row.get(key) is not None and row.get(key + "_sd") is not None]
     return ", ".join(parts) or "see study.json"
-
 
 if __name__ == "__main__":
     sys.exit(cli.run(main))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medscope import data, runs
-from medscope.app import calibrate_command, cli
+from medscope.app import explain_calibrate, cli
 from medscope.calibration import conformal, measures, selective, temperature
 from medscope.tasks import task as task_of
 from tests.conftest import copy_run, one_line_error
@@ -21,8 +21,8 @@ BOOTSTRAP = "200"  # resamples in these tests: enough for intervals, quick
 def calibrate(*argv) -> int:
     """The command as a test calls it before explain.py registers it: a parser from add_arguments, then run."""
     parser = cli.ArgumentParser(prog="explain.py calibrate")
-    calibrate_command.add_arguments(parser)
-    return cli.run(lambda args: calibrate_command.run(parser.parse_args(args)), list(argv))
+    explain_calibrate.add_arguments(parser)
+    return cli.run(lambda args: explain_calibrate.run(parser.parse_args(args)), list(argv))
 
 
 def read_json(path):
@@ -49,7 +49,7 @@ def stored_logits(run):
     """Test logits and labels of inference_outputs.pt, validation ones of the command's cache."""
     layout = runs.RunLayout(run)
     test = torch.load(layout.inference_outputs, weights_only=True)
-    val = torch.load(layout.calibration_dir / calibrate_command.FILES["val_outputs"], weights_only=True)
+    val = torch.load(layout.calibration_dir / explain_calibrate.FILES["val_outputs"], weights_only=True)
     return (val["logits"].double().numpy(), val["labels"].numpy(), test["logits"].double().numpy(),
             test["labels"].numpy())
 
@@ -62,7 +62,7 @@ def test_2d_run_values_come_from_the_library_and_every_file_is_written(run2d, ca
     assert code == 0, err
     layout = runs.RunLayout(run2d)
     folder = layout.calibration_dir
-    assert {p.name for p in folder.iterdir()} == set(calibrate_command.FILES.values())
+    assert {p.name for p in folder.iterdir()} == set(explain_calibrate.FILES.values())
     val_z, val_y, test_z, test_y = stored_logits(run2d)
 
     # the validation logits are best.pt's on the whole validation split
@@ -121,9 +121,9 @@ def test_2d_run_values_come_from_the_library_and_every_file_is_written(run2d, ca
         assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     recorded = {a["path"]: a["created_by"] for a in read_json(layout.run_json)["artifacts"]}
     assert all(recorded.get(f"calibration/{name}") == "explain.py calibrate"
-               for name in calibrate_command.FILES.values())
+               for name in explain_calibrate.FILES.values())
     assert f"temperature T = {fit.temperature:.3f}" in out and "95% CI" in out
-    assert f"wrote {len(calibrate_command.FILES)} files to {folder}" in out
+    assert f"wrote {len(explain_calibrate.FILES)} files to {folder}" in out
     with capsys.disabled():
         print(f"\n2D 28px calibrate (first call, bootstrap {BOOTSTRAP}): {seconds:.2f}s")
 
@@ -196,7 +196,7 @@ def test_3d_run_works(run3d, capsys):
     seconds = time.perf_counter() - start
     assert code == 0, capsys.readouterr().err
     folder = runs.RunLayout(run3d).calibration_dir
-    assert {p.name for p in folder.iterdir()} == set(calibrate_command.FILES.values())
+    assert {p.name for p in folder.iterdir()} == set(explain_calibrate.FILES.values())
     val_z, val_y, _, _ = stored_logits(run3d)
     assert val_z.shape == (data.dataset_info("adrenalmnist3d").n_samples["val"], 2)
     fit = temperature.fit_temperature("binary-class", val_z, val_y)
@@ -240,6 +240,6 @@ def test_test_outputs_of_other_weights_are_refused(run2d, capsys):
 
 
 def test_the_module_runs_on_its_own(run2d, capsys):
-    assert cli.run(calibrate_command.main, ["--run", str(run2d), "--bootstrap", "20", "--alpha", "0.2"]) == 0
+    assert cli.run(explain_calibrate.main, ["--run", str(run2d), "--bootstrap", "20", "--alpha", "0.2"]) == 0
     summary = read_json(run2d / "calibration" / "calibration_summary.json")
     assert summary["conformal"]["alpha"] == 0.2 and summary["bootstrap"]["n_resamples"] == 20

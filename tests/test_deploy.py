@@ -257,3 +257,29 @@ def test_scores_are_the_tasks_in_float64(task):
     # two logits 1e-8 apart: their float32 scores tie, their float64 scores keep the order AUC ranks by
     in_float32 = tasks.task(task).scores(logits)
     assert in_float32[1, 0] == in_float32[1, 1] and got[1, 0] < got[1, 1]
+
+
+def test_predict_onnx_applies_the_calibrated_temperature(tmp_path):
+    """The generated script divides the logits by explain.py calibrate's T before the softmax."""
+    import importlib.util
+    import json
+
+    from medscope import data
+    from medscope.deploy import export
+
+    script = tmp_path / "predict_onnx.py"
+    script.write_text(export.render_predict_script(data.dataset_info("breastmnist")))
+    spec = importlib.util.spec_from_file_location("predict_onnx_test", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    logits = np.array([[2.0, -1.0], [0.5, 0.25]])
+    calibrated = module.scores(logits, np.float64(2.0))
+    expected = np.exp(logits / 2) / np.exp(logits / 2).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(calibrated, expected, rtol=1e-12)
+    assert (calibrated.argmax(1) == module.scores(logits).argmax(1)).all()  # T never changes the answer
+    (tmp_path / "temperature.json").write_text(json.dumps({"task": "binary-class", "temperature": 1.7}))
+    assert module.load_temperature(tmp_path / "temperature.json") == 1.7
+    (tmp_path / "temperature.json").write_text(json.dumps({"task": "multi-class", "temperature": 1.7}))
+    with pytest.raises(module.InputError, match="not binary-class"):
+        module.load_temperature(tmp_path / "temperature.json")
+    assert module.load_temperature(tmp_path / "missing.json") is None

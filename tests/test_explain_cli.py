@@ -50,7 +50,7 @@ def run3d(run_3d, tmp_path):
 def test_help_lists_every_subcommand(capsys):
     assert run_explain("--help") == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in ("gradcam", "saliency", "uncertainty", "robustness"))
+    assert all(name in out for name in ("gradcam", "saliency", "uncertainty", "robustness", "calibrate"))
 
 
 def test_no_command_is_a_usage_error(capsys):

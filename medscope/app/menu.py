@@ -470,6 +470,21 @@ RESUME = Question("run", "run to resume", choices=resumable_choices,
                   default=lambda s, a: resumable_choices(s, a).options[0].value, flag="--resume")
 DELETE = Question("runs", "delete which runs? (numbers such as 2, 1 3 or 2-4)", choices=run_table_choices,
                   many=True, default=(), show=lambda v: ", ".join(v) if v else "none")
+def seed_list(text: str) -> tuple[int, ...]:
+    """Whitespace-separated integers, each once (``"0 1 2"``); empty for one run.
+
+    >>> seed_list("0 1 2"), seed_list("")
+    ((0, 1, 2), ())
+    """
+    try:
+        seeds = tuple(int(part) for part in text.split())
+    except ValueError:
+        raise ValueError(f"expected whole numbers such as 0 1 2, got {text!r}") from None
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("each seed once")
+    return seeds
+
+
 def _same_dataset_runs(session: "Session", answers: dict) -> tuple[str, ...]:
     """Default runs to compare: the completed runs of the newest completed run's dataset and size."""
     done = [r for r in session.run_records() if r.state == "completed"]
@@ -510,6 +525,9 @@ TRAIN_QUESTIONS = (
              show=lambda v: "all" if v is None else str(v)),
     Question("seed", "random seed", parse=integer, default=_train_default("seed", preset="seed"), flag="--seed",
              always=False, when=_advanced),
+    Question("seeds", "several seeds, one run each and a study of them (e.g. 0 1 2; Enter: one run)",
+             parse=seed_list, default=(), when=_advanced, show=lambda v: " ".join(map(str, v)) if v else "one run",
+             to_argv=lambda v: ["--seeds", *map(str, v)] if v else []),
 )
 
 

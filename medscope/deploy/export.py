@@ -56,6 +56,7 @@ REPORT_JSON, REPORT_MD, PREDICT_SCRIPT, EXAMPLE_INPUT = ("export_report.json", "
                                                          "predict_onnx.py", "example_input.npy")
 WORK_PREFIX = ".export-"  # the temporary folder inside the run where everything is built before it moves to export/
 
+TEMPERATURE_FILE = "temperature.json"  # explain.py calibrate's fitted temperature
 MODELS = ("pytorch_fp32", "onnx_fp32", "onnx_int8_static", "onnx_int8_dynamic")
 MODEL_LABELS = {"pytorch_fp32": "PyTorch FP32 (eager)", "onnx_fp32": "ONNX FP32",
                 "onnx_int8_static": "ONNX INT8 static", "onnx_int8_dynamic": "ONNX INT8 dynamic"}
@@ -679,7 +680,8 @@ def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], 
             "timings": timings, "environment": _environment(threads),
         }
         report["targets"] = check_targets(report)
-        files = _publish(job.work, run.layout.export_dir, report, info, test)
+        files = _publish(job.work, run.layout.export_dir, report, info, test,
+                         run.layout.calibration_dir / TEMPERATURE_FILE)
     return Exported(report, files)
 
 
@@ -874,7 +876,8 @@ def _save_npy(path, array: np.ndarray) -> None:
         np.save(fh, array, allow_pickle=False)
 
 
-def _publish(work: Path, export_dir: Path, report: dict, info: data.DatasetInfo, test: data.Split) -> list[Path]:
+def _publish(work: Path, export_dir: Path, report: dict, info: data.DatasetInfo, test: data.Split,
+             calibration: Path | None = None) -> list[Path]:
     """Move the ONNX files into ``export/`` (atomic renames) and write the rest; the JSON report last.
     Returns every file of ``export/``."""
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -886,7 +889,11 @@ def _publish(work: Path, export_dir: Path, report: dict, info: data.DatasetInfo,
     report["example_input"] = {"file": EXAMPLE_INPUT, "test_index": (report["test"]["indices"] or [0])[0],
                                "label": label, "shape": list(example.shape), "dtype": "uint8"}
     atomic.write_text(export_dir / PREDICT_SCRIPT, render_predict_script(info))
+    written = []
+    if calibration is not None and calibration.is_file():  # calibrated probabilities travel with the model
+        atomic.write_bytes(export_dir / TEMPERATURE_FILE, calibration.read_bytes())
+        written.append(export_dir / TEMPERATURE_FILE)
     atomic.write_text(export_dir / REPORT_MD, report_markdown(report))
     atomic.write_json(export_dir / REPORT_JSON, report)
     return [export_dir / name for name in (*MODEL_FILES.values(), EXAMPLE_INPUT, PREDICT_SCRIPT, REPORT_MD,
-                                            REPORT_JSON)]
+                                            REPORT_JSON)] + written

@@ -15,6 +15,7 @@ Needs numpy and onnxruntime (and Pillow for images).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -97,9 +98,26 @@ def load_input(path: Path) -> np.ndarray:
     raise InputError(f"{path}: expected a .npy file or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
 
-def scores(logits: np.ndarray) -> np.ndarray:
-    """Sigmoid per label for multi-label tasks, softmax over classes otherwise."""
+TEMPERATURE_FILE = "temperature.json"  # written by explain.py calibrate, copied here by quantize.py
+
+
+def load_temperature(path: Path):
+    """The temperature fitted on validation (a number, or one per label), or None without the file."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("task") != TASK:
+        raise InputError(f"{path} is for a {record.get('task')} task, not {TASK}")
+    return np.asarray(record["temperature"], dtype=np.float64)
+
+
+def scores(logits: np.ndarray, temperature=None) -> np.ndarray:
+    """Sigmoid per label for multi-label tasks, softmax over classes otherwise, of ``logits / T``.
+
+    The temperature changes how sure the probabilities are, never which class wins."""
     logits = logits.astype(np.float64)
+    if temperature is not None:
+        logits = logits / temperature
     if TASK.startswith("multi-label"):
         return 1.0 / (1.0 + np.exp(-logits))
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -119,8 +137,16 @@ def main(argv=None) -> int:
     parser.add_argument("inputs", nargs="+", type=Path, help=".npy or image files")
     parser.add_argument("--model", type=Path, default=Path(__file__).resolve().parent / MODEL_FILE,
                         help=f"ONNX file (default: {MODEL_FILE} beside this script)")
+    parser.add_argument("--no-temperature", action="store_true",
+                        help=f"ignore {TEMPERATURE_FILE} (calibrated probabilities) even where it is present")
     args = parser.parse_args(argv)
     import onnxruntime as ort
+
+    try:
+        temperature = None if args.no_temperature else load_temperature(args.model.parent / TEMPERATURE_FILE)
+    except (InputError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     if not args.model.is_file():
         print(f"error: {args.model} not found", file=sys.stderr)
@@ -132,7 +158,7 @@ def main(argv=None) -> int:
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        probabilities = scores(session.run(None, {INPUT_NAME: batch})[0])
+        probabilities = scores(session.run(None, {INPUT_NAME: batch})[0], temperature)
         for i, row in enumerate(probabilities):
             name = path.name if len(probabilities) == 1 else f"{path.name}[{i}]"
             print(f"{name}: {describe(row)}")

@@ -1,7 +1,7 @@
 """``explain.py calibrate``: temperature, thresholds, conformal sets and selective classification of a run.
 
     python explain.py calibrate --run 0007 --alpha 0.1 --sensitivity 0.9 --specificity 0.9
-    python -m medscope.app.calibrate_command --run 0007        (the same, on its own)
+    python -m medscope.app.explain_calibrate --run 0007        (the same, on its own)
 
 The command layer of :func:`medscope.calibration.analysis.analyze_calibration`:
 it opens the run, reads the test logits that ``train.py`` stored in
