@@ -106,7 +106,10 @@ def main(argv=None) -> int:
     elif ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     try:
-        resume(args, ctx) if args.resume else train(args, ctx)
+        if args.resume:
+            resume(args, ctx)
+        else:
+            train(args, ctx)
     except BaseException:
         distributed.close(ctx, ok=False)
         raise

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medscope.runs import RunLayout
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -85,7 +87,7 @@ def history(run: Path) -> list[dict]:
     """history.csv's rows without the timing columns, which differ between identical runs."""
     import csv
 
-    with open(run / "history.csv", newline="") as fh:
+    with open(RunLayout(run).history_csv, newline="") as fh:
         return [{k: v for k, v in row.items() if k not in ("images_per_s", "epoch_seconds")}
                 for row in csv.DictReader(fh)]
 

@@ -36,7 +36,7 @@ def _csv(path):
 
 
 def _info(run: Path) -> dict:
-    return json.loads((run / "run.json").read_text())
+    return json.loads(RunLayout(run).run_json.read_text())
 
 
 # ---------------------------------------------------------------- sharding
@@ -212,7 +212,7 @@ def test_torchrun_writes_the_run_folder_of_a_single_process_once(torchrun_run, s
     assert sorted(p.name for p in torchrun_run.iterdir()) == sorted(p.name for p in single_run.iterdir())
     workdir = torchrun_run.parent.parent
     assert [p.name for p in (workdir / "runs").iterdir()] == [torchrun_run.name]  # one run, one writer
-    assert len(list((workdir / "runs" / torchrun_run.name).iterdir())) == 1  # one TensorBoard event file
+    assert len(list(RunLayout(torchrun_run).tensorboard_dir(workdir / "runs").iterdir())) == 1  # one event file
     info = _info(torchrun_run)
     assert info["status"] == "completed"
     assert info["environment"]["world_size"] == 2 and info["environment"]["backend"] == "gloo"
@@ -226,7 +226,7 @@ def test_torchrun_writes_the_run_folder_of_a_single_process_once(torchrun_run, s
 def test_torchrun_metrics_are_those_of_a_single_process_within_tolerance(torchrun_run, single_run):
     # Same global batches, steps and schedule; what differs is BatchNorm statistics over 32
     # images per process instead of 64, and rank 1's own dropout and augmentation draws.
-    ddp, single = _csv(torchrun_run / "history.csv"), _csv(single_run / "history.csv")
+    ddp, single = _csv(RunLayout(torchrun_run).history_csv), _csv(RunLayout(single_run).history_csv)
     assert [r["lr"] for r in ddp] == [r["lr"] for r in single]  # the schedule ignores the world size
     for a, b in zip(ddp, single):
         for key in ("train_loss", "val_loss", "train_auc", "val_auc"):
@@ -235,8 +235,8 @@ def test_torchrun_metrics_are_those_of_a_single_process_within_tolerance(torchru
     assert test_single["test_auc"] > 0.95  # a task both runs learn, so the comparison means something
     for key in ("test_auc", "test_acc"):
         assert test_ddp[key] == pytest.approx(test_single[key], abs=0.05), key
-    out_ddp = torch.load(torchrun_run / "inference_outputs.pt", weights_only=True)
-    out_single = torch.load(single_run / "inference_outputs.pt", weights_only=True)
+    out_ddp = torch.load(RunLayout(torchrun_run).inference_outputs, weights_only=True)
+    out_single = torch.load(RunLayout(single_run).inference_outputs, weights_only=True)
     assert out_ddp["logits"].shape == out_single["logits"].shape == (64, 2)  # the whole test split
     assert torch.equal(out_ddp["labels"], out_single["labels"])
 
@@ -247,7 +247,7 @@ def test_same_seed_and_world_size_give_the_samehistory(torchrun_run, tmp_path, d
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = _only_run(tmp_path)
     assert history(again) == history(torchrun_run)
-    assert json.loads((again / "metrics.json").read_text()) == json.loads((torchrun_run / "metrics.json").read_text())
+    assert RunLayout(again).metrics_json.read_text() == RunLayout(torchrun_run).metrics_json.read_text()
 
 
 @pytest.mark.timeout(300)
@@ -256,7 +256,7 @@ def test_ctrl_c_under_torchrun_keeps_a_checkpoint_that_resumes_to_the_same_run(t
     assert proc.returncode != 0
     cut = _only_run(tmp_path)
     assert _info(cut)["status"] == "interrupted" and "resume with: torchrun" in proc.stdout
-    assert torch.load(cut / "last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(RunLayout(cut).last_pt, weights_only=True)["epoch"] == 1
 
     proc = _torchrun(tmp_path, data_dir, "--resume", cut.name)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -273,7 +273,7 @@ def test_a_dead_rank_ends_the_whole_job_with_the_checkpoint_intact(tmp_path, dat
     info = _info(run)
     assert info["status"] in ("failed", "interrupted") and info["epochs_completed"] == 1
     last = checkpoints.load(run / checkpoints.LAST)
-    assert last["epoch"] == 1 and len(_csv(run / "history.csv")) == 1
+    assert last["epoch"] == 1 and len(_csv(RunLayout(run).history_csv)) == 1
     checkpoints.model_from_checkpoint(last)  # loads and builds
 
 
@@ -293,4 +293,4 @@ def test_only_errors_a_dead_peer_causes_count_as_another_process_failing():
 def test_background_loading_changes_no_number(single_run, tmp_path, data_dir):
     run = train_run(tmp_path, data_dir, *ARGS, "--workers", "2")
     assert history(run) == history(single_run)
-    assert json.loads((run / "metrics.json").read_text()) == json.loads((single_run / "metrics.json").read_text())
+    assert RunLayout(run).metrics_json.read_text() == RunLayout(single_run).metrics_json.read_text()

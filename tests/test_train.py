@@ -16,9 +16,14 @@ from medscope.train import loop
 from medscope.runs import RunLayout
 from tests.conftest import ROOT, copy_run, history, interrupted_run, one_line_error, train_run, write_fake_medmnist
 
-RUN_FILES = ["run.json", "history.csv", "summary.csv", "metrics.json", "best.pt", "last.pt",
-             "inference_outputs.pt", "inference_mean.json", "training_curves.png", "confusion_matrix.png",
-             "sample_predictions.png"]
+# what train.py writes into the run folder, as RunLayout names it
+RUN_FILES = ["run_json", "history_csv", "summary_csv", "metrics_json", "best_pt", "last_pt", "inference_outputs",
+             "inference_mean", "training_curves_png", "confusion_matrix_png", "sample_predictions_png"]
+
+
+def _run_files(run) -> list:
+    layout = RunLayout(run)
+    return [getattr(layout, name) for name in RUN_FILES]
 
 
 def _csv(path):
@@ -33,24 +38,24 @@ def _quick(*extra):
 # ---------------------------------------------------------------- the run folder
 
 def test_2d_run_folder_is_complete(run_2d):
-    for name in RUN_FILES:
-        assert (run_2d / name).is_file(), name
-    info = json.loads((run_2d / "run.json").read_text())
+    for path in _run_files(run_2d):
+        assert path.is_file(), path
+    info = json.loads(RunLayout(run_2d).run_json.read_text())
     assert info["status"] == "completed" and info["config"]["dataset"] == "breastmnist"
     assert info["config"]["epochs"] == 2 and info["environment"]["torch"] == torch.__version__
-    assert {a["path"] for a in info["artifacts"]} >= set(RUN_FILES) - {"run.json"}
+    assert {a["path"] for a in info["artifacts"]} == {p.name for p in _run_files(run_2d)[1:]}  # all but run.json
     assert {a["created_by"] for a in info["artifacts"]} == {"train.py"}  # the script, named by the script
     assert run_2d.name.endswith("_breastmnist28_resnet18") and run_2d.name[:4].isdigit()
-    epochs = _csv(run_2d / "history.csv")
+    epochs = _csv(RunLayout(run_2d).history_csv)
     assert [int(r["epoch"]) for r in epochs] == [1, 2]
     assert set(epochs[0]) >= {"train_loss", "val_auc", "val_acc", "lr", "images_per_s"}
-    (summary,) = _csv(run_2d / "summary.csv")
+    (summary,) = _csv(RunLayout(run_2d).summary_csv)
     assert summary["dataset"] == "breastmnist" and float(summary["test_auc"]) == info["metrics"]["test_auc"]
 
 
 def test_test_metrics_equal_medmnist_on_the_saved_predictions(run_2d):
-    outputs = torch.load(run_2d / "inference_outputs.pt", weights_only=True)
-    metrics = json.loads((run_2d / "metrics.json").read_text())
+    outputs = torch.load(RunLayout(run_2d).inference_outputs, weights_only=True)
+    metrics = json.loads(RunLayout(run_2d).metrics_json.read_text())
     labels, probs = outputs["labels"].numpy(), outputs["probabilities"].numpy()
     assert metrics["test"]["auc"] == getAUC(labels, probs, "binary-class")
     assert metrics["test"]["acc"] == getACC(labels, probs, "binary-class")
@@ -59,49 +64,54 @@ def test_test_metrics_equal_medmnist_on_the_saved_predictions(run_2d):
 
 
 def test_inference_outputs_hold_embeddings_and_activations(run_2d):
-    outputs = torch.load(run_2d / "inference_outputs.pt", weights_only=True)
+    outputs = torch.load(RunLayout(run_2d).inference_outputs, weights_only=True)
     assert outputs["logits"].shape == (156, 2) and outputs["embeddings"].shape == (156, 512)
     assert outputs["layer_names"][0] == "backbone.relu" and len(outputs["layer_names"]) == 9
     assert outputs["activations"]["backbone.layer4.1"].shape == (156, 512)
-    means = json.loads((run_2d / "inference_mean.json").read_text())
+    means = json.loads(RunLayout(run_2d).inference_mean.read_text())
     layer = means["layers"]["backbone.layer1.0"]
     assert layer["mean"] == pytest.approx(outputs["activations"]["backbone.layer1.0"].mean().item(), rel=1e-5)
 
 
 def test_best_checkpoint_reproduces_the_saved_logits(run_2d, medmnist_dir):
+    from medscope.activations import autocast
     from medscope.checkpoints import load_run_model
     from medscope.runs import Run
 
     model, checkpoint = load_run_model(Run(run_2d))
-    split = data.load_split(data.dataset_info("breastmnist"), medmnist_dir, "test")
-    with torch.no_grad():
-        logits = model(data.normalize(split.images[:16]))
-    saved = torch.load(run_2d / "inference_outputs.pt", weights_only=True)["logits"][:16]
-    assert torch.allclose(logits, saved, atol=1e-4)
+    info = data.dataset_info("breastmnist")
+    # the precision and layout of training (bf16 autocast on a CPU with native bf16 kernels)
+    settings = loop.evaluation_settings(checkpoint["config"], info, "cpu")
+    model = model.to(memory_format=settings["memory_format"])
+    images = data.normalize(data.load_split(info, medmnist_dir, "test").images[:16])
+    with torch.no_grad(), autocast(torch.device("cpu"), settings["amp_dtype"]):
+        logits = model(images.contiguous(memory_format=settings["memory_format"])).float()
+    saved = torch.load(RunLayout(run_2d).inference_outputs, weights_only=True)["logits"][:16]
+    assert torch.allclose(logits, saved, atol=1e-5)
     assert checkpoint["spec"]["dropout"] == 0.2
 
 
 def test_tensorboard_events_hold_the_logged_scalars(run_2d):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    tb = run_2d.parent.parent / "runs" / run_2d.name
+    tb = RunLayout(run_2d).tensorboard_dir(run_2d.parent.parent / "runs")
     acc = EventAccumulator(str(tb), size_guidance={"scalars": 0, "histograms": 0})
     acc.Reload()
     tags = acc.Tags()
     assert {"loss/train", "loss/val", "auc/val", "acc/val", "lr", "speed/images_per_s"} <= set(tags["scalars"])
     assert any(t.startswith("weights/") for t in tags["histograms"])
-    epochs = _csv(run_2d / "history.csv")
+    epochs = _csv(RunLayout(run_2d).history_csv)
     logged = [e.value for e in acc.Scalars("auc/val")]
     assert logged == [float(np.float32(float(r["val_auc"]))) for r in epochs]
 
 
 def test_3d_run_folder_is_complete(run_3d):
-    for name in RUN_FILES:
-        assert (run_3d / name).is_file(), name
-    outputs = torch.load(run_3d / "inference_outputs.pt", weights_only=True)
+    for path in _run_files(run_3d):
+        assert path.is_file(), path
+    outputs = torch.load(RunLayout(run_3d).inference_outputs, weights_only=True)
     assert outputs["logits"].shape == (298, 2)
     assert outputs["layer_names"][0] == "backbone.stem"
-    assert json.loads((run_3d / "run.json").read_text())["dataset"]["spatial_dims"] == 3
+    assert json.loads(RunLayout(run_3d).run_json.read_text())["dataset"]["spatial_dims"] == 3
 
 
 @pytest.mark.parametrize("flag,channels,labels,multilabel", [
@@ -114,8 +124,8 @@ def test_generated_files_of_every_task_type_train(tmp_path, flag, channels, labe
     folder.mkdir()
     write_fake_medmnist(folder / f"{flag}.npz", n_channels=channels, size=28, n_labels=labels, multilabel=multilabel)
     run = train_run(tmp_path, folder, "--dataset", flag, "--skip-md5", "--epochs", "2", "--model", "cnn")
-    metrics = json.loads((run / "metrics.json").read_text())
-    outputs = torch.load(run / "inference_outputs.pt", weights_only=True)
+    metrics = json.loads(RunLayout(run).metrics_json.read_text())
+    outputs = torch.load(RunLayout(run).inference_outputs, weights_only=True)
     task = data.dataset_info(flag).task
     assert metrics["test"]["auc"] == getAUC(outputs["labels"].numpy(), outputs["probabilities"].numpy(), task)
     assert metrics["test"]["acc"] == getACC(outputs["labels"].numpy(), outputs["probabilities"].numpy(), task)
@@ -140,7 +150,7 @@ def test_pretrained_weights_load_from_a_local_file(tmp_path, medmnist_dir):
     torch.save(torchvision.models.resnet18().state_dict(), weights)
     run = train_run(tmp_path, medmnist_dir, "--dataset", "breastmnist", "--weights", str(weights),
                     "--epochs", "1", "--subset", "64")
-    config = json.loads((run / "run.json").read_text())["config"]
+    config = json.loads(RunLayout(run).run_json.read_text())["config"]
     assert config["pretrained"] is True and config["weights"] == str(weights)
 
 
@@ -150,7 +160,7 @@ def test_same_seed_same_metrics(tmp_path, medmnist_dir):
     a = train_run(tmp_path / "a", medmnist_dir, "--dataset", "breastmnist", *_quick("--epochs", "2"))
     b = train_run(tmp_path / "b", medmnist_dir, "--dataset", "breastmnist", *_quick("--epochs", "2"))
     assert history(a) == history(b)
-    assert json.loads((a / "metrics.json").read_text())["test"] == json.loads((b / "metrics.json").read_text())["test"]
+    assert RunLayout(a).metrics_json.read_text() == RunLayout(b).metrics_json.read_text()
 
 
 def test_the_run_keeps_the_epoch_of_highest_validation_auc_or_the_last_one(tmp_path, medmnist_dir):
@@ -158,19 +168,20 @@ def test_the_run_keeps_the_epoch_of_highest_validation_auc_or_the_last_one(tmp_p
     best = train_run(tmp_path / "best", medmnist_dir, *args)
     last = train_run(tmp_path / "last", medmnist_dir, *args, "--select", "last")
     # the same seed trains the same epochs; only the kept model differs
-    assert [r["val_auc"] for r in _csv(best / "history.csv")] == [r["val_auc"] for r in _csv(last / "history.csv")]
-    val_auc = [float(r["val_auc"]) for r in _csv(best / "history.csv")]
+    best_history, last_history = _csv(RunLayout(best).history_csv), _csv(RunLayout(last).history_csv)
+    assert [r["val_auc"] for r in best_history] == [r["val_auc"] for r in last_history]
+    val_auc = [float(r["val_auc"]) for r in best_history]
     first_highest = val_auc.index(max(val_auc)) + 1
     for run, epoch, rule in ((best, first_highest, "highest validation AUC"), (last, 3, "last epoch")):
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics = json.loads(RunLayout(run).metrics_json.read_text())
         assert (metrics["best_epoch"], metrics["selected_by"]) == (epoch, rule)
-        kept = torch.load(run / "best.pt", weights_only=True)
+        kept = torch.load(RunLayout(run).best_pt, weights_only=True)
         assert kept["epoch"] == epoch and kept["val_auc"] == pytest.approx(val_auc[epoch - 1])
         assert metrics["val"]["auc"] == pytest.approx(val_auc[epoch - 1], abs=1e-6)
-    final = torch.load(last / "last.pt", weights_only=True)["model"]
+    final = torch.load(RunLayout(last).last_pt, weights_only=True)["model"]
     assert all(torch.equal(tensor, final[name]) for name, tensor in
-               torch.load(last / "best.pt", weights_only=True)["model"].items())
-    assert json.loads((last / "run.json").read_text())["config"]["select"] == "last"
+               torch.load(RunLayout(last).best_pt, weights_only=True)["model"].items())
+    assert json.loads(RunLayout(last).run_json.read_text())["config"]["select"] == "last"
 
 
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, medmnist_dir, monkeypatch):
@@ -178,15 +189,15 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, medmnist_dir,
     whole = train_run(tmp_path / "whole", medmnist_dir, *args)
 
     cut, folders = interrupted_run(tmp_path / "cut", medmnist_dir, monkeypatch, 2, *args)
-    assert json.loads((cut / "run.json").read_text())["status"] == "interrupted"
-    assert torch.load(cut / "last.pt", weights_only=True)["epoch"] == 1
+    assert json.loads(RunLayout(cut).run_json.read_text())["status"] == "interrupted"
+    assert torch.load(RunLayout(cut).last_pt, weights_only=True)["epoch"] == 1
 
     assert cli.run(train.main, ["--resume", cut.name, *folders]) == 0
     assert history(cut) == history(whole)
-    final_a = torch.load(whole / "last.pt", weights_only=True)["model"]
-    final_b = torch.load(cut / "last.pt", weights_only=True)["model"]
+    final_a = torch.load(RunLayout(whole).last_pt, weights_only=True)["model"]
+    final_b = torch.load(RunLayout(cut).last_pt, weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
-    assert json.loads((cut / "run.json").read_text())["status"] == "completed"
+    assert json.loads(RunLayout(cut).run_json.read_text())["status"] == "completed"
 
 
 def test_a_finished_run_is_not_resumed(tmp_path, run_2d, capsys):
@@ -229,8 +240,8 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, medmnist_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "loss is nan" in err[0] and "epoch 2" in err[0]
     (run,) = list(results.iterdir())
-    assert json.loads((run / "run.json").read_text())["status"] == "failed"
-    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+    assert json.loads(RunLayout(run).run_json.read_text())["status"] == "failed"
+    assert torch.load(RunLayout(run).last_pt, weights_only=True)["epoch"] == 1
 
 
 # ---------------------------------------------------------------- bad input

@@ -143,11 +143,6 @@ USER_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
                       if f.name not in ("dataset", "model", "recipe", "world_size", "command"))
 
 
-def replace(config: TrainConfig, **changes) -> TrainConfig:
-    """A copy of ``config`` with ``changes`` (checked like a new config)."""
-    return dataclasses.replace(config, **changes)
-
-
 # ------------------------------------------------------------------ building
 
 def plan(datasets: Sequence[str] | None, models: Sequence[str], settings: Mapping[str, Any], *,
@@ -201,16 +196,18 @@ def with_recipe(config: TrainConfig, n_train: int) -> TrainConfig:
     default = {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.learning_rate(config.optimizer),
                "label_smoothing": recipe.label_smoothing, "select": recipe.select, "augment": recipe.augment}
     filled = {name: value for name, value in default.items() if getattr(config, name) is None}
-    return replace(config, recipe=recipe.source, **filled)
+    return dataclasses.replace(config, recipe=recipe.source, **filled)  # checked like a new config
 
 
 def check_batch(batch_size: int, world_size: int) -> None:
     """The global batch must split evenly over the processes (UsageError with the nearest that do).
 
-    >>> check_batch(64, 3)
-    Traceback (most recent call last):
-    ...
-    medscope.errors.UsageError: --batch-size 64 is the global batch and must split evenly over the 3 processes; use 63 or 66
+    >>> check_batch(64, 4)  # 16 images per process
+    >>> try:
+    ...     check_batch(64, 3)
+    ... except UsageError as exc:
+    ...     print(str(exc).split("; ")[1])
+    use 63 or 66
     """
     if batch_size % world_size:
         lower = batch_size - batch_size % world_size
