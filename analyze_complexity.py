@@ -76,13 +76,12 @@ def get_args_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from medscope import runs
     from medscope.analysis import weights
 
     specs = args.run or [None]
     selected = {}
     for spec in specs:
-        run = runs.resolve_run(args.results_dir, spec)
+        run = cli.resolve_run(args.results_dir, spec)
         selected.setdefault(run.path.resolve(), run)  # the same run named twice is analysed once
     settings = weights.Settings(m=args.m, r_factor=args.r_factor, bins=args.bins, include_bias=args.include_bias)
     # every run's checkpoint (and initial weights) is loaded before any work: bad input stops here

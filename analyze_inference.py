@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     from medscope import data, runs
     from medscope.analysis import inference
 
-    run = runs.resolve_run(args.results_dir, args.run)
+    run = cli.resolve_run(args.results_dir, args.run)
     cfg = run.info().get("config") or {}
     if "dataset" not in cfg:
         raise cli.UsageError(f"{run.json_path} has no config.dataset; is {run.path} a finished train.py run?")

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         return 0
 
     # resolve every name before writing anything: a typo in the third name writes nothing
-    selected = [runs.resolve_run(args.results_dir, spec) for spec in (args.run or [None])]
+    selected = [cli.resolve_run(args.results_dir, spec) for spec in (args.run or [None])]
     for run in selected:
         scalars.tensorboard_logdir(run, args.runs_dir)
     for run in dict.fromkeys(selected):

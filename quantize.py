@@ -49,10 +49,9 @@ def get_args_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from medscope import runs
     from medscope.deploy import export
 
-    run = runs.resolve_run(args.results_dir, args.run)
+    run = cli.resolve_run(args.results_dir, args.run)
     options = export.ExportOptions(
         checkpoint=args.checkpoint, calib=args.calib, runs=args.runs, warmup=args.warmup,
         throughput_runs=args.throughput_runs, batch_size=args.batch_size, threads=args.threads or 0,

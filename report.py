@@ -26,9 +26,8 @@ from medscope.app import cli
 
 
 def get_args_parser() -> cli.ArgumentParser:
-    from medscope.report.images import MAX_WIDTH
-
     from medscope.compare.tables import METRICS
+    from medscope.report.images import MAX_WIDTH
 
     parser = cli.ArgumentParser(prog="report.py",
                                 description="A self-contained HTML report and a model card for a trained run, "
@@ -61,7 +60,6 @@ def level_arg(text: str) -> float:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from medscope import runs
     from medscope.errors import UsageError
     from medscope.report.text import size_text
     from medscope.report.write import write_run_report
@@ -78,7 +76,7 @@ def main(argv=None) -> int:
         if args.study or len(selected) > 1 or args.baseline is not None:
             return _comparison(args)
         args.run = str(selected[0].run.path)
-    run = runs.resolve_run(args.results_dir, args.run)
+    run = cli.resolve_run(args.results_dir, args.run)
     written = write_run_report(run, results_dir=args.results_dir, max_width=args.max_width)
     print(f"{run.name}: report with {written.n_figures} figures, {size_text(written.n_bytes)}, "
           f"built in {written.total_seconds:.1f}s")

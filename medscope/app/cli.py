@@ -22,7 +22,7 @@ from medscope.progress import progress
 from medscope.runs import default_data_dir
 
 __all__ = ["ArgumentParser", "RunFailed", "UsageError", "add_common_args", "default_data_dir", "progress",
-           "resolve_device", "run"]
+           "resolve_device", "resolve_run", "run"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -111,6 +111,18 @@ def _handle_sigterm():
         return None  # someone (torchrun's worker setup, a test) handles it already
     signal.signal(signal.SIGTERM, _terminate)
     return current
+
+
+def resolve_run(results_dir, spec):
+    """:func:`medscope.runs.resolve_run`, saying on stderr when the run did not complete (a stopped,
+    killed or still running run is analysed, but its results are not final)."""
+    from medscope import runs
+
+    run = runs.resolve_run(results_dir, spec)
+    note = run.unfinished_note()
+    if note:
+        print(note, file=sys.stderr)
+    return run
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, run_arg: str | None = "one") -> None:

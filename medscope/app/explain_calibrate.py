@@ -413,7 +413,7 @@ def run(args) -> int:
     """Open the run, analyse, write ``calibration/``, record the files and print a summary."""
     if args.seed < 0:  # refused before the validation pass, like every other bad value
         raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
-    the_run = runs.resolve_run(args.results_dir, args.run)
+    the_run = cli.resolve_run(args.results_dir, args.run)
     cfg = _config(the_run)
     info = data.dataset_info(cfg["dataset"], int(cfg.get("size", 28)))
     test = _test_outputs(the_run, info)

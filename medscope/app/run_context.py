@@ -68,9 +68,10 @@ def open_run(results_dir, run: str | None = None, *, checkpoint: str = "best", s
     Bad input (no such run, device, checkpoint or data file) is a UsageError.
     """
     from medscope import checkpoints, data, runs
+    from medscope.app import cli
     from medscope.devices import resolve_device
 
-    found = runs.resolve_run(results_dir, run)
+    found = cli.resolve_run(results_dir, run)
     device = resolve_device(device)
     model, saved = checkpoints.load_run_model(found, checkpoint, device)
     cfg = training_config(found, saved)

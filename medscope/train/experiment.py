@@ -11,6 +11,7 @@ those of a single process given the same best checkpoint).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import sys
@@ -264,8 +265,12 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
     except KeyboardInterrupt:
         if main:
             _record_stop(run, writer, state, status="interrupted")
-            log(f"\ninterrupted after {state.epoch} complete epoch(s); the checkpoint is intact.\n"
-                f"resume with: {distributed.command_prefix(dist)} train.py --resume {run.path}")
+            if state.epoch:
+                log(f"\ninterrupted after {state.epoch} complete epoch(s); the checkpoint of epoch {state.epoch} "
+                    f"is intact.\nresume with: {distributed.command_prefix(dist)} train.py --resume {run.path}")
+            else:
+                log("\ninterrupted before the first epoch ended: there is no checkpoint to resume from; "
+                    "start the run again")
         raise
     except NonFiniteLoss as exc:
         distributed.signals["held"] = True  # torchrun stops the other ranks now: finish writing first
@@ -276,6 +281,8 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
     except Exception as exc:
         distributed.signals["held"] = True  # see NonFiniteLoss
         if not (dist.distributed and distributed.is_peer_failure(exc)):
+            if main:  # a full disk, a bug: run.json must not keep saying "running"
+                _record_stop(run, writer, state, status="failed", failure=f"{type(exc).__name__}: {exc}")
             raise
         # another process of the job died and torchrun is stopping this one: say so while we can
         if main:
@@ -286,15 +293,27 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
 
     result = None
     if main:
-        result = _finish(run, config, info, data, device, spec, state, writer, stopped_early, created_by)
+        try:
+            result = _finish(run, config, info, data, device, spec, state, writer, stopped_early, created_by)
+        except KeyboardInterrupt:
+            _record_stop(run, writer, state, status="interrupted")
+            log(f"\ninterrupted during the final evaluation; all {state.epoch} epochs are saved.\n"
+                f"resume with: {distributed.command_prefix(dist)} train.py --resume {run.path}")
+            raise
+        except Exception as exc:
+            _record_stop(run, writer, state, status="failed", failure=f"{type(exc).__name__}: {exc}")
+            raise
         writer.close()
     return result
 
 
 def _record_stop(run: Run, writer, state: TrainState, **fields) -> None:
-    """Close the event file and say in run.json how and where training stopped."""
-    writer.close()
-    run.update(epochs_completed=state.epoch, **fields)
+    """Close the event file and say in run.json how and where training stopped (best effort: on a
+    full disk the error that stopped training is the one to report)."""
+    with contextlib.suppress(OSError):
+        writer.close()
+    with contextlib.suppress(OSError):
+        run.update(epochs_completed=state.epoch, **fields)
 
 
 def _kept(run: Run, state: TrainState) -> str:

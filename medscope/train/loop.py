@@ -37,7 +37,20 @@ SELECTIONS = ("best", "last")  # --select: which epoch becomes the run's model
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or exploded (training diverged)."""
+
+
+# A mean cross-entropy (or BCE) this large means the weights have diverged: a confidently wrong
+# prediction costs tens, not thousands.
+EXPLODED_LOSS = 1e4
+
+
+def check_loss(loss: float, where: str) -> None:
+    """Raise :class:`NonFiniteLoss` when a mean loss is NaN, infinite or above :data:`EXPLODED_LOSS`."""
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(f"the {where} loss is {loss}")
+    if loss > EXPLODED_LOSS:
+        raise NonFiniteLoss(f"the {where} loss exploded to {loss:.3g}")
 
 
 # ------------------------------------------------------------------ precision
@@ -269,6 +282,9 @@ def train_one_epoch(model, split: Split, cfg: EpochConfig, optimizer, scheduler,
     elapsed = time.perf_counter() - start
     score = all_gather_rows(dist, torch.cat(scores).cpu()).numpy()
     label = all_gather_rows(dist, torch.cat(labels).cpu()).numpy()
+    check_loss((total_loss / max(seen, 1)).item(), "training")  # the same reduced value on every rank
+    if not np.isfinite(score).all():
+        raise NonFiniteLoss("the model's training outputs are not finite")
     return {"loss": (total_loss / max(seen, 1)).item(), "auc": auc_score(cfg.task, label, score),
             "acc": acc_score(cfg.task, label, score), "images_per_s": seen / elapsed, "seconds": elapsed,
             "images": seen}
@@ -308,5 +324,8 @@ def evaluate_split(model, split: Split, cfg: EpochConfig, device, batch_size: in
     total_loss = float(all_reduce_sum(dist, total_loss))
     local = torch.cat(scores).cpu() if scores else torch.zeros((0, cfg.num_classes))  # a rank with an empty shard
     score, label = all_gather_rows(dist, local).numpy(), split.labels.numpy()
+    check_loss(total_loss / len(split), "validation")
+    if not np.isfinite(score).all():  # every rank holds the gathered scores, so every rank stops alike
+        raise NonFiniteLoss("the model's validation outputs are not finite")
     return {"loss": total_loss / len(split), "auc": auc_score(cfg.task, label, score),
             "acc": acc_score(cfg.task, label, score), "scores": score}

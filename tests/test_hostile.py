@@ -1,0 +1,133 @@
+"""Hostile input and a hostile machine: signals sent to real training processes, a diverging run.
+
+Every case ends in a truthful run.json status, a message that says what exists, and no
+temporary file left behind (see docs/RELIABILITY.md).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from medscope import runs
+from medscope.app import cli
+from tests.conftest import ROOT
+
+TRAIN = ["--dataset", "breastmnist", "--model", "cnn", "--subset", "64", "--epochs", "30", "--device", "cpu"]
+
+
+def _start(tmp_path, medmnist_dir):
+    args = [sys.executable, "-u", str(ROOT / "train.py"), *TRAIN, "--data-dir", str(medmnist_dir),
+            "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")]
+    return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _after_first_epoch(proc) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, f"train.py ended early: {proc.stderr.read()}"
+        lines.append(line)
+        if line.startswith("epoch   1/"):
+            return lines
+    raise AssertionError("no epoch finished in 300 s")
+
+
+def _temporaries(folder):
+    return [p for p in folder.rglob("*.tmp")]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_training_like_ctrl_c_with_a_resumable_checkpoint(tmp_path, medmnist_dir):
+    proc = _start(tmp_path, medmnist_dir)
+    _after_first_epoch(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == cli.EXIT_TERMINATED and err.strip().endswith("terminated")
+    (run,) = runs.list_runs(tmp_path / "results")
+    info = run.info()
+    assert info["status"] == "interrupted" and info["epochs_completed"] >= 1
+    assert f"train.py --resume {run.path}" in out and run.layout.last_pt.is_file()
+    assert _temporaries(tmp_path) == []
+    assert "stopped: interrupted" in run.unfinished_note()
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_reported_as_killed_by_every_later_reader(tmp_path, medmnist_dir, capsys):
+    proc = _start(tmp_path, medmnist_dir)
+    _after_first_epoch(proc)
+    proc.kill()  # SIGKILL: no handler runs, run.json still says "running"
+    proc.wait(timeout=60)
+    (run,) = runs.list_runs(tmp_path / "results")
+    assert run.info()["status"] == "running" and run.status() == "killed"
+    assert cli.resolve_run(tmp_path / "results", run.name) == run
+    err = capsys.readouterr().err
+    assert "was killed (its process is gone)" in err and "--resume" in err
+    # stale temporaries of the killed process are removable by the next writer
+    stale = run.path / f".metrics.json.{proc.pid}.x.tmp"
+    stale.write_text("half")
+    from medscope import atomic
+
+    assert stale in atomic.remove_stale_temporaries(run.path)
+
+
+def test_ctrl_c_before_the_first_epoch_does_not_promise_a_checkpoint(tmp_path, medmnist_dir, monkeypatch, capsys):
+    from tests.conftest import interrupted_run
+
+    run, _ = interrupted_run(tmp_path, medmnist_dir, monkeypatch, 1, *TRAIN[:6], "--epochs", "2")
+    out = capsys.readouterr().out
+    assert "no checkpoint to resume from" in out and "--resume" not in out
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_a_diverging_run_stops_with_status_failed(tmp_path, medmnist_dir, capsys):
+    import train
+
+    code = cli.run(train.main, [*TRAIN[:6], "--epochs", "2", "--optimizer", "sgd", "--lr", "1e6",
+                                "--data-dir", str(medmnist_dir), "--results-dir", str(tmp_path / "results"),
+                                "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILURE and err.startswith("failed: the ") and err.count("\n") == 1
+    assert "Try a lower --lr" in err
+    (run,) = runs.list_runs(tmp_path / "results")
+    assert run.info()["status"] == "failed" and "loss" in run.info()["failure"]
+
+
+def test_os_errors_while_training_end_in_one_line_and_status_failed(tmp_path, medmnist_dir, monkeypatch, capsys):
+    import errno
+
+    import train
+    from medscope import atomic
+
+    real = atomic.write_csv
+
+    def full_disk(path, *args, **kwargs):
+        if str(path).endswith("history.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "write_csv", full_disk)
+    code = cli.run(train.main, [*TRAIN[:6], "--epochs", "1", "--data-dir", str(medmnist_dir),
+                                "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_BAD_INPUT and err.startswith("error: No space left on device") and err.count("\n") == 1
+    (run,) = runs.list_runs(tmp_path / "results")
+    assert run.info()["status"] == "failed"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; run as a normal user")
+def test_a_read_only_results_folder_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        code = cli.run(lambda argv: runs.create_run(folder, tmp_path / "runs", "x") and 0, [])
+    finally:
+        folder.chmod(0o700)
+    assert code == cli.EXIT_BAD_INPUT and "Permission denied" in capsys.readouterr().err
