@@ -114,11 +114,15 @@ def _handle_sigterm():
 
 
 def resolve_run(results_dir, spec):
-    """:func:`medscope.runs.resolve_run`, saying on stderr when the run did not complete (a stopped,
+    """:func:`medscope.runs.resolve_run` for a command: it removes the temporaries that killed
+    processes left in the run, and says on stderr when the run did not complete (a stopped,
     killed or still running run is analysed, but its results are not final)."""
     from medscope import runs
 
+    from medscope import atomic
+
     run = runs.resolve_run(results_dir, spec)
+    atomic.remove_stale_temporaries(run.path)  # what a killed process of an earlier step left behind
     note = run.unfinished_note()
     if note:
         print(note, file=sys.stderr)

@@ -54,7 +54,8 @@ FALLBACK_OPSET = 17
 FP32_FILE, STATIC_FILE, DYNAMIC_FILE = "model_fp32.onnx", "model_int8_static.onnx", "model_int8_dynamic.onnx"
 REPORT_JSON, REPORT_MD, PREDICT_SCRIPT, EXAMPLE_INPUT = ("export_report.json", "export_report.md",
                                                          "predict_onnx.py", "example_input.npy")
-WORK_PREFIX = ".export-"  # the temporary folder inside the run where everything is built before it moves to export/
+WORK_PREFIX = ".export."  # the temporary folder inside the run where everything is built before it moves to export/
+# (named .export.<pid>.<random>.tmp, so a later run removes one that a killed process left)
 
 TEMPERATURE_FILE = "temperature.json"  # explain.py calibrate's fitted temperature
 MODELS = ("pytorch_fp32", "onnx_fp32", "onnx_int8_static", "onnx_int8_dynamic")
@@ -644,7 +645,8 @@ def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], 
     calib = data.subset(data.load_split(info, folder, "train", check_md5=False), options.calib, options.seed)
 
     timings = {}
-    with tempfile.TemporaryDirectory(dir=run.path, prefix=WORK_PREFIX) as tmp, torch_threads(threads):
+    with tempfile.TemporaryDirectory(dir=run.path, prefix=f"{WORK_PREFIX}{os.getpid()}.",
+                                     suffix=atomic.TMP_SUFFIX) as tmp, torch_threads(threads):
         job = _Job(run, info, model, test, calib, Path(tmp), threads, options)
         start = time.perf_counter()
         graph, verification, logits = _export_and_verify(job, log)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from medscope import checkpoints, runs
+from medscope import atomic, checkpoints, runs
 from medscope.errors import UsageError
 from medscope.runs import Run
 from medscope.train.config import TrainConfig, check_batch
@@ -27,6 +27,10 @@ def open_checkpoint(results_dir: str | os.PathLike, spec: str) -> tuple[Run, dic
     that already completed all its epochs.
     """
     run = runs.resolve_run(results_dir, spec)
+    if run.status() == "running":  # its process is alive: two trainers must not write one run
+        raise UsageError(f"{run.name} is still training (process {run.info().get('pid')}); "
+                         "stop it first, or wait for it")
+    atomic.remove_stale_temporaries(run.path)  # what the killed or stopped process left half-written
     checkpoint = checkpoints.load(run.layout.last_pt)
     missing = [key for key in TRAINING_STATE if key not in checkpoint]
     if missing:
