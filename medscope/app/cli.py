@@ -117,9 +117,7 @@ def resolve_run(results_dir, spec):
     """:func:`medscope.runs.resolve_run` for a command: it removes the temporaries that killed
     processes left in the run, and says on stderr when the run did not complete (a stopped,
     killed or still running run is analysed, but its results are not final)."""
-    from medscope import runs
-
-    from medscope import atomic
+    from medscope import atomic, runs
 
     run = runs.resolve_run(results_dir, spec)
     atomic.remove_stale_temporaries(run.path)  # what a killed process of an earlier step left behind

@@ -259,7 +259,12 @@ def quantize_static_int8(prepared_path, out_path, calibration_images: torch.Tens
     as DequantizeLinear -> float Conv. ``reduce_range`` keeps weights to 7 bits,
     which avoids the saturation of U8S8 products on AVX2 CPUs without VNNI.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     reader = calibration_reader(calibration_images, batch_size)
     quantize_static(str(prepared_path), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
