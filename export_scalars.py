@@ -21,6 +21,9 @@ def get_args_parser() -> cli.ArgumentParser:
     parser.add_argument("--all", action="store_true",
                         help="every run in --results-dir into one combined file "
                              "(results/tensorboard_scalars_all.csv and _wide.csv)")
+    parser.add_argument("--best-effort", action="store_true",
+                        help="export what is readable of damaged (truncated or corrupt) event files, with a "
+                             "warning, instead of refusing them")
     cli.add_common_args(parser, run_arg="many")
     return parser
 
@@ -33,6 +36,12 @@ def main(argv=None) -> int:
     if args.all:
         if args.run:
             raise cli.UsageError("--run and --all exclude each other: name runs, or export all of them")
+        for run in runs.list_runs(args.results_dir):
+            try:
+                logdir = scalars.tensorboard_logdir(run, args.runs_dir)
+            except cli.UsageError:
+                continue  # read_all skips it and says so
+            _check_events(logdir, args.best_effort)
         collected = scalars.read_all(args.results_dir, args.runs_dir)
         for line in collected.skipped:
             print(line, file=sys.stderr)
@@ -47,7 +56,7 @@ def main(argv=None) -> int:
     # resolve every name before writing anything: a typo in the third name writes nothing
     selected = [cli.resolve_run(args.results_dir, spec) for spec in (args.run or [None])]
     for run in selected:
-        scalars.tensorboard_logdir(run, args.runs_dir)
+        _check_events(scalars.tensorboard_logdir(run, args.runs_dir), args.best_effort)
     for run in dict.fromkeys(selected):
         points = scalars.read_run(run, args.runs_dir)
         files = scalars.write_tables(points, run.layout.tensorboard_scalars_csv,
@@ -56,6 +65,18 @@ def main(argv=None) -> int:
         print(f"{run.name}: {scalars.tag_count(points)} tag(s), {len(points)} point(s)")
         print("results: " + ", ".join(str(f) for f in files))
     return 0
+
+
+def _check_events(logdir, best_effort: bool) -> None:
+    """Refuse damaged event files (exit 2), or with --best-effort warn and go on with what is readable."""
+    from medscope.analysis import scalars
+
+    damaged = scalars.damaged_files(logdir)
+    if damaged and not best_effort:
+        raise cli.UsageError(f"{damaged[0]}" + (f" (and {len(damaged) - 1} more file(s))" if len(damaged) > 1 else "")
+                             + "; export what is readable with --best-effort")
+    for line in damaged:
+        print(f"warning: {line}; exporting the whole records before it", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -236,3 +236,25 @@ def test_tensorboard_server_serves_the_values_the_export_holds(run_2d, tmp_path,
     mine = scalars.read_scalars(resumed, "resumed")
     assert [(p.wall_time, p.step, p.value) for p in mine] == [tuple(p) for p in served]
     assert [p.step for p in mine] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda data: data[:-7], "then a truncated record"),
+    (lambda data: data[:-30] + bytes([data[-30] ^ 0xFF]) + data[-29:], "fails its checksum"),
+])
+def test_damaged_event_files_are_refused_or_exported_in_part_with_a_warning(run_2d, tmp_path, capsys, damage,
+                                                                          problem):
+    run = copy_with_events(run_2d, tmp_path)
+    (events,) = [p for p in RunLayout(run).tensorboard_dir(tmp_path / "runs").iterdir() if "tfevents" in p.name]
+    whole = events.read_bytes()
+    assert scalars.damaged_records(events) is None
+    events.write_bytes(damage(whole))
+    assert problem in scalars.damaged_records(events)
+    assert export(tmp_path, "--run", run.name) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err and "--best-effort" in err
+    assert not RunLayout(run).tensorboard_scalars_csv.exists()
+    assert export(tmp_path, "--run", run.name, "--best-effort") == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and problem in err
+    assert len(read_csv(RunLayout(run).tensorboard_scalars_csv)) > 0

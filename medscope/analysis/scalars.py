@@ -77,6 +77,46 @@ def event_dirs(logdir: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
+def damaged_records(path: str | os.PathLike) -> str | None:
+    """What is wrong with an event file's records, or None when every record is whole.
+
+    An event file is a sequence of TFRecords: ``uint64 length``, ``uint32
+    masked CRC-32C of the length``, ``length`` bytes of data and ``uint32
+    masked CRC-32C of the data`` (little-endian). TensorBoard's reader stops
+    silently at the first bad record; this says how many records were whole
+    and what follows them (a truncated record, a checksum that does not match),
+    so that an export of part of a file is never mistaken for the whole.
+    """
+    import struct
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    data = Path(path).read_bytes()
+    offset, whole = 0, 0
+    while offset < len(data):
+        if len(data) - offset < 12:
+            return f"{whole} whole record(s), then {len(data) - offset} byte(s) of a truncated record"
+        header = data[offset:offset + 8]
+        (length,), (length_crc,) = struct.unpack("<Q", header), struct.unpack("<I", data[offset + 8:offset + 12])
+        if masked_crc32c(header) != length_crc:
+            return f"{whole} whole record(s), then a record whose length fails its checksum"
+        end = offset + 12 + length + 4
+        if end > len(data):
+            return f"{whole} whole record(s), then a truncated record ({len(data) - offset} of {end - offset} bytes)"
+        payload = data[offset + 12:offset + 12 + length]
+        if masked_crc32c(payload) != struct.unpack("<I", data[end - 4:end])[0]:
+            return f"{whole} whole record(s), then a record whose data fails its checksum"
+        whole += 1
+        offset = end
+    return None
+
+
+def damaged_files(logdir: str | os.PathLike) -> list[str]:
+    """One line per damaged event file directly inside ``logdir`` (empty when all are whole)."""
+    return [f"{path}: {problem}" for path in sorted(Path(logdir).iterdir())
+            if path.is_file() and is_event_file(path.name) and (problem := damaged_records(path))]
+
+
 def read_scalars(logdir: str | os.PathLike, run: str) -> list[ScalarPoint]:
     """Every scalar point in the event files directly inside ``logdir``.
 
