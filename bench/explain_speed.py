@@ -31,15 +31,14 @@ import torch  # noqa: E402
 from timing import interleaved  # noqa: E402  (bench/timing.py, beside this script)
 
 from medscope import atomic, data  # noqa: E402
-from medscope.app import cli
-from medscope.explain import cam as explain
-from medscope.explain import uncertainty
+from medscope.explain import cam, uncertainty  # noqa: E402
 from medscope.models import build_model  # noqa: E402
+from medscope.runs import default_data_dir  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=cli.default_data_dir())
+    parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median is reported)")
     parser.add_argument("--batch-2d", type=int, default=64, help="Grad-CAM batch of 28 px images (default 64)")
     parser.add_argument("--batch-3d", type=int, default=16, help="Grad-CAM batch of 28^3 volumes (default 16)")
@@ -71,17 +70,17 @@ def model_and_split(flag: str, data_dir, dims: int):
 def bench_gradcam(model, images: torch.Tensor, repeats: int) -> dict:
     from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 
-    layer = explain.auto_layer(model, images.shape[1:])
+    layer = cam.auto_layer(model, images.shape[1:])
     module = dict(model.named_modules())[layer]
     x = data.normalize(images)
 
     def ours():
-        with explain.GradCAM(model, layer) as cam:
-            return cam(x).maps
+        with cam.GradCAM(model, layer) as gradcam:
+            return gradcam(x).maps
 
     def reference():
-        with ReferenceGradCAM(model, [module]) as cam:
-            return cam(x, None)
+        with ReferenceGradCAM(model, [module]) as reference_cam:
+            return reference_cam(x, None)
 
     assert tuple(ours().shape) == tuple(reference().shape)
     seconds = interleaved({"medscope": ours, "pytorch-grad-cam": reference}, repeats)
@@ -167,7 +166,7 @@ def main(argv=None) -> int:
         note = (f"**The CPU was shared** with other engineers' test runs and benchmarks while this ran (load average "
                 f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end, on {os.cpu_count()} cores): absolute "
                 "numbers are low and noisy; the ratios, measured on the same inputs in alternation, are what to read.")
-        targets = ("Targets (issue 6): batched Grad-CAM throughput at least pytorch-grad-cam's; MC dropout with T = 20 "
+        targets = ("Targets: batched Grad-CAM throughput at least pytorch-grad-cam's; MC dropout with T = 20 "
                    "at most 1.5x one ordinary forward pass.")
         text = "\n".join(["# explain.py benchmarks", "", env, "", note, "", targets, "", table, "",
                           "Why it is faster: Grad-CAM takes the gradient with `torch.autograd.grad` with respect to the "

@@ -27,7 +27,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,15 +38,16 @@ from scipy import ndimage  # noqa: E402
 from timing import interleaved  # noqa: E402  (bench/timing.py, beside this script)
 
 from medscope import atomic, data  # noqa: E402
-from medscope.app import cli
 from medscope.explain import perturbations as pt  # noqa: E402
-from medscope.explain import robustness
+from medscope.explain import robustness  # noqa: E402
 from medscope.models import build_model  # noqa: E402
+from medscope.runs import default_data_dir  # noqa: E402
+from medscope.train.loop import evaluation_settings  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=cli.default_data_dir())
+    parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median is reported)")
     parser.add_argument("--sweep-dataset", default="breastmnist", help="dataset of the full-sweep timing")
@@ -133,16 +133,12 @@ def full_sweep_seconds(flag: str, data_dir) -> dict:
     torch.manual_seed(0)
     model = build_model("resnet18", in_channels=info.n_channels, num_classes=info.num_classes,
                         spatial_dims=info.spatial_dims, size=info.size).eval()
-    ctx = SimpleNamespace(info=info, split=split, model=model, device=torch.device("cpu"),
-                          input_shape=tuple(split.images.shape[1:]), checkpoint={"config": {"amp": False}},
-                          run=None)
-    from medscope.explain.cam import auto_layer
-
-    layer = auto_layer(model, ctx.input_shape)
+    device = torch.device("cpu")
     start = time.perf_counter()
-    sweep = robustness.run_sweep(ctx, [pt.PERTURBATIONS[n] for n in pt.available(2)], list(pt.SEVERITIES),
-                                 seed=0, method="gradcam", layer=layer, n_saliency=100, n_examples=3,
-                                 batch_size=256)
+    sweep = robustness.run_sweep(model, split, info.task, info.class_names, device,
+                                 [pt.PERTURBATIONS[n] for n in pt.available(2)], list(pt.SEVERITIES),
+                                 settings=evaluation_settings({"amp": False}, info, device), seed=0,
+                                 method="gradcam", n_saliency=100, n_examples=3, batch_size=256)
     total = time.perf_counter() - start
     return {"images": len(split), "conditions": len(sweep.rows), "seconds": total,
             "clean_seconds": sweep.seconds["clean"]}

@@ -41,6 +41,9 @@ import torch
 
 from medscope.data import Split, batches, gather, normalize
 from medscope.explain import perturbations as pt
+from medscope.explain.cam import GradCAM, auto_layer, select_targets
+from medscope.explain.maps import choose_ids
+from medscope.explain.saliency import vanilla_gradient
 from medscope.metrics import acc_score, auc_score, balanced_accuracy, error_auroc
 from medscope.report_text import number_text, percent_text
 from medscope.runs import RunLayout
@@ -258,9 +261,6 @@ def evaluate_perturbed(model, split: Split, perturbation: pt.Perturbation | None
 def saliency_maps(model, images: torch.Tensor, targets: torch.Tensor, method: str, layer: str | None,
                   device) -> torch.Tensor:
     """(N, *spatial) maps in [0, 1] of uint8 ``images`` for ``targets``: Grad-CAM at ``layer`` or vanilla gradient."""
-    from medscope.explain.cam import GradCAM
-    from medscope.explain.saliency import vanilla_gradient
-
     if not len(images):
         return torch.zeros((0, *images.shape[2:]))
 
@@ -324,9 +324,6 @@ def run_sweep(model, split: Split, task: str | Task, class_names: list[str], dev
     n_saliency, n_examples : images whose saliency shift is measured / which are shown at every severity
     progress : a wrapper such as :func:`medscope.progress.progress` that draws a bar over the conditions
     """
-    from medscope.explain.cam import auto_layer, select_targets
-    from medscope.explain.maps import choose_ids
-
     task = as_task(task)
     device = torch.device(device)
     settings = dict(settings or {})
