@@ -18,7 +18,7 @@ RECORDED = json.loads("""{"dataset": "breastmnist", "size": 28, "model": "resnet
  "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.0005, "schedule": "cosine", "warmup_epochs": 1.0,
  "label_smoothing": 0.0, "mixup": 0.0, "clip_grad": 0.0, "dropout": 0.2, "patience": 0, "select": "best",
  "augment": "light", "recipe": "general", "tta": false, "pretrained": false, "weights": null, "subset": 256,
- "amp": true, "deterministic": false, "skip_md5": false, "seed": 1, "device": "cpu", "data_dir": "data",
+ "amp": true, "deterministic": false, "skip_md5": false, "seed": 1, "bootstrap": 2000, "device": "cpu", "data_dir": "data",
  "results_dir": "results", "runs_dir": "runs", "run_name": null, "world_size": 1, "workers": 0, "memmap": "auto",
  "command": "python train.py --dataset breastmnist --epochs 2 --subset 256 --seed 1 --device cpu"}""")
 # The keys of a run made before --select, the recipes, torchrun, --workers and --memmap existed
@@ -175,7 +175,7 @@ def test_weights_imply_pretrained():
     (["--dataset", "breastmnist", "--size", "32"], "sizes"),
     (["--dataset", "breastmnist", "pneumoniamnist", "--run-name", "one"], "--run-name names one run"),
     (["--dataset", "breastmnist", "--model", "resnet18", "cnn", "--weights", "w.pth"], "resnet18 only"),
-    (["--dataset", "breastmnist", "--lr", "inf"], "--lr inf"),
+    (["--dataset", "breastmnist", "--lr", "inf"], "--lr: expected a finite number >= 0, got inf"),
 ])
 def test_the_plan_refuses_bad_requests_before_any_work(argv, needle):
     with pytest.raises(cli.UsageError, match=needle.replace("-", r"\-")):

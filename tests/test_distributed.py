@@ -272,7 +272,7 @@ def test_a_dead_rank_ends_the_whole_job_with_the_checkpoint_intact(tmp_path, dat
     run = _only_run(tmp_path)
     info = _info(run)
     assert info["status"] in ("failed", "interrupted") and info["epochs_completed"] == 1
-    last = checkpoints.load(run / checkpoints.LAST)
+    last = checkpoints.load(RunLayout(run).last_pt)
     assert last["epoch"] == 1 and len(_csv(RunLayout(run).history_csv)) == 1
     checkpoints.model_from_checkpoint(last)  # loads and builds
 

@@ -23,8 +23,9 @@ from medscope.report.build import build_run_report, majority_class, reproduce_co
 from medscope.report.images import embed_image
 from medscope.report.layout import RunLayout
 from medscope.report.model_card import model_card, model_card_markdown
-from medscope.report.text import duration_text, number_text, wilson_interval
+from medscope.report.text import duration_text, number_text
 from medscope.runs import Run
+from medscope.train.config import with_recipe
 from tests.conftest import copy_run, one_line_error
 
 MAX_BYTES = 10_000_000
@@ -295,8 +296,16 @@ def test_intervals_show_beside_the_metrics_when_metrics_json_has_them(reported_r
     assert f"AUC {number_text(auc['high'] - auc['low'])}" in small
 
 
-def test_without_intervals_the_page_says_how_to_get_them(reported_run):
-    assert reported_run.html.count("no interval (re-run train.py to get one)") == 2  # AUC and ACC
+def test_without_intervals_the_page_says_how_to_get_them(reported_run, tmp_path):
+    import report
+
+    run = copy_run(reported_run.path, tmp_path)  # as a run trained before intervals existed
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["test"]["intervals"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert report.main(["--run", str(run), "--results-dir", str(tmp_path / "results")]) == 0
+    page = (run / "report.html").read_text()
+    assert page.count("no interval (re-run train.py to get one)") == 3  # AUC, ACC, balanced accuracy
 
 
 def test_the_verdict_sits_beside_the_published_baseline(reported_run):
@@ -350,10 +359,9 @@ def test_model_card_files_say_what_the_page_says(reported_run):
 def test_model_card_caveats_small_test_split_and_imbalance(reported_run):
     card = json.loads((reported_run.path / "model_card.json").read_text())
     metrics = json.loads((reported_run.path / "metrics.json").read_text())
-    n, acc = metrics["test"]["n"], metrics["test"]["acc"]
-    low, high = wilson_interval(acc, n)
+    n, auc = metrics["test"]["n"], metrics["test"]["intervals"]["auc"]
     small = next(c for c in card["caveats"] if c.startswith("Small test split"))
-    assert f"{n} images" in small and f"about {number_text(high - low)} wide" in small
+    assert f"{n} images" in small and f"AUC {number_text(auc['high'] - auc['low'])}" in small
     supports = [v["support"] for v in metrics["test"]["per_class"].values()]
     imbalanced = max(supports) / sum(supports) > 0.7
     assert any(c.startswith("Class imbalance") for c in card["caveats"]) == imbalanced
@@ -362,7 +370,6 @@ def test_model_card_caveats_small_test_split_and_imbalance(reported_run):
 
 def test_reproduce_command_gives_back_the_runs_configuration(reported_run):
     import train
-    from medscope import data
 
     info = json.loads((reported_run.path / "run.json").read_text())
     command = reproduce_command(info["config"], info["environment"])
@@ -370,7 +377,8 @@ def test_reproduce_command_gives_back_the_runs_configuration(reported_run):
     assert command.startswith("python train.py ")
     args = train.get_args_parser().parse_args(argv)
     n_train = info["dataset"]["n_samples"]["train"]  # decides tuned or general recipe, as it did in training
-    cfg = train._config(args, data.dataset_info(args.dataset[0], args.size), args.model[0], n_train)
+    (requested,) = train.build_configs(args)
+    cfg = with_recipe(requested, n_train).to_dict()
     assert args.device == info["environment"]["device"]  # the device it ran on, not "auto"
     machine = {"data_dir", "results_dir", "runs_dir", "command", "run_name", "device"}  # where, not what
     assert {k: v for k, v in cfg.items() if k not in machine} == \
@@ -460,7 +468,7 @@ def test_report_py_records_its_files_and_prints_where_they_went(reported_run, tm
     assert out[1:] == [f"  {run / name}" for name in ("report.html", "model_card.md", "model_card.json")]
     artifacts = {a["path"]: a["created_by"] for a in Run(run).info()["artifacts"]}
     assert all(artifacts[name] == "report.py" for name in ("report.html", "model_card.md", "model_card.json"))
-    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+    assert not [p for p in run.iterdir() if p.name.startswith(".") and p.name != ".run.json.lock"]  # no temporary
 
 
 def test_builder_only_reads(reported_run, tmp_path):

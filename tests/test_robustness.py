@@ -292,4 +292,4 @@ def test_the_menu_offers_robustness_among_the_explain_subcommands():
     session = menu.Session(script_dir=ROOT)
     session.current_script = "explain"
     options = [o.value for o in menu.subcommand_choices(session, {}).options]
-    assert options == ["gradcam", "saliency", "uncertainty", "robustness"]
+    assert options == ["gradcam", "saliency", "uncertainty", "robustness", "calibrate"]
