@@ -58,3 +58,16 @@ def test_seed_epoch_is_reproducible():
     g2 = loop.seed_epoch(3, 5)
     b = (torch.rand(3), torch.rand(3, generator=g2))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_cpu_bf16_autocast_only_with_native_bf16_instructions(monkeypatch):
+    """oneDNN says yes on AVX-512 CPUs that only emulate bf16; the CPU's flags decide."""
+    from medscope.train import loop
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(loop, "_cpu_flags", lambda: {"avx512f", "avx512bw"})
+    assert not loop.cpu_supports_bf16()
+    monkeypatch.setattr(loop, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert loop.cpu_supports_bf16()
+    monkeypatch.setattr(loop, "_cpu_flags", lambda: None)  # no /proc/cpuinfo: oneDNN's word
+    assert loop.cpu_supports_bf16()

@@ -56,15 +56,31 @@ def check_loss(loss: float, where: str) -> None:
 # ------------------------------------------------------------------ precision
 
 def cpu_supports_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels (AVX512-BF16 / AMX) on this CPU.
+    """True when this CPU has native bf16 instructions (AVX512-BF16 or AMX) and oneDNN uses them.
 
     Without them bf16 autocast is emulated and much slower than fp32 (measured
-    ~20x slower on an AVX2-only EPYC, see docs/BENCHMARKS.md).
+    ~20x slower on an AVX2-only EPYC, see docs/BENCHMARKS.md). oneDNN also says
+    yes on AVX-512 CPUs without BF16 (it converts in software), so on Linux the
+    CPU's own flags decide.
     """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    flags = _cpu_flags()
+    return supported and (flags is None or bool(flags & {"avx512_bf16", "amx_bf16"}))
+
+
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo, or None where there is no such file."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return None
 
 
 def amp_dtype_for(device: torch.device, enabled: bool):
