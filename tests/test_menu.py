@@ -314,8 +314,8 @@ def test_train_reasks_bad_answers_and_passes_only_what_differs_from_train_defaul
                        "2",  # model: cnn
                        "0", "many", "3",  # epochs
                        "maybe", "y",  # advanced options
-                       "", "", "3", "1.5", "0.1", "", "", "64", "", "",  # batch, lr, augment, dropout, select,
-                       # patience, subset, seed, seeds
+                       "", "", "", "3", "1.5", "0.1", "", "", "64", "", "",  # recipe, batch, lr, augment, dropout,
+                       # select, patience, subset, seed, seeds
                        "0"])
     assert session(lab, console).loop() == 0
     assert console.prompts[2:8] == [f"dataset [{breast}]: "] * 3 + ["image size [1]: "] * 2 + ["model [1]: "]
@@ -343,7 +343,7 @@ def test_run_tool_presets_become_defaults_and_an_answer_beats_them(lab):
     epochs = str(recipes.general_epochs(32))  # train.py's default for the 32 images --subset leaves
     assert call[1][:8] == ["--dataset", "breastmnist", "--size", "28", "--model", "resnet18", "--epochs", epochs]
     assert call[1][8:12] == ["--subset", "32", "--seed", "5"]
-    console = Console(["1", "breastmnist", "", "", "", "y", "", "", "", "", "", "", "", "0", "", "0"])
+    console = Console(["1", "breastmnist", "", "", "", "y", "", "", "", "", "", "", "", "", "0", "", "0"])
     assert session(lab, console, presets=presets, common={"--seed": "5"}).loop() == 0
     assert "--seed" not in lab.calls()[1][1]  # seed 0 asked and answered: train's default, and no --seed 5
 
@@ -878,8 +878,21 @@ def test_compare_item_defaults_to_the_completed_runs_of_the_newest_dataset(lab):
     assert "--results-dir" in calls[0]
 
 
+def test_train_offers_the_tuned_recipe_only_where_it_applies_and_passes_general(lab):
+    console = Console(["1", "breastmnist", "", "1", "", "y", "3", "", "", "", "", "", "", "", "", "", "0"])
+    assert session(lab, console).loop() == 0
+    (call,) = lab.calls()
+    assert call[1][call[1].index("--recipe"):][:2] == ["--recipe", "general"]
+    assert any("tuned    the recipe measured on this dataset" in line for line in console.lines)
+    console = Console(["1", "pathmnist", "", "1", "", "y", "", "", "", "", "", "", "", "", "", "", "0"])
+    assert session(lab, console).loop() == 0
+    assert "--recipe" not in lab.calls()[1][1]
+    assert not any("tuned    the recipe" in line for line in console.lines)
+
+
 def test_train_asks_for_several_seeds_among_the_advanced_options(lab):
-    console = Console(["1", "breastmnist", "", "2", "1", "y", "", "", "", "", "", "", "", "", "x 1", "3 1 3", "3 4", "0"])
+    console = Console(["1", "breastmnist", "", "2", "1", "y", "", "", "", "", "", "", "", "", "", "x 1", "3 1 3", "3 4",
+                       "0"])
     assert session(lab, console).loop() == 0
     (call,) = lab.calls()
     assert call[1][call[1].index("--seeds"):][:3] == ["--seeds", "3", "4"]

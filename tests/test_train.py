@@ -1,6 +1,7 @@
 """train.py end to end: the run folder contract, reproducibility, resume, and bad input."""
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -149,6 +150,18 @@ def test_one_call_trains_every_dataset_and_model(tmp_path, medmnist_dir):
     names = sorted(p.name for p in (tmp_path / "results").iterdir())
     assert names == ["0001_breastmnist28_cnn", "0002_adrenalmnist3d28_cnn"]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == names
+
+
+def test_recipe_general_on_a_tuned_dataset_trains_with_the_general_rule_and_says_why(tmp_path, medmnist_dir,
+                                                                                       capsys):
+    run = train_run(tmp_path, medmnist_dir, "--dataset", "breastmnist", "--recipe", "general", "--epochs", "1",
+                    "--bootstrap", "0")
+    config = json.loads(RunLayout(run).run_json.read_text())["config"]
+    assert (config["recipe"], config["batch_size"], config["augment"], config["label_smoothing"]) == \
+        ("general", 64, "light", 0.0)  # the tuned recipe would give 32, none, 0.1
+    out = capsys.readouterr().out
+    assert "(general recipe where not given: --recipe general)" in out
+    assert re.search(r"test AUC \d\.\d{3} .*\(paper ResNet-18 \(28\): \.901 / \.863\)", out)
 
 
 def test_pretrained_weights_load_from_a_local_file(tmp_path, medmnist_dir):

@@ -246,7 +246,17 @@ def train_recipe(session: "Session", answers: dict):
     subset = answers.get("subset") or session.presets.get("subset")
     if subset:
         n_train = min(n_train, subset)
-    return recipes.default_recipe(answers["dataset"], answers.get("model") or "resnet18", size, n_train)
+    return recipes.default_recipe(answers["dataset"], answers.get("model") or "resnet18", size, n_train,
+                                  answers.get("recipe") or "auto")
+
+
+def recipe_choices(session: "Session", answers: dict) -> Choices:
+    """auto and general always; tuned where a tuned recipe applies to the answers so far."""
+    applies = train_recipe(session, dict(answers, recipe="auto")).source == "tuned"
+    described = {"auto": "tuned where measured, the general rule otherwise",
+                 "tuned": "the recipe measured on this dataset", "general": "the rule for any dataset"}
+    return Choices([Option(v, f"{v:<8} {described[v]}") for v in ("auto", "tuned", "general")
+                    if v != "tuned" or applies])
 
 
 def _recipe_value(field: str):
@@ -506,6 +516,8 @@ TRAIN_QUESTIONS = (
     Question("model", "model", choices=model_choices, default="resnet18", flag="--model"),
     Question("epochs", "epochs", parse=cli.positive_int, default=default_epochs, flag="--epochs"),
     Question("advanced", "advanced options? (y/n)", parse=yes_no, default=False, show=lambda v: "y" if v else "n"),
+    Question("recipe", "recipe for the settings below", choices=recipe_choices, default="auto", flag="--recipe",
+             always=False, when=_advanced),
     Question("batch_size", "batch size", parse=cli.positive_int, default=_recipe_value("batch_size"),
              flag="--batch-size", always=False, implied=_recipe_value("batch_size"), when=_advanced),
     Question("lr", "peak learning rate", parse=cli.non_negative_float, default=_recipe_value("lr"), flag="--lr",

@@ -35,7 +35,8 @@ from medscope.train.augment import LEVELS
 from medscope.train.loop import OPTIMIZERS, SCHEDULES, SELECTIONS
 
 MEMMAP = ("auto", "always", "never")  # --memmap: memory-map the splits by size, always, or never
-RECIPES = ("general", "tuned")  # recipes.Recipe.source
+RECIPES = ("general", "tuned")  # recipes.Recipe.source: what a run records
+RECIPE_CHOICES = recipes.CHOICES  # what a request may ask for (--recipe); "auto" becomes one of RECIPES
 # Settings a recipe fills when the user leaves them unset (None in a requested config).
 RECIPE_FIELDS = ("epochs", "batch_size", "lr", "label_smoothing", "select", "augment")
 # Settings every recorded config holds: the ones training reads without a fallback.
@@ -52,7 +53,9 @@ class TrainConfig:
 
     The fields are in the order of the recorded dict. ``None`` in a field of
     :data:`RECIPE_FIELDS` means "the recipe's" (:func:`with_recipe` fills it);
-    ``recipe`` says which recipe filled them (``"general"`` or ``"tuned"``).
+    ``recipe`` is the request's ``--recipe`` (``"auto"``, ``"tuned"`` or
+    ``"general"``) until :func:`with_recipe` records which recipe filled them
+    (``"general"`` or ``"tuned"``).
     Creating a config checks every value (:class:`~medscope.errors.UsageError`).
 
     >>> TrainConfig(dataset="breastmnist", epochs=2).lr is None
@@ -80,7 +83,7 @@ class TrainConfig:
     patience: int = 0  # epochs without a better validation AUC before stopping; 0 never stops early
     select: str | None = None  # the run's model: the "best" epoch by validation AUC, or the "last"
     augment: str | None = None
-    recipe: str | None = None
+    recipe: str | None = None  # --recipe in a request; the recipe used in a filled config
     tta: bool = False
     pretrained: bool = False
     weights: str | None = None  # a local torchvision state dict to start from
@@ -140,7 +143,7 @@ class TrainConfig:
 # The settings a user gives as flags of the same name; the others are set per run (dataset, model),
 # by the recipe, or by the job (world_size, command).
 USER_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
-                      if f.name not in ("dataset", "model", "recipe", "world_size", "command"))
+                      if f.name not in ("dataset", "model", "world_size", "command"))
 
 
 # ------------------------------------------------------------------ building
@@ -188,15 +191,21 @@ def with_recipe(config: TrainConfig, n_train: int) -> TrainConfig:
     """``config`` with every setting left to the recipe filled, for ``n_train`` training images.
 
     The recipe is :func:`medscope.train.recipes.default_recipe` of the run's
-    dataset, model and size; ``recipe`` records its source. A set value is kept.
+    dataset, model and size, as ``config.recipe`` asks (``None``: auto);
+    ``recipe`` then records its source. A set value is kept.
     The learning rate a recipe gives depends on the optimizer
     (:meth:`~medscope.train.recipes.Recipe.learning_rate`).
     """
-    recipe = recipes.default_recipe(config.dataset, config.model, config.size, n_train)
+    recipe = chosen_recipe(config, n_train)
     default = {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.learning_rate(config.optimizer),
                "label_smoothing": recipe.label_smoothing, "select": recipe.select, "augment": recipe.augment}
     filled = {name: value for name, value in default.items() if getattr(config, name) is None}
     return dataclasses.replace(config, recipe=recipe.source, **filled)  # checked like a new config
+
+
+def chosen_recipe(config: TrainConfig, n_train: int) -> recipes.Recipe:
+    """The recipe ``config`` asks for (``config.recipe``: auto, tuned or general) with the reason it applies."""
+    return recipes.default_recipe(config.dataset, config.model, config.size, n_train, config.recipe or "auto")
 
 
 def check_batch(batch_size: int, world_size: int) -> None:
@@ -246,7 +255,7 @@ def _check(config: TrainConfig) -> None:
     _integer(config, "patience", 0)
     _choice(config, "select", SELECTIONS, optional=True)
     _choice(config, "augment", LEVELS, optional=True)
-    _choice(config, "recipe", RECIPES, optional=True)
+    _choice(config, "recipe", RECIPE_CHOICES, optional=True)
     for name in ("tta", "pretrained", "amp", "deterministic", "skip_md5"):
         if not isinstance(getattr(config, name), bool):
             raise UsageError(f"{_flag(name)}: expected true or false, got {getattr(config, name)!r}")

@@ -12,14 +12,19 @@ A recipe is chosen per run from the dataset, the model and the image size:
   images (between ``MIN_EPOCHS`` and ``MAX_EPOCHS``), so a default 28 px run
   takes minutes on a CPU.
 
-Every value the user gives on the command line wins over the recipe; the run
-records the values it used in ``run.json``'s ``config``.
+``--recipe tuned|general`` forces one (``auto``, the default, takes the tuned
+recipe where it applies). Every value the user gives on the command line wins
+over the recipe; the run records the values it used, and which recipe, in
+``run.json``'s ``config``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from medscope.errors import UsageError
 
 IMAGE_BUDGET = 8000
+CHOICES = ("auto", "tuned", "general")  # --recipe
 MIN_EPOCHS, MAX_EPOCHS = 3, 15
 DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.05}
 
@@ -35,6 +40,7 @@ class Recipe:
     label_smoothing: float = 0.0
     select: str = "best"  # the run's model: the epoch of highest validation AUC, or the last
     source: str = "general"  # "general" or "tuned"
+    reason: str = ""  # why this recipe applies to the run, for the printed line
 
     def learning_rate(self, optimizer: str) -> float:
         # a tuned learning rate belongs to AdamW; SGD keeps its own default
@@ -66,22 +72,45 @@ def general_epochs(n_train: int) -> int:
     return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(IMAGE_BUDGET / max(n_train, 1)))))
 
 
-def default_recipe(flag: str, model: str = "resnet18", size: int = 28, n_train: int | None = None) -> Recipe:
+def default_recipe(flag: str, model: str = "resnet18", size: int = 28, n_train: int | None = None,
+                   choice: str = "auto") -> Recipe:
     """The recipe for a run of ``model`` on ``flag`` at ``size`` px with ``n_train`` training images.
 
-    A tuned recipe applies to the full training split only: with ``--subset``
-    (``n_train`` smaller than the split) the general rule applies.
+    A tuned recipe applies to ResNet-18 at 28 px on the full training split of a
+    dataset it was measured on: with ``--subset`` (``n_train`` smaller than the
+    split), another model or size, the general rule applies. ``choice`` is
+    ``--recipe``: ``"auto"`` takes the tuned recipe where it applies,
+    ``"general"`` forces the general rule, ``"tuned"`` refuses a run the tuned
+    recipe does not apply to (:class:`~medscope.errors.UsageError`).
+    :attr:`Recipe.reason` says why.
 
     >>> default_recipe("breastmnist").epochs, default_recipe("breastmnist", "cnn").epochs
     (6, 15)
     >>> default_recipe("breastmnist", n_train=32).source
     'general'
+    >>> default_recipe("breastmnist", choice="general").reason
+    '--recipe general'
     """
     from medscope.data import dataset_info
 
+    if choice not in CHOICES:
+        raise UsageError(f"--recipe {choice!r}: choose one of {', '.join(CHOICES)}")
     full = dataset_info(flag, size).n_samples["train"]
     n_train = full if n_train is None else n_train
+    general = Recipe(epochs=general_epochs(n_train))
+    if choice == "general":
+        return replace(general, reason="--recipe general")
     tuned = TUNED.get(flag)
-    if tuned is not None and model == "resnet18" and size == 28 and n_train >= full:
-        return tuned
-    return Recipe(epochs=general_epochs(n_train))
+    if tuned is None:
+        why_not = f"no tuned recipe for {flag} (tuned: {', '.join(TUNED)})"
+    elif model != "resnet18":
+        why_not = f"the tuned recipe for {flag} is for resnet18, not {model}"
+    elif size != 28:
+        why_not = f"the tuned recipe for {flag} is for 28 px, not {size}"
+    elif n_train < full:
+        why_not = f"the tuned recipe for {flag} is for the full training split ({full} images), not {n_train}"
+    else:
+        return replace(tuned, reason=f"tuned for {flag} (resnet18, 28 px; docs/BENCHMARKS.md)")
+    if choice == "tuned":
+        raise UsageError(f"--recipe tuned: {why_not}; leave --recipe out or use --recipe general")
+    return replace(general, reason=why_not)
