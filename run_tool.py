@@ -4,6 +4,7 @@
     printf '2\\n1\\n0\\n' | python run_tool.py            # scripted: export the newest run's scalars
     printf '9\\n\\n0\\n' | python run_tool.py              # list the runs, delete none
     python run_tool.py --pipeline --dataset breastmnist  # train, then every analysis, then a table
+    python run_tool.py --pipeline --dataset breastmnist --seeds 0 1 2  # ... on three runs, then compare them
 
 Each menu item runs the same ``main(argv)`` as the script it names and prints
 that script's command line first (item 8 resumes an interrupted run with
@@ -30,6 +31,9 @@ def get_args_parser() -> cli.ArgumentParser:
     parser.add_argument("--model", default=None, help="with --pipeline: resnet18 or cnn (default: resnet18)")
     parser.add_argument("--epochs", type=cli.positive_int, default=None,
                         help="with --pipeline: epochs (default: train.py's, by 2D/3D)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="with --pipeline: one run per seed, each analysed, then compared (compare.py and "
+                             "a comparison page) as one study")
     parser.add_argument("--subset", type=cli.positive_int, default=None, metavar="N",
                         help="train on a random N-image subset (quick runs; in the menu: the default answer)")
     cli.add_common_args(parser, run_arg=None)

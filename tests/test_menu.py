@@ -48,16 +48,19 @@ def main(argv=None):
         print(f"resumed {{args.resume}}")
         return 0
     results = Path(args.results_dir)
-    seq = 1 + sum(1 for p in results.iterdir()) if results.is_dir() else 1
-    name = f"{{seq:04d}}_{{args.dataset[0]}}{{args.size}}_{{args.model[0]}}"
-    shutil.copytree(TEMPLATE, results / name)
-    shutil.copytree(EVENTS, Path(args.runs_dir) / name)
-    print(f"results: {{results / name}}")
+    for seed in args.seeds or [args.seed]:
+        seq = 1 + sum(1 for p in results.iterdir() if p.name != "studies") if results.is_dir() else 1
+        name = f"{{seq:04d}}_{{args.dataset[0]}}{{args.size}}_{{args.model[0]}}"
+        shutil.copytree(TEMPLATE, results / name)
+        shutil.copytree(EVENTS, Path(args.runs_dir) / name)
+        print(f"results: {{results / name}}")
+    if args.seeds:  # as the real one: a study of the seeds' runs
+        (results / "studies" / f"{{args.dataset[0]}}{{args.size}}_{{args.model[0]}}").mkdir(parents=True)
     return 0
 '''
 
 FAKE_COMPARE = '''
-"""Stand-in compare.py: records its argv."""
+"""Stand-in compare.py (or report.py): records its argv."""
 import json
 
 from medscope.app import cli
@@ -66,8 +69,9 @@ LOG = {log!r}
 
 
 def get_args_parser():
-    parser = cli.ArgumentParser(prog="compare.py")
+    parser = cli.ArgumentParser(prog="{name}.py")
     parser.add_argument("runs", nargs="*")
+    parser.add_argument("--study", nargs="+", default=[])
     cli.add_common_args(parser, run_arg=None)
     return parser
 
@@ -75,7 +79,7 @@ def get_args_parser():
 def main(argv=None):
     get_args_parser().parse_args(argv)
     with open(LOG, "a") as fh:
-        fh.write(json.dumps(["compare", list(argv)]) + "\\n")
+        fh.write(json.dumps(["{name}", list(argv)]) + "\\n")
     return 0
 '''
 
@@ -442,6 +446,27 @@ def test_pipeline_trains_then_runs_every_available_script_on_the_new_run(lab, ca
     assert " ok " in rows["report"] and rows["report"].endswith("model_card.json, model_card.md, report.html")
     assert list(rows)[-1] == "report"  # the last step: it shows what the others wrote
     assert f"$ {menu.Session(script_dir=lab.script_dir).command_line('explain', calls[3][1])}" in out
+
+
+def test_pipeline_with_several_seeds_analyses_each_run_then_compares_the_study(lab, capsys):
+    for script in ("compare", "report"):
+        (lab.script_dir / f"{script}.py").unlink(missing_ok=True)
+        (lab.script_dir / f"{script}.py").write_text(FAKE_COMPARE.format(log=str(lab.root / "calls.jsonl"),
+                                                                         name=script))
+    args = run_tool.get_args_parser().parse_args(
+        ["--pipeline", "--dataset", "breastmnist", "--model", "cnn", "--epochs", "1", "--seeds", "0", "1",
+         "--results-dir", str(lab.results), "--runs-dir", str(lab.runs)])
+    menu.main(args, script_dir=lab.script_dir)
+    common = ["--results-dir", str(lab.results), "--runs-dir", str(lab.runs)]
+    calls = lab.calls()
+    assert calls[0][0] == "train" and calls[0][1][calls[0][1].index("--seeds"):][:3] == ["--seeds", "0", "1"]
+    runs = ["0001_breastmnist28_cnn", "0002_breastmnist28_cnn"]
+    assert [argv[argv.index("--run") + 1] for name, argv in calls if name == "analyze_inference"] == runs
+    assert calls[-2:] == [["compare", ["--study", "breastmnist28_cnn", *common]],
+                          ["report", ["--study", "breastmnist28_cnn", *common]]]
+    out = capsys.readouterr().out
+    assert f"pipeline summary for 2 runs in {menu._shown_path(lab.results)}/:" in out
+    assert "0002_breastmnist28_cnn: explain saliency" in out and "compare --study breastmnist28_cnn" in out
 
 
 def test_pipeline_item_asks_the_train_questions_then_runs_everything(lab, capsys):
@@ -869,7 +894,7 @@ def test_spinner_stays_away_from_quick_work_and_pipes(monkeypatch):
 
 
 def test_compare_item_defaults_to_the_completed_runs_of_the_newest_dataset(lab):
-    (lab.script_dir / "compare.py").write_text(FAKE_COMPARE.format(log=str(lab.root / "calls.jsonl")))
+    (lab.script_dir / "compare.py").write_text(FAKE_COMPARE.format(log=str(lab.root / "calls.jsonl"), name="compare"))
     first, second = lab.add_run("0001_breastmnist28_resnet18"), lab.add_run("0002_breastmnist28_cnn")
     console = Console(["11", "", "11", "2", "0"])  # Enter: the default runs; then run 2 alone
     assert session(lab, console).loop() == 0

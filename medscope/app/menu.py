@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 
 from medscope import runs as runs_lib
 from medscope.app import cli
-from medscope.runs import RUN_JSON, Run, list_runs
+from medscope.runs import RUN_JSON, ResultsLayout, Run, list_runs
 
 TITLE = "medscope — MedMNIST model lab"
 PRELOADED = ("torch",)  # imported before the first script, Ctrl-C held back (see Session.load)
@@ -817,37 +817,64 @@ class Session:
             self.out(f"{item.script}.py {result.status}; back to the menu")
 
     def pipeline(self, train_answers: dict) -> int:
-        """Train, export scalars, run every analysis that exists; print a table. Returns an exit code."""
+        """Train, export scalars, run every analysis that exists on each new run; when training made
+        several runs, compare them (compare.py, and report.py's comparison page); print a table.
+        Returns an exit code."""
         train_item = next(i for i in ITEMS if i.key == TRAIN_KEY)
         steps = [i for i in ITEMS if i.in_pipeline]
         names_before = {r.name for r in list_runs(self.results_dir)}
+        studies_before = set(self.study_names())
+        several = len(train_answers.get("seeds") or ()) > 1
         self.out("pipeline: train, then " + ", ".join(
-            f"{i.script}{'' if self.available(i.script) else ' (not available yet)'}" for i in steps), flush=True)
+            f"{i.script}{'' if self.available(i.script) else ' (not available yet)'}" for i in steps)
+            + (" on each run, then compare them" if several else ""), flush=True)
         result = self.call("train", self.argv_for("train", train_item.questions, train_answers), name="train")
         results = [result]
-        new_runs = [r for r in list_runs(self.results_dir) if r.name not in names_before]
+        new_runs = sorted((r for r in list_runs(self.results_dir) if r.name not in names_before),
+                          key=lambda r: r.name)
         if result.code != 0 or not new_runs:
             self.print_table(results, None)
             return result.code or cli.EXIT_FAILURE
-        run = new_runs[0]
-        for item in steps:
-            if not self.available(item.script):
-                results.append(StepResult(item.script, "not available yet"))
-                continue
-            try:
-                for answers in list(self.pipeline_answers(item, run.name)):
-                    label = " ".join([item.script] + [str(answers[q.key]) for q in item.questions if q.positional])
-                    step = self.call(item.script, self.argv_for(item.script, item.questions, answers), name=label,
-                                     run=run.name)
-                    results.append(step)
-                    if step.code == cli.EXIT_INTERRUPTED:
-                        self.print_table(results, run)
-                        return cli.EXIT_INTERRUPTED
-            except Back as exc:  # the script would not load, or has nothing to offer
-                self.out(str(exc))
-                results.append(StepResult(item.script, "failed (could not load)", cli.EXIT_FAILURE))
-        self.print_table(results, run)
+        for run in new_runs:
+            for item in steps:
+                if not self.available(item.script):
+                    results.append(StepResult(item.script, "not available yet"))
+                    continue
+                try:
+                    for answers in list(self.pipeline_answers(item, run.name)):
+                        label = " ".join([item.script] + [str(answers[q.key]) for q in item.questions if q.positional])
+                        if len(new_runs) > 1:
+                            label = f"{run.name}: {label}"
+                        step = self.call(item.script, self.argv_for(item.script, item.questions, answers),
+                                         name=label, run=run.name)
+                        results.append(step)
+                        if step.code == cli.EXIT_INTERRUPTED:
+                            self.print_table(results, new_runs)
+                            return cli.EXIT_INTERRUPTED
+                except Back as exc:  # the script would not load, or has nothing to offer
+                    self.out(str(exc))
+                    results.append(StepResult(item.script, "failed (could not load)", cli.EXIT_FAILURE))
+        if len(new_runs) > 1:
+            studies = sorted(set(self.study_names()) - studies_before)
+            # a study names its runs and adds mean ± sd across seeds; plain runs are compared by name
+            chosen = ["--study", *studies] if studies else [r.name for r in new_runs]
+            for script in ("compare", "report"):
+                if not self.available(script):
+                    results.append(StepResult(script, "not available yet"))
+                    continue
+                step = self.call(script, chosen + self.argv_for(script, (), {}), name=f"{script} {' '.join(chosen)}")
+                results.append(step)
+                if step.code == cli.EXIT_INTERRUPTED:
+                    break
+        self.print_table(results, new_runs)
+        if any(r.code == cli.EXIT_INTERRUPTED for r in results):
+            return cli.EXIT_INTERRUPTED
         return cli.EXIT_OK if all(r.code == 0 or r.code is None for r in results) else cli.EXIT_FAILURE
+
+    def study_names(self) -> list[str]:
+        """The studies in the results folder (train.py --seeds writes one per dataset x model)."""
+        folder = ResultsLayout(self.results_dir).studies_dir
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
     def pipeline_answers(self, item: Item, run_name: str):
         """The answers for one item in the pipeline: the new run, every option of an ``each`` question."""
@@ -859,9 +886,14 @@ class Session:
             presets = dict(fixed, **{q.key: v for q, v in zip(each, combo)})
             yield self.answers_for(item, interactive=False, presets=presets)
 
-    def print_table(self, results: list[StepResult], run: Run | None) -> None:
+    def print_table(self, results: list[StepResult], runs: Sequence[Run] | None) -> None:
         self.out("")
-        self.out(f"pipeline summary{f' for {run.name} ({_shown_path(run.path)})' if run else ''}:")
+        where = ""
+        if runs and len(runs) == 1:
+            where = f" for {runs[0].name} ({_shown_path(runs[0].path)})"
+        elif runs:
+            where = f" for {len(runs)} runs in {_shown_path(Path(self.results_dir))}/"
+        self.out(f"pipeline summary{where}:")
         rows = [("step", "status", "time", "produced")]
         for r in results:
             rows.append((r.name, r.status, f"{r.seconds:.1f}s" if r.seconds is not None else "", r.produced))
@@ -1342,7 +1374,8 @@ def main(args: argparse.Namespace, *, script_dir: Path = SCRIPT_DIR, input_fn=in
     session = Session(results_dir=args.results_dir, common=common,
                       presets={"subset": args.subset, "seed": common.get("--seed")},
                       script_dir=Path(script_dir), input_fn=input_fn)
-    pipeline_only = {"dataset": args.dataset, "size": args.size, "model": args.model, "epochs": args.epochs}
+    pipeline_only = {"dataset": args.dataset, "size": args.size, "model": args.model, "epochs": args.epochs,
+                     "seeds": " ".join(map(str, args.seeds)) if args.seeds else None}
     if not args.pipeline:
         given = [f"--{k}" for k, v in pipeline_only.items() if v is not None]
         if given:
@@ -1360,6 +1393,8 @@ def main(args: argparse.Namespace, *, script_dir: Path = SCRIPT_DIR, input_fn=in
     if not session.available("train"):
         raise cli.UsageError(f"train.py not found in {script_dir}")
     train_item = next(i for i in ITEMS if i.key == TRAIN_KEY)
+    if args.seeds:
+        pipeline_only["advanced"] = "y"  # seeds is an advanced option; the others keep their defaults
     try:
         answers = session.answers_for(train_item, interactive=False, presets=pipeline_only)
     except Back as exc:
