@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from medscope import tasks
+from medscope.errors import UsageError
 
 
 def scores_from_logits(task: str, logits):
@@ -153,23 +154,38 @@ def predicted_confidence(task: str, probabilities, labels) -> tuple[np.ndarray, 
     return confidence, kind.correct(labels, predicted)
 
 
-def bin_edges(n_bins: int) -> np.ndarray:
-    """``n_bins + 1`` equal-width edges on [0, 1].
+def bin_edges(confidence, n_bins: int = CALIBRATION_BINS, strategy: str = "uniform") -> np.ndarray:
+    """``n_bins + 1`` bin edges on the confidence axis.
 
-    >>> bin_edges(4).tolist()
+    * ``"uniform"``: equal width, ``e_b = b / n_bins`` on [0, 1];
+    * ``"quantile"`` (equal mass, "adaptive"): ``e_b`` is the ``b / n_bins``
+      quantile of the confidences (numpy's linear interpolation), the edges of
+      ``sklearn.calibration.calibration_curve(strategy="quantile")``. Each bin
+      then holds about ``n / n_bins`` predictions; tied confidences always
+      share a bin, so with ties the bins can be unequal (or empty).
+
+    >>> bin_edges([], 4).tolist()
     [0.0, 0.25, 0.5, 0.75, 1.0]
     """
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    return np.linspace(0.0, 1.0, n_bins + 1)
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise UsageError(f"the number of bins must be an integer >= 1, got {n_bins}")
+    if strategy == "uniform":
+        return np.linspace(0.0, 1.0, int(n_bins) + 1)
+    if strategy == "quantile":
+        conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+        if conf.size == 0:
+            return np.linspace(0.0, 1.0, int(n_bins) + 1)
+        return np.quantile(conf, np.linspace(0.0, 1.0, int(n_bins) + 1))
+    raise UsageError(f"unknown binning strategy {strategy!r}; expected 'uniform' or 'quantile'")
 
 
-def reliability_bins(confidence, correct, n_bins: int = CALIBRATION_BINS) -> dict:
-    """Per-bin count, mean confidence and accuracy (equal-width confidence bins).
+def reliability_bins(confidence, correct, n_bins: int = CALIBRATION_BINS, strategy: str = "uniform") -> dict:
+    """Per-bin count, mean confidence and accuracy.
 
     Bin ``b`` holds the predictions with confidence in ``(e_b, e_{b+1}]``
-    where ``e_b = b / n_bins`` (the first bin also holds 0), the convention
-    of Guo et al. (2017) and of ``sklearn.calibration.calibration_curve``.
+    (the first bin also holds ``e_0`` and anything below it), with the edges
+    of :func:`bin_edges`: the convention of Guo et al. (2017) and of
+    ``sklearn.calibration.calibration_curve``.
 
     Returns
     -------
@@ -186,27 +202,31 @@ def reliability_bins(confidence, correct, n_bins: int = CALIBRATION_BINS) -> dic
     """
     conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
     ok = np.asarray(correct, dtype=np.float64).reshape(-1)
-    edges = bin_edges(n_bins)
+    if conf.shape != ok.shape:
+        raise ValueError(f"confidence and correct differ in length: {conf.size} != {ok.size}")
+    edges = bin_edges(conf, n_bins, strategy)
     index = np.searchsorted(edges[1:-1], conf, side="left")
-    count = np.bincount(index, minlength=n_bins)
+    count = np.bincount(index, minlength=len(edges) - 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(index, weights=conf, minlength=n_bins) / count
-        accuracy = np.bincount(index, weights=ok, minlength=n_bins) / count
+        mean_conf = np.bincount(index, weights=conf, minlength=len(edges) - 1) / count
+        accuracy = np.bincount(index, weights=ok, minlength=len(edges) - 1) / count
     return {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": mean_conf, "accuracy": accuracy}
 
 
-def expected_calibration_error(confidence, correct, n_bins: int = CALIBRATION_BINS) -> float:
-    """Expected calibration error with equal-width confidence bins.
+def expected_calibration_error(confidence, correct, n_bins: int = CALIBRATION_BINS, strategy: str = "uniform") -> float:
+    """Expected calibration error of one set of (confidence, correct) pairs.
 
-    ``ECE = sum_b (n_b / N) * |acc_b - conf_b|`` over the non-empty bins of
+    ``ECE = sum_b (n_b / n) * |acc_b - conf_b|`` over the non-empty bins of
     :func:`reliability_bins`, where ``acc_b`` is the fraction of correct
-    predictions and ``conf_b`` the mean confidence in bin ``b``. Unitless,
-    in [0, 1]; 0 is perfect calibration. NaN for an empty input.
+    predictions and ``conf_b`` the mean confidence in bin ``b``. With
+    ``strategy="quantile"`` this is the adaptive (equal-mass) ECE of Nixon et
+    al. (2019). Unitless, in [0, 1]; 0 is perfect calibration. NaN for an
+    empty input.
 
     >>> round(expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10), 4)
     0.4
     """
-    bins = reliability_bins(confidence, correct, n_bins)
+    bins = reliability_bins(confidence, correct, n_bins, strategy)
     total = bins["count"].sum()
     if total == 0:
         return float("nan")

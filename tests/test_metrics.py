@@ -11,6 +11,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
 from medscope import metrics, tasks
+from medscope.errors import UsageError
 from medscope.tasks import BINARY, MULTICLASS, MULTILABEL, ORDINAL
 
 
@@ -161,9 +162,10 @@ def test_a_confidence_on_a_bin_edge_goes_to_the_lower_bin():
     assert bins["count"].tolist() == [2, 1]
 
 
-def test_bins_must_be_at_least_one():
-    with pytest.raises(ValueError):
-        metrics.bin_edges(0)
+def test_bins_must_be_a_whole_number_at_least_one():
+    for bad in (0, 2.5):
+        with pytest.raises(UsageError, match="number of bins"):
+            metrics.bin_edges([], bad)
 
 
 # ------------------------------------------------------------------ Brier score, hand-computed

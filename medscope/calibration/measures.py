@@ -9,32 +9,39 @@ Confidence and correctness (the inputs of the ECE) follow
 * multi-label: every label on its own as a binary problem (as binary above);
   task-level numbers are the mean over labels of the per-label numbers.
 
-The equal-width ECE is the one :mod:`medscope.analysis.inference` reports (same bins,
-same formula; a test holds the two equal). All numbers are unitless.
+The confidence, the bins, the ECE and the Brier score are those of
+:mod:`medscope.metrics` (one definition for the project); this module checks
+its inputs first (probabilities, not logits; labels in range) and adds the
+negative log-likelihood. All numbers are unitless.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.special import log_expit, log_softmax
 
-from medscope.errors import UsageError
+from medscope import metrics
 from medscope.data import TASK_BINARY, TASK_MULTILABEL
+
+# the binning and the ECE are the project's one definition (medscope.metrics), re-exported here
+from medscope.metrics import bin_edges, expected_calibration_error, reliability_bins  # noqa: F401
+
 from ._inputs import label_array, scores_matrix
 
-DEFAULT_BINS = 15
-THRESHOLD = 0.5  # the decision threshold of medscope.metrics (binary and multi-label)
+DEFAULT_BINS = metrics.CALIBRATION_BINS
 STRATEGIES = ("uniform", "quantile")
 
 
 def predicted_confidence(task: str, probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Confidence of each prediction and whether it was right.
+    """:func:`medscope.metrics.predicted_confidence` of checked inputs.
 
     Parameters
     ----------
     task : str
         A MedMNIST task (``medscope.data.TASK_*``).
     probabilities : array (n, K)
-        Softmax outputs, or sigmoid outputs per label for multi-label tasks.
+        Softmax outputs, or sigmoid outputs per label for multi-label tasks;
+        logits, rows that do not sum to one and labels out of range are
+        refused (:class:`~medscope.errors.UsageError`).
     labels : array (n, 1) of class indices, or (n, L) of 0/1 for multi-label.
 
     Returns
@@ -50,89 +57,8 @@ def predicted_confidence(task: str, probabilities, labels) -> tuple[np.ndarray, 
     """
     probs = scores_matrix(task, probabilities)
     y = label_array(task, labels, len(probs), probs.shape[1])
-    if task == TASK_MULTILABEL:
-        pred = probs > THRESHOLD
-        return np.where(pred, probs, 1.0 - probs), pred == (y == 1)
-    if task == TASK_BINARY:
-        p = probs[:, -1]
-        pred = p > THRESHOLD
-        return np.where(pred, p, 1.0 - p), pred.astype(np.int64) == y
-    return probs.max(axis=1), probs.argmax(axis=1) == y
-
-
-def bin_edges(confidence, n_bins: int = DEFAULT_BINS, strategy: str = "uniform") -> np.ndarray:
-    """``n_bins + 1`` bin edges on the confidence axis.
-
-    * ``"uniform"``: equal width, ``e_b = b / n_bins`` on [0, 1];
-    * ``"quantile"`` (equal mass, "adaptive"): ``e_b`` is the ``b / n_bins``
-      quantile of the confidences (numpy's linear interpolation), the edges of
-      ``sklearn.calibration.calibration_curve(strategy="quantile")``. Each bin
-      then holds about ``n / n_bins`` predictions; tied confidences always
-      share a bin, so with ties the bins can be unequal (or empty).
-    """
-    if int(n_bins) != n_bins or n_bins < 1:
-        raise UsageError(f"the number of bins must be an integer >= 1, got {n_bins}")
-    if strategy == "uniform":
-        return np.linspace(0.0, 1.0, int(n_bins) + 1)
-    if strategy == "quantile":
-        conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
-        if conf.size == 0:
-            return np.linspace(0.0, 1.0, int(n_bins) + 1)
-        return np.quantile(conf, np.linspace(0.0, 1.0, int(n_bins) + 1))
-    raise UsageError(f"unknown binning strategy {strategy!r}; expected 'uniform' or 'quantile'")
-
-
-def reliability_bins(confidence, correct, n_bins: int = DEFAULT_BINS, strategy: str = "uniform") -> dict:
-    """Per-bin count, mean confidence and accuracy.
-
-    Bin ``b`` holds the predictions with confidence in ``(e_b, e_{b+1}]``
-    (the first bin also holds ``e_0`` and anything below it), with the edges
-    of :func:`bin_edges`: the convention of Guo et al. (2017) and of
-    ``sklearn.calibration.calibration_curve``.
-
-    Returns
-    -------
-    dict of arrays (n_bins,)
-        ``lower``, ``upper`` (edges), ``count``, ``confidence`` (mean
-        confidence in the bin) and ``accuracy`` (fraction correct); the last
-        two are NaN for empty bins.
-
-    >>> b = reliability_bins([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10)
-    >>> b["count"].tolist()
-    [0, 0, 0, 0, 0, 0, 2, 0, 0, 2]
-    """
-    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
-    ok = np.asarray(correct, dtype=np.float64).reshape(-1)
-    if conf.shape != ok.shape:
-        raise ValueError(f"confidence and correct differ in length: {conf.size} != {ok.size}")
-    edges = bin_edges(conf, n_bins, strategy)
-    index = np.searchsorted(edges[1:-1], conf, side="left")
-    count = np.bincount(index, minlength=len(edges) - 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(index, weights=conf, minlength=len(edges) - 1) / count
-        accuracy = np.bincount(index, weights=ok, minlength=len(edges) - 1) / count
-    return {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": mean_conf, "accuracy": accuracy}
-
-
-def expected_calibration_error(confidence, correct, n_bins: int = DEFAULT_BINS, strategy: str = "uniform") -> float:
-    """Expected calibration error of one set of (confidence, correct) pairs.
-
-    ``ECE = sum_b (n_b / n) * |acc_b - conf_b|`` over the non-empty bins of
-    :func:`reliability_bins`, where ``acc_b`` is the fraction of correct
-    predictions and ``conf_b`` the mean confidence in bin ``b``. With
-    ``strategy="quantile"`` this is the adaptive (equal-mass) ECE of Nixon et
-    al. (2019). In [0, 1]; 0 is perfect calibration. NaN for an empty input.
-
-    >>> round(expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 0, 1, 1], n_bins=10), 4)
-    0.4
-    """
-    bins = reliability_bins(confidence, correct, n_bins, strategy)
-    total = bins["count"].sum()
-    if total == 0:
-        return float("nan")
-    filled = bins["count"] > 0
-    gaps = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
-    return float(np.sum(bins["count"][filled] / total * gaps))
+    confidence, correct = metrics.predicted_confidence(task, probs, y.reshape(len(probs), -1))
+    return confidence, np.asarray(correct).reshape(confidence.shape)
 
 
 def ece(task: str, probabilities, labels, n_bins: int = DEFAULT_BINS, strategy: str = "uniform") -> float:
@@ -149,16 +75,7 @@ def ece(task: str, probabilities, labels, n_bins: int = DEFAULT_BINS, strategy: 
 
 
 def brier_score(task: str, probabilities, labels) -> float:
-    """Brier score: mean squared error of the predicted probabilities.
-
-    * multi-class and ordinal: ``mean_i sum_k (p_ik - y_ik)^2`` with ``y_ik``
-      one-hot (Brier 1950), in [0, 2];
-    * binary: ``mean_i (p_i - y_i)^2`` on the positive-class probability
-      ``p_i = probabilities[i, -1]``, in [0, 1] (half the two-class sum above);
-    * multi-label: the binary score averaged over samples and labels, in [0, 1].
-
-    These are ``sklearn.metrics.brier_score_loss`` with ``scale_by_half="auto"``
-    and the values :func:`medscope.analysis.inference.brier_score` reports.
+    """:func:`medscope.metrics.brier_score` of checked inputs (as :func:`predicted_confidence`).
 
     >>> round(brier_score("binary-class", [[0.2, 0.8], [0.7, 0.3]], [[1], [1]]), 4)
     0.265
@@ -167,12 +84,7 @@ def brier_score(task: str, probabilities, labels) -> float:
     """
     probs = scores_matrix(task, probabilities)
     y = label_array(task, labels, len(probs), probs.shape[1])
-    if task == TASK_MULTILABEL:
-        return float(np.mean((probs - y) ** 2))
-    if task == TASK_BINARY:
-        return float(np.mean((probs[:, -1] - y) ** 2))
-    onehot = np.eye(probs.shape[1])[y]
-    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+    return metrics.brier_score(task, probs, y)
 
 
 def negative_log_likelihood(task: str, probabilities, labels) -> float:
