@@ -68,47 +68,22 @@ def main(argv=None) -> int:
     from pathlib import Path
 
     from medscope import atomic
-    from medscope.compare import paths, plots, report, select, study, tables
-    from medscope.compare.scores import load_run_scores
+    from medscope.compare import choice, paths, plots, report, tables
     from medscope.errors import UsageError
-    from medscope.runs import resolve_run
 
     if not args.runs and not args.study:
         raise UsageError("nothing to compare: name runs (python compare.py 0007 0008, or a glob such as "
                          "'0*_breastmnist*') or a study (--study NAME)")
     if args.out is not None:
         paths.check_out_dir(args.out)
-    chosen = select.select_runs(args.results_dir, args.runs) if args.runs else []
-    studies = study.select_studies(args.results_dir, args.study) if args.study else []
-    for s in studies:
-        chosen += [select.Selection(run, named=False) for run in s.runs(args.results_dir)]
-    baseline = None
-    if args.baseline is not None:
-        base_run = resolve_run(args.results_dir, args.baseline)
-        baseline = base_run.name
-        chosen.append(select.Selection(base_run, named=True))
-    selections = {}
-    for selection in chosen:  # each run once; named if it was named anywhere
-        key = selection.run.path.resolve()
-        named = selection.named or (key in selections and selections[key].named)
-        selections[key] = select.Selection(selections.get(key, selection).run, named)
-
-    scores, skipped = [], []
-    for selection in sorted(selections.values(), key=lambda s: select.order_key(s.run)):
-        try:
-            scores.append(load_run_scores(selection.run, args.split))
-        except UsageError as exc:
-            if selection.named or args.split != "test":
-                raise
-            skipped.append(f"note: {selection.run.name} left out: {exc}")
+    chosen = choice.choose(args.results_dir, args.runs, args.study, split=args.split, baseline=args.baseline)
+    scores, studies, skipped, baseline = chosen.scores, chosen.studies, chosen.skipped, chosen.baseline
     for line in skipped:
-        print(line)
-    if not scores:
-        raise UsageError("none of the selected runs has test scores to compare")
+        print(f"note: {line}")
 
     comparison = tables.compare(scores, metric=args.metric, n_resamples=args.bootstrap, level=args.level,
                                 seed=args.seed, baseline=baseline)
-    comparison.notes[:0] = [line.removeprefix("note: ") for line in skipped]
+    comparison.notes[:0] = list(skipped)
     name = paths.short_name([s.name for s in scores], [t.label for t in comparison.tables],
                             [s.name for s in studies])
     target = Path(args.out) if args.out is not None else \

@@ -20,24 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from medscope.compare import select
-from medscope.compare.scores import RunScores, load_run_scores
-from medscope.compare.study import Study, select_studies
+from medscope.compare.choice import Chosen, choose  # noqa: F401 - what a comparison page is about
+from medscope.compare.scores import RunScores
+from medscope.compare.study import Study
 from medscope.compare.tables import Comparison
-from medscope.errors import UsageError
-from medscope.runs import RunLayout, resolve_run
+from medscope.runs import RunLayout
 
 DEFAULT_RESULTS = "results"
-
-
-@dataclass(frozen=True)
-class Chosen:
-    """What a comparison page is about: the runs' scores, the studies they came from, runs passed over."""
-
-    scores: list  # RunScores, in sequence-number order
-    studies: list  # Study
-    skipped: list  # one sentence per run left out (no test scores)
-    baseline: str | None = None  # name of the run every other run is tested against
 
 
 @dataclass(frozen=True)
@@ -58,48 +47,6 @@ class RunLine:
     acc_interval: tuple | None
     link: str | None
     command: str
-
-
-def choose(results_dir, run_specs: Sequence[str], study_specs: Sequence[str], split: str = "test",
-           baseline: str | None = None) -> Chosen:
-    """The runs named (names, prefixes, globs as compare.py takes them) and the studies' runs, with their scores.
-
-    ``baseline`` (a run name, path or unique prefix, as ``compare.py --baseline``)
-    is added to the runs when it is not among them.
-
-    A run named on its own must have scores; one that only matched a pattern or
-    belongs to a study is left out with a sentence in ``skipped`` (compare.py's rule).
-
-    Raises
-    ------
-    UsageError
-        A spec or study that matches nothing, a named run without scores, or no scores at all.
-    """
-    chosen = select.select_runs(results_dir, run_specs) if run_specs else []
-    studies = select_studies(results_dir, study_specs) if study_specs else []
-    for study in studies:
-        chosen += [select.Selection(run, named=False) for run in study.runs(results_dir)]
-    base_name = None
-    if baseline is not None:
-        base_run = resolve_run(results_dir, baseline)
-        base_name = base_run.name
-        chosen.append(select.Selection(base_run, named=True))
-    selections: dict[Path, select.Selection] = {}
-    for selection in chosen:  # each run once; named if it was named anywhere
-        key = selection.run.path.resolve()
-        named = selection.named or (key in selections and selections[key].named)
-        selections[key] = select.Selection(selections.get(key, selection).run, named)
-    scores, skipped = [], []
-    for selection in sorted(selections.values(), key=lambda s: select.order_key(s.run)):
-        try:
-            scores.append(load_run_scores(selection.run, split))
-        except UsageError as exc:
-            if selection.named:
-                raise
-            skipped.append(f"{selection.run.name} left out: {exc}")
-    if not scores:
-        raise UsageError("none of the selected runs has test scores to compare")
-    return Chosen(scores, studies, skipped, base_name)
 
 
 def report_command(run_name: str, results_dir=None) -> str:
