@@ -89,7 +89,7 @@ def best_of(repeat: int, fn):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--tags", type=int, default=12)
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)

@@ -62,7 +62,7 @@ def timed(fn):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=runs.default_data_dir())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--naive-images", type=int, default=128,

@@ -23,7 +23,7 @@ from medscope.calibration import conformal, measures, selective, temperature, th
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--classes", type=int, default=11)
     parser.add_argument("--labels", type=int, default=14)

@@ -86,7 +86,7 @@ def timed_case(run: Path, root: Path, *args: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--run-2d", type=Path, default=None, help="a 28 px ResNet-18 2D run folder")
     parser.add_argument("--run-3d", type=Path, default=None, help="a 3D ResNet-18 run folder")
     parser.add_argument("--data-dir", default=os.environ.get("MEDMNIST_DIR", ""))

@@ -37,7 +37,7 @@ from medscope.runs import default_data_dir  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median is reported)")
     parser.add_argument("--batch-2d", type=int, default=64, help="Grad-CAM batch of 28 px images (default 64)")

@@ -36,7 +36,7 @@ from timing import interleaved  # noqa: E402  (bench/timing.py, beside this scri
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="images in the test split")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--naive-resamples", type=int, default=100, help="resamples the naive loop is timed on")

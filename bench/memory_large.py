@@ -200,7 +200,7 @@ def measure(data_dir: Path, npz: Path, case: str, memmap: bool, workers: int, tr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=3.0, help="size of the training split's images (GB)")
     parser.add_argument("--budget-gb", type=float, default=2.0, help="the RAM budget the memory map must stay under")
     parser.add_argument("--eval-images", type=int, default=256)

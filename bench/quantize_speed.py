@@ -41,7 +41,7 @@ DYNAMIC_VARIANTS = {"int8_dynamic_u8w (default)": "uint8", "int8_dynamic_s8w": "
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run folder")
     parser.add_argument("--data-dir", default=runs.default_data_dir())
     parser.add_argument("--runs", type=int, default=300, help="timed batch-1 calls per model and thread count")

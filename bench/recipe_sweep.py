@@ -52,7 +52,7 @@ def run_one(dataset: str, label: str, extra: list[str], seed: int, work: Path, t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--variant", action="append", required=True, metavar="LABEL=ARGS")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

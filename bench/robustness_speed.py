@@ -46,7 +46,7 @@ from medscope.train.loop import evaluation_settings  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median is reported)")

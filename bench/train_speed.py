@@ -42,7 +42,7 @@ def images_per_second(model, x, y, steps: int, amp_dtype, memory_format) -> floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", nargs="+", default=["resnet18", "cnn"])

@@ -28,7 +28,7 @@ TARGETS = {  # test AUC, test ACC and wall seconds to reach; MedMNIST v2 ResNet-
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(TARGETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default=None, help="CSV of all runs (default: a temp folder)")

@@ -49,6 +49,28 @@ def test_abbreviated_flags_are_refused():
         parser.parse_args(["--epoch", "2"])
 
 
+@pytest.mark.parametrize("script", ["train", "export_scalars", "analyze_inference", "analyze_complexity", "explain",
+                                    "quantize", "compare", "report", "run_tool"])
+def test_no_script_takes_an_abbreviated_flag(script):
+    import importlib
+
+    parser = importlib.import_module(script).get_args_parser()
+    before = ["gradcam"] if script == "explain" else []  # explain's flags belong to its subcommands
+    with pytest.raises(UsageError, match="unrecognized arguments: --result "):
+        parser.parse_args([*before, "--result", "x"])  # --results-dir one word short: argparse would take it
+
+
+def test_every_argument_parser_in_the_project_refuses_abbreviations():
+    """Shipped scripts (the ONNX predict template) and bench/ too: a typo never becomes another flag."""
+    offenders = []
+    for path in [*ROOT.glob("*.py"), *ROOT.glob("medscope/**/*.py"), *ROOT.glob("bench/*.py")]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "argparse.ArgumentParser(" in line and "allow_abbrev=False" not in line \
+                    and "add_help=False" not in line and "class ArgumentParser" not in line:
+                offenders.append(f"{path.relative_to(ROOT)}:{number}")
+    assert offenders == []
+
+
 def test_sigterm_ends_the_work_like_ctrl_c_and_leaves_no_temporary(tmp_path):
     script = tmp_path / "slow.py"
     script.write_text(textwrap.dedent(f"""

@@ -133,7 +133,7 @@ def describe(probabilities: np.ndarray) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=f"Classify {DATASET} inputs with an ONNX model.")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=f"Classify {DATASET} inputs with an ONNX model.")
     parser.add_argument("inputs", nargs="+", type=Path, help=".npy or image files")
     parser.add_argument("--model", type=Path, default=Path(__file__).resolve().parent / MODEL_FILE,
                         help=f"ONNX file (default: {MODEL_FILE} beside this script)")
