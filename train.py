@@ -71,6 +71,10 @@ def get_args_parser() -> cli.ArgumentParser:
                         help="local torchvision state dict to start from (implies --pretrained)")
     parser.add_argument("--no-amp", dest="amp", action="store_false",
                         help="disable mixed precision (it is only used where it is faster)")
+    parser.add_argument("--no-precise-bn", dest="precise_bn", action="store_false",
+                        help="evaluate with BatchNorm's running statistics as they are after training, instead "
+                             "of recomputing them on training images before each evaluation (the default; "
+                             "short runs at a high learning rate otherwise swing from epoch to epoch)")
     parser.add_argument("--deterministic", action="store_true", help="ask for deterministic GPU kernels")
     parser.add_argument("--skip-md5", action="store_true",
                         help="do not check the file's MD5 (for locally generated or modified files)")

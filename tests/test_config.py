@@ -18,10 +18,10 @@ RECORDED = json.loads("""{"dataset": "breastmnist", "size": 28, "model": "resnet
  "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.0005, "schedule": "cosine", "warmup_epochs": 1.0,
  "label_smoothing": 0.0, "mixup": 0.0, "clip_grad": 0.0, "dropout": 0.2, "patience": 0, "select": "best",
  "augment": "light", "recipe": "general", "tta": false, "pretrained": false, "weights": null, "subset": 256,
- "amp": true, "deterministic": false, "skip_md5": false, "seed": 1, "bootstrap": 2000, "device": "cpu", "data_dir": "data",
+ "amp": true, "precise_bn": true, "deterministic": false, "skip_md5": false, "seed": 1, "bootstrap": 2000, "device": "cpu", "data_dir": "data",
  "results_dir": "results", "runs_dir": "runs", "run_name": null, "world_size": 1, "workers": 0, "memmap": "auto",
  "command": "python train.py --dataset breastmnist --epochs 2 --subset 256 --seed 1 --device cpu"}""")
-# The keys of a run made before --select, the recipes, torchrun, --workers and --memmap existed
+# The keys of a run made before --select, the recipes, torchrun, --workers, --memmap and precise BN existed
 OLDER_KEYS = ("dataset", "size", "model", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule",
               "warmup_epochs", "label_smoothing", "mixup", "clip_grad", "dropout", "patience", "augment", "tta",
               "pretrained", "weights", "subset", "amp", "deterministic", "skip_md5", "seed", "device", "data_dir",
@@ -69,8 +69,8 @@ def test_the_dict_holds_exactly_what_train_py_recorded_before():
 def test_a_run_from_before_the_newer_settings_loads_with_what_training_then_used():
     older = {key: RECORDED[key] for key in OLDER_KEYS}
     loaded = TrainConfig.from_dict(older)
-    assert (loaded.select, loaded.world_size, loaded.workers, loaded.memmap, loaded.recipe) == \
-        ("best", 1, 0, "auto", None)
+    assert (loaded.select, loaded.world_size, loaded.workers, loaded.memmap, loaded.recipe, loaded.precise_bn) == \
+        ("best", 1, 0, "auto", None, False)  # evaluated with BatchNorm's running statistics, as then
     assert {k: v for k, v in loaded.to_dict().items() if k in older} == older
 
 

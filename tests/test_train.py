@@ -185,6 +185,17 @@ def test_same_seed_same_metrics(tmp_path, medmnist_dir):
     assert RunLayout(a).metrics_json.read_text() == RunLayout(b).metrics_json.read_text()
 
 
+def test_precise_bn_changes_what_evaluation_sees_and_nothing_of_the_training(tmp_path, medmnist_dir):
+    args = ["--dataset", "breastmnist", *_quick("--epochs", "2", "--bootstrap", "0")]
+    precise = train_run(tmp_path / "precise", medmnist_dir, *args)
+    running = train_run(tmp_path / "running", medmnist_dir, *args, "--no-precise-bn")
+    a, b = history(precise), history(running)
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]  # the same steps, bit for bit
+    assert [r["val_loss"] for r in a] != [r["val_loss"] for r in b]
+    recorded = [json.loads(RunLayout(r).run_json.read_text())["config"]["precise_bn"] for r in (precise, running)]
+    assert recorded == [True, False]
+
+
 def test_the_run_keeps_the_epoch_of_highest_validation_auc_or_the_last_one(tmp_path, medmnist_dir):
     args = ["--dataset", "breastmnist", *_quick("--epochs", "3")]
     best = train_run(tmp_path / "best", medmnist_dir, *args)

@@ -71,3 +71,52 @@ def test_cpu_bf16_autocast_only_with_native_bf16_instructions(monkeypatch):
     assert loop.cpu_supports_bf16()
     monkeypatch.setattr(loop, "_cpu_flags", lambda: None)  # no /proc/cpuinfo: oneDNN's word
     assert loop.cpu_supports_bf16()
+
+
+# ---------------------------------------------------------------- precise BatchNorm statistics
+
+def _bn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+                               torch.nn.Dropout(0.5), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(3, 2))
+
+
+def _epoch_cfg() -> loop.EpochConfig:
+    return loop.EpochConfig(task=data.TASK_BINARY, num_classes=2, batch_size=4, augment=None)
+
+
+def test_recompute_batchnorm_averages_the_batch_statistics_of_the_training_images():
+    images = torch.randint(0, 256, (10, 1, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    split = data.Split(images, torch.zeros((10, 1), dtype=torch.int64))
+    net = _bn_net()
+    net.train()
+    net(data.normalize(images) * 3)  # running statistics of other data, to be replaced
+    loop.recompute_batchnorm(net, split, _epoch_cfg(), torch.device("cpu"), batch_size=4)
+    conv = net[0]
+    with torch.no_grad():  # batches of 4, 4, 2: the mean over batches of each batch's mean and unbiased variance
+        parts = [conv(data.normalize(images[i:i + 4])) for i in (0, 4, 8)]
+    means = torch.stack([p.mean(dim=(0, 2, 3)) for p in parts]).mean(0)
+    variances = torch.stack([p.var(dim=(0, 2, 3), unbiased=True) for p in parts]).mean(0)
+    bn = net[1]
+    assert torch.allclose(bn.running_mean, means, atol=1e-6) and torch.allclose(bn.running_var, variances, atol=1e-5)
+    assert bn.momentum == 0.1 and net.training  # left as it was
+
+
+def test_recompute_batchnorm_draws_no_random_number_and_keeps_dropout_off():
+    images = torch.randint(0, 256, (8, 1, 6, 6), dtype=torch.uint8)
+    split = data.Split(images, torch.zeros((8, 1), dtype=torch.int64))
+    net = _bn_net().eval()
+    torch.manual_seed(5)
+    loop.recompute_batchnorm(net, split, _epoch_cfg(), torch.device("cpu"))
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))  # the random stream is where it was
+    assert not net[3].training and net[1].momentum == 0.1
+
+
+def test_precise_bn_reads_every_image_of_a_small_split_and_evenly_spaced_ones_of_a_large_one():
+    assert loop.precise_bn_indices(3).tolist() == [0, 1, 2]
+    spaced = loop.precise_bn_indices(100_000)
+    assert len(spaced) == loop.PRECISE_BN_IMAGES and spaced[0] == 0 and spaced[-1] < 100_000
+    assert torch.all(spaced[1:] > spaced[:-1])

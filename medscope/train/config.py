@@ -44,7 +44,7 @@ REQUIRED = ("dataset", "size", "model", "epochs", "batch_size", "optimizer", "lr
             "warmup_epochs", "label_smoothing", "mixup", "clip_grad", "dropout", "patience", "augment", "seed")
 
 # What training used for a setting absent from a run made before it existed, where that is not the field's default
-ABSENT = {"select": "best"}
+ABSENT = {"select": "best", "precise_bn": False}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +89,7 @@ class TrainConfig:
     weights: str | None = None  # a local torchvision state dict to start from
     subset: int | None = None  # train on a random subset of this many images
     amp: bool = True
+    precise_bn: bool = True  # BatchNorm statistics recomputed on training images before each evaluation
     deterministic: bool = False
     skip_md5: bool = False
     seed: int = 0
@@ -256,7 +257,7 @@ def _check(config: TrainConfig) -> None:
     _choice(config, "select", SELECTIONS, optional=True)
     _choice(config, "augment", LEVELS, optional=True)
     _choice(config, "recipe", RECIPE_CHOICES, optional=True)
-    for name in ("tta", "pretrained", "amp", "deterministic", "skip_md5"):
+    for name in ("tta", "pretrained", "amp", "precise_bn", "deterministic", "skip_md5"):
         if not isinstance(getattr(config, name), bool):
             raise UsageError(f"{_flag(name)}: expected true or false, got {getattr(config, name)!r}")
     _path(config, "weights")

@@ -49,6 +49,7 @@ from medscope.train.loop import (
     evaluation_settings,
     make_optimizer,
     make_scheduler,
+    recompute_batchnorm,
     seed_epoch,
     seed_rank,
     train_one_epoch,
@@ -228,6 +229,8 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
                                     generator, description=f"epoch {epoch}/{config.epochs}", dist=dist,
                                     augment_generator=augment_generator)
             distributed.broadcast_buffers(dist, model)
+            if config.precise_bn:  # every rank reads the same images: the statistics stay equal
+                recompute_batchnorm(model, data["train"], epoch_cfg, device)
             val = evaluate_split(model, data["val"], epoch_cfg, device, dist=dist)
             seconds = time.perf_counter() - started
             row = {"epoch": epoch, "train_loss": train["loss"], "train_auc": train["auc"], "train_acc": train["acc"],

@@ -314,6 +314,64 @@ def _finite_everywhere(loss: torch.Tensor, dist: DistContext) -> bool:
     return int(all_reduce_sum(dist, (~finite).to(torch.int32))) == 0
 
 
+PRECISE_BN_IMAGES = 2048  # training images whose statistics replace BatchNorm's running ones
+
+
+def precise_bn_indices(n_train: int, limit: int = PRECISE_BN_IMAGES) -> torch.Tensor:
+    """Which training images :func:`recompute_batchnorm` reads: all, or ``limit`` evenly spaced ones.
+
+    Fixed by ``n_train`` alone (no random draw), so it neither depends on nor
+    consumes the training's random streams.
+
+    >>> precise_bn_indices(5).tolist(), precise_bn_indices(10, limit=4).tolist()
+    ([0, 1, 2, 3, 4], [0, 2, 5, 7])
+    """
+    if n_train <= limit:
+        return torch.arange(n_train)
+    return torch.div(torch.arange(limit) * n_train, limit, rounding_mode="floor")
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, split: Split, cfg: EpochConfig, device, *, batch_size: int = 128,
+                        limit: int = PRECISE_BN_IMAGES) -> None:
+    """Replace each BatchNorm layer's running mean and variance by their averages over training images.
+
+    During training BatchNorm keeps an exponential average (momentum 0.1) of
+    the last ~10 batches' statistics, taken while the weights still moved;
+    after a few steps at a high learning rate they no longer describe the
+    network evaluation sees, and validation swings (measured in
+    bench/bn_stability.py). "Precise BN" (Wu & Johnson, 2021) recomputes them
+    with the final weights: for every layer, the mean over batches of the batch
+    mean and of the unbiased batch variance (``momentum=None``), on
+    :func:`precise_bn_indices` of ``split`` without augmentation.
+
+    Only the BatchNorm layers run in training mode: dropout stays off, so no
+    random number is drawn and the training that follows is unchanged.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(split) == 0:
+        return
+    was_training = model.training
+    model.eval()
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: every batch counts alike
+        m.train()
+    try:
+        indices = precise_bn_indices(len(split), limit)
+        for images, _ in load_batches(split, batches(split, batch_size, indices=indices), device):
+            x = normalize(images)
+            if cfg.memory_format is not None:
+                x = x.contiguous(memory_format=cfg.memory_format)
+            with autocast(device, cfg.amp_dtype):
+                model(x)
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate_split(model, split: Split, cfg: EpochConfig, device, batch_size: int = 256, *,
                    dist: DistContext = SINGLE) -> dict:
