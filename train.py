@@ -12,8 +12,10 @@ import json
 import os
 import sys
 
+from medscope.app import cli  # first: a Ctrl-C during the slow imports below is one line, not a traceback
+
+# isort: split
 from medscope import data, runs
-from medscope.app import cli
 from medscope.models import MODELS
 from medscope.train import config, distributed, recipes
 from medscope.train.augment import LEVELS, SAFE_FLIPS

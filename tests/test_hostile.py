@@ -131,3 +131,35 @@ def test_a_read_only_results_folder_is_one_line(tmp_path, capsys):
     finally:
         folder.chmod(0o700)
     assert code == cli.EXIT_BAD_INPUT and "Permission denied" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- Ctrl-C while a script starts
+
+SCRIPT_ARGS = {
+    "train.py": ["--dataset", "breastmnist", "--model", "cnn", "--epochs", "30"],
+    "analyze_inference.py": [], "analyze_complexity.py": [], "explain.py": ["gradcam"], "quantize.py": [],
+    "export_scalars.py": [], "compare.py": ["0001"], "report.py": [],
+    "run_tool.py": ["--pipeline", "--dataset", "breastmnist"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SCRIPT_ARGS))
+def test_ctrl_c_while_a_script_imports_is_one_line_and_130(tmp_path, script):
+    """SIGINT during the seconds of importing torch and the analysis modules: no traceback.
+
+    (Python's own start-up, before the script's first line runs, is not covered: about 20 ms.)
+    """
+    for delay in (0.4, 1.2):
+        proc = subprocess.Popen([sys.executable, str(ROOT / script), *SCRIPT_ARGS[script],
+                                 "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert "Traceback" not in err, (delay, err)
+        if proc.returncode == cli.EXIT_INTERRUPTED:
+            assert err.strip().splitlines()[-1] == "interrupted"
+        else:  # it got as far as saying what is wrong with its (empty) results folder
+            assert proc.returncode == cli.EXIT_BAD_INPUT and err.startswith("error: "), (delay, err)
+        assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.tmp"))

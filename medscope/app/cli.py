@@ -7,11 +7,41 @@ traceback) for an unexpected failure.
 """
 from __future__ import annotations
 
+import os
+import sys
+
+
+def _interrupted_while_starting(previous):
+    """``sys.excepthook`` for a Ctrl-C that reaches the top level: one line and 130, no traceback.
+
+    :func:`run` catches Ctrl-C inside ``main``; before it, a script spends
+    seconds importing torch and the analysis modules, and a KeyboardInterrupt
+    there would end in a traceback. Nothing has been written yet, so there is
+    nothing to clean up. Other exceptions go to the previous hook.
+    """
+
+    def hook(kind, value, tb):
+        if issubclass(kind, KeyboardInterrupt):
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            print("interrupted", file=sys.stderr, flush=True)
+            os._exit(130)
+        previous(kind, value, tb)
+
+    hook.quiet_interrupt = True
+    return hook
+
+
+if not getattr(sys.excepthook, "quiet_interrupt", False):  # installed as early as the scripts can
+    sys.excepthook = _interrupted_while_starting(sys.excepthook)
+
 import argparse
 import errno
 import math
 import signal
-import sys
 import threading
 import traceback
 from typing import Callable, Sequence
