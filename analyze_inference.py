@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         device = cli.resolve_device(args.device)
         outputs = None
     else:
-        outputs = inference.load_outputs(stored)
+        outputs = inference.load_outputs(stored, info)
         split = outputs.get("split", "test")
 
     data_dir = runs.data_dir_for(info.file_name, args.data_dir, cfg.get("data_dir"))

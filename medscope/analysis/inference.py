@@ -358,18 +358,14 @@ def output_dir(layout: RunLayout, split: str) -> Path:
     return layout.inference_dir if split == "test" else layout.inference_dir / split
 
 
-def load_outputs(path: Path) -> dict:
-    """Read ``inference_outputs.pt`` safely and check that its parts fit together."""
-    try:
-        outputs = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input here
-        raise UsageError(f"{path} is not readable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                         "recompute it with --split test") from None
-    if not isinstance(outputs, dict):
-        raise UsageError(f"{path} is not a medscope inference file; recompute it with --split test")
-    missing = [k for k in OUTPUT_KEYS if k not in outputs]
-    if missing:
-        raise UsageError(f"{path} lacks {', '.join(missing)}; recompute it with --split test")
+def load_outputs(path: Path, info=None) -> dict:
+    """Read ``inference_outputs.pt`` (:func:`medscope.analysis.outputs.read_outputs`, against the run's
+    dataset ``info`` when given) and check that the analyses' parts fit together."""
+    from medscope.analysis.outputs import read_outputs
+
+    outputs = read_outputs(path, task=info.task if info is not None else None,
+                           num_classes=info.num_classes if info is not None else None,
+                           required=OUTPUT_KEYS, fix="recompute it with --split test")
     check_outputs(outputs, path)
     return outputs
 

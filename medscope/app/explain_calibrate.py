@@ -123,23 +123,13 @@ def _test_outputs(run: runs.Run, info: data.DatasetInfo) -> dict:
     if not path.is_file():
         raise UsageError(f"{run.path} has no {path.name}: train.py writes it when training finishes "
                          f"(finish the run with: python train.py --resume {run.path})")
-    try:
-        outputs = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input here
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"{path} is not readable ({first}); recompute it with analyze_inference.py") from None
-    if not isinstance(outputs, dict) or not all(isinstance(outputs.get(k), torch.Tensor) for k in ("logits", "labels")):
-        raise UsageError(f"{path} holds no test logits and labels; is it a medscope inference file?")
-    logits, labels = outputs["logits"].double().numpy(), outputs["labels"].numpy()
-    if logits.ndim != 2 or labels.ndim != 2 or len(logits) != len(labels):
-        raise UsageError(f"{path}: logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not match")
+    from medscope.analysis.outputs import read_outputs
+
+    outputs = read_outputs(path, task=info.task, num_classes=info.num_classes, required=("logits", "labels"),
+                           fix="recompute it with analyze_inference.py")
     if outputs.get("split", "test") != "test":
         raise UsageError(f"{path} holds the {outputs['split']} split, not test; recompute it with analyze_inference.py")
-    if outputs.get("task", info.task) != info.task:
-        raise UsageError(f"{path} is for a {outputs.get('task')} task, but {info.flag} is {info.task}")
-    if logits.shape[1] != info.num_classes:
-        raise UsageError(f"{path} has {logits.shape[1]} output columns; {info.flag} has {info.num_classes}")
-    return {"logits": logits, "labels": _labels(outputs["labels"]), "best_epoch": outputs.get("best_epoch"),
+    return {"logits": outputs["logits"].double().numpy(), "labels": _labels(outputs["labels"]), "best_epoch": outputs.get("best_epoch"),
             "tta": bool(outputs.get("tta", False))}
 
 

@@ -103,22 +103,14 @@ def configuration_key(config: dict) -> tuple:
     return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in config.items() if k not in EXECUTION_KEYS))
 
 
-def _load_outputs(path, name: str) -> dict:
-    import torch
+def _load_outputs(path, name: str, task: str | None, num_classes: int | None) -> dict:
+    """The checked outputs (:func:`medscope.analysis.outputs.read_outputs`); the run's name leads the message."""
+    from medscope.analysis.outputs import read_outputs
 
-    if not path.is_file():
-        raise FileNotFoundError(path)
     try:
-        try:
-            outputs = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # an old (non-zip) file cannot be memory-mapped
-            outputs = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input here
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"run {name}: {path.name} is not readable ({first})") from None
-    if not isinstance(outputs, dict):
-        raise UsageError(f"run {name}: {path.name} is not a medscope inference file")
-    return outputs
+        return read_outputs(path, task=task, num_classes=num_classes, required=("probabilities", "labels"))
+    except UsageError as exc:
+        raise UsageError(f"run {name}: {exc}") from None
 
 
 def _array(value, what: str, name: str) -> np.ndarray:
@@ -163,7 +155,14 @@ def load_run_scores(run: Run, split: str = "test") -> RunScores:
     status = run.status(info)
     layout = run.layout
     try:
-        outputs = _load_outputs(layout.inference_outputs, name)
+        from medscope.data import dataset_info
+
+        expected = dataset_info(str(dataset), int(size))
+    except (UsageError, TypeError, ValueError):
+        expected = None  # a dataset this version does not know: the file's own task is checked below
+    try:
+        outputs = _load_outputs(layout.inference_outputs, name, expected.task if expected else None,
+                                expected.num_classes if expected else None)
     except FileNotFoundError:
         raise UsageError(f"run {name} has no {layout.inference_outputs.name} (status: {status}); "
                          "it has no scores to compare yet") from None
