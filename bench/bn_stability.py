@@ -11,8 +11,9 @@ evaluates the validation split twice:
   does. They are an exponential average (momentum 0.1) of the batch
   statistics of the last ~10 steps, taken while the weights were still moving;
 - ``recomputed``: the same weights with every BatchNorm layer's statistics
-  recomputed on the training split (no augmentation, train-mode forward, a
-  cumulative average over all its batches: "precise BN", Wu & Johnson 2021).
+  recomputed on ``--limit`` training images (no augmentation, a cumulative
+  average over their batches: "precise BN", Wu & Johnson 2021), with
+  ``medscope.train.loop.recompute_batchnorm``, the function train.py calls.
 
 If the running statistics are the cause, ``recomputed`` is stable from epoch
 to epoch where ``running`` swings, and the validation loss falls back to the
@@ -34,43 +35,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medscope import data  # noqa: E402
-from medscope.data import load_batches, normalize  # noqa: E402
 from medscope.models import build_model, model_spec  # noqa: E402
 from medscope.runs import default_data_dir  # noqa: E402
 from medscope.train import augment, config  # noqa: E402
 from medscope.train.loop import (  # noqa: E402
+    PRECISE_BN_IMAGES,
     EpochConfig,
     amp_dtype_for,
     evaluate_split,
     make_optimizer,
     make_scheduler,
     memory_format_for,
+    recompute_batchnorm,
     seed_epoch,
     train_one_epoch,
 )
 
 
-@torch.no_grad()
-def recompute_batchnorm(model: torch.nn.Module, split, cfg: EpochConfig, device, batch_size: int = 128) -> None:
-    """Replace every BatchNorm layer's running mean/var by their averages over ``split`` (no augmentation)."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: every batch counts alike
-    was_training = model.training
-    model.train()  # batch statistics feed the running ones; dropout is irrelevant (no loss is computed)
-    for images, _ in load_batches(split, data.batches(split, batch_size), device):
-        x = normalize(images)
-        if cfg.memory_format is not None:
-            x = x.contiguous(memory_format=cfg.memory_format)
-        model(x)
-    for m, momentum in zip(norms, saved):
-        m.momentum = momentum
-    model.train(was_training)
-
-
-def run_seed(flag: str, size: int, model_name: str, recipe: str, seed: int, epochs: int | None, data_dir) -> dict:
+def run_seed(flag: str, size: int, model_name: str, recipe: str, seed: int, epochs: int | None, data_dir,
+             limit: int = PRECISE_BN_IMAGES) -> dict:
     info = data.dataset_info(flag, size)
     splits = data.load_dataset(info, data_dir)
     cfg_run = config.with_recipe(config.TrainConfig(dataset=flag, size=size, model=model_name, recipe=recipe,
@@ -99,7 +82,7 @@ def run_seed(flag: str, size: int, model_name: str, recipe: str, seed: int, epoc
         running = evaluate_split(model, splits["val"], cfg, device)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         recompute_started = time.perf_counter()
-        recompute_batchnorm(model, splits["train"], cfg, device)
+        recompute_batchnorm(model, splits["train"], cfg, device, limit=limit)
         recompute_seconds = time.perf_counter() - recompute_started
         recomputed = evaluate_split(model, splits["val"], cfg, device)
         row = {"epoch": epoch, "train_loss": train["loss"], "val_auc_running": running["auc"],
@@ -127,10 +110,13 @@ def main() -> None:
     parser.add_argument("--recipe", choices=config.RECIPE_CHOICES, default="general")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=PRECISE_BN_IMAGES,
+                        help=f"training images whose statistics are recomputed (default: train.py's, "
+                             f"{PRECISE_BN_IMAGES})")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     data_dir = default_data_dir()
-    results = [run_seed(args.dataset, args.size, args.model, args.recipe, s, args.epochs, data_dir)
+    results = [run_seed(args.dataset, args.size, args.model, args.recipe, s, args.epochs, data_dir, args.limit)
                for s in args.seeds]
     for key in ("running", "recomputed"):
         swings = [float(np.mean(np.abs(np.diff([r[f"val_auc_{key}"] for r in res["epochs"]])))) for res in results]

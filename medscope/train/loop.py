@@ -314,7 +314,7 @@ def _finite_everywhere(loss: torch.Tensor, dist: DistContext) -> bool:
     return int(all_reduce_sum(dist, (~finite).to(torch.int32))) == 0
 
 
-PRECISE_BN_IMAGES = 2048  # training images whose statistics replace BatchNorm's running ones
+PRECISE_BN_IMAGES = 512  # training images whose statistics replace BatchNorm's running ones (cost: see bench/bn_stability.py)
 
 
 def precise_bn_indices(n_train: int, limit: int = PRECISE_BN_IMAGES) -> torch.Tensor:
