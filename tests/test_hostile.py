@@ -163,3 +163,100 @@ def test_ctrl_c_while_a_script_imports_is_one_line_and_130(tmp_path, script):
         else:  # it got as far as saying what is wrong with its (empty) results folder
             assert proc.returncode == cli.EXIT_BAD_INPUT and err.startswith("error: "), (delay, err)
         assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.tmp"))
+
+
+# ---------------------------------------------------------------- a read-only or full results folder, per script
+
+def _script_cases(name: str) -> dict:
+    """Each script's command on run ``name`` (small settings: the point is where it writes)."""
+    run = ["--run", name]
+    return {
+        "train.py": ["--dataset", "breastmnist", "--model", "cnn", "--epochs", "1", "--subset", "32"],
+        "analyze_inference.py": [*run, "--tsne-points", "5"],
+        "analyze_complexity.py": run,
+        "explain.py gradcam": ["gradcam", *run, "--n", "2", "--steps", "2"],
+        "explain.py saliency": ["saliency", *run, "--n", "2", "--steps", "2", "--samples", "2"],
+        "explain.py uncertainty": ["uncertainty", *run, "--passes", "2"],
+        "explain.py robustness": ["robustness", *run, "--perturbations", "gaussian_noise", "--severities", "1",
+                                  "--n-saliency", "0", "--n-examples", "0"],
+        "explain.py calibrate": ["calibrate", *run, "--bootstrap", "50"],
+        "quantize.py": [*run, "--calib", "4", "--test-subset", "8", "--runs", "1", "--warmup", "1",
+                        "--throughput-runs", "1"],
+        "export_scalars.py": run,
+        "compare.py": [name, "--bootstrap", "50"],
+        "report.py": run,
+    }
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, medmnist_dir):
+    from tests.conftest import train_run
+
+    return train_run(tmp_path_factory.mktemp("disk"), medmnist_dir, "--dataset", "breastmnist", "--model", "cnn",
+                     "--epochs", "1", "--subset", "32", "--bootstrap", "50")
+
+
+def _mount_small_filesystem(where, size_kb: int) -> None:
+    where.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small file system here ({done.stderr.strip() or 'mount failed'}); "
+                    "run as root to test a full and a read-only disk")
+
+
+def _folder_size_kb(folder) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) // 1024
+
+
+@pytest.fixture(params=["read-only", "full"])
+def hostile_disk(request, small_run, tmp_path):
+    """The run (and its TensorBoard folder) on a file system that is read-only, or full to the last byte."""
+    import shutil
+
+    mount = tmp_path / "disk"
+    events = small_run.parent.parent / "runs" / small_run.name
+    _mount_small_filesystem(mount, _folder_size_kb(small_run) + _folder_size_kb(events) + 512)
+    try:
+        shutil.copytree(small_run, mount / "results" / small_run.name)
+        shutil.copytree(events, mount / "runs" / small_run.name)
+        if request.param == "read-only":
+            subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        else:
+            with open(mount / "filler", "wb") as fh:  # take every byte left
+                try:
+                    while True:
+                        fh.write(b"\0" * 65536)
+                        fh.flush()
+                except OSError:
+                    pass
+            try:
+                with open(mount / "filler", "ab") as fh:
+                    while True:
+                        fh.write(b"\0")
+                        fh.flush()
+            except OSError:
+                pass
+        yield request.param, mount / "results", mount / "runs", small_run.name
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_every_script_on_a_read_only_or_full_disk_ends_in_one_line(hostile_disk, medmnist_dir, capsys):
+    import importlib
+
+    kind, results, runs_dir, name = hostile_disk
+    expected = {"read-only": "Read-only file system", "full": "No space left on device"}[kind]
+    before = (results / name / "run.json").read_text()
+    for label, argv in _script_cases(name).items():
+        main = importlib.import_module(label.split()[0].removesuffix(".py")).main
+        code = cli.run(main, [*argv, "--results-dir", str(results), "--runs-dir", str(runs_dir),
+                              "--data-dir", str(medmnist_dir), "--device", "cpu"])
+        err = capsys.readouterr().err
+        lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+        assert code == cli.EXIT_BAD_INPUT, (label, err)
+        assert "Traceback" not in err and len(lines) == 1 and expected in lines[0], (label, err)
+        assert (results / name / "run.json").read_text() == before, label  # the run's record is intact
+        leftovers = [p for p in results.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".export-")]
+        assert leftovers == [], (label, leftovers)
