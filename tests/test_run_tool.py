@@ -237,3 +237,11 @@ def test_pipeline_argv_of_every_real_script_parses_with_its_own_parser(run_2d, t
             assert getattr(args, "run") in (run_2d.name, [run_2d.name])
             checked.append(" ".join([item.script, *argv[:1]]))
     assert "export_scalars --run" in checked
+
+
+def test_undecodable_bytes_in_the_menu_are_asked_again_not_a_crash(tmp_path):
+    done = subprocess.run([sys.executable, RUN_TOOL], input=b"\xff\xfe\n0\n", cwd=tmp_path, capture_output=True,
+                          timeout=120, env=dict(os.environ))
+    out = done.stdout.decode("utf-8", "replace")
+    assert done.returncode == 0 and b"Traceback" not in done.stderr
+    assert "  type a number from 0 to 11" in out and out.count("choose [0-11]: ") == 2

@@ -311,6 +311,11 @@ def _assert_bad_input(proc, tmp_path, needle):
     (["--dataset", "breastmnist", "--weights", "/no/such/file.pth"], "file not found"),
     (["--dataset", "breastmnist", "--lr", "inf"], "--lr: expected a finite number >= 0, got inf"),
     (["--dataset", "breastmnist", "--patience", "-1"], "integer >= 0"),
+    (["--dataset", "breastmnist", "--warmup-epochs", "inf"], "--warmup-epochs: expected a finite number >= 0"),
+    (["--dataset", "breastmnist", "--mixup", "inf"], "--mixup: expected a finite number >= 0"),
+    (["--dataset", "breastmnist", "--seed", "1e23"], "--seed: invalid int value: '1e23'"),
+    (["--dataset", "breastmnist", "--run-name", "x\n"], "use letters, digits"),
+    (["--dataset", "breastmnist", "--recipe", "tuned", "--model", "cnn"], "--recipe tuned: the tuned recipe"),
     (["--dataset", "breastmnist", "pneumoniamnist", "--run-name", "one"], "names one run"),
 ])
 def test_bad_arguments_are_one_line_exit_2_and_leave_nothing(tmp_path, medmnist_dir, args, needle, capsys):
