@@ -216,17 +216,20 @@ def test_robustness_summary_is_told_worst_first(reported_run, tmp_path):
     run = copy_run(reported_run.path, tmp_path)
     base = dict.fromkeys(SUMMARY_COLUMNS, None) | {"severities": "1;2;3;4;5", "clean_ce": 0.2, "mean_flip_rate": 0.1,
                                                    "mean_image_rmse": 5.0}
-    rows = [base | {"perturbation": "gamma", "mce": 1.05, "mean_acc": 0.78, "worst_acc": 0.75, "worst_severity": 5,
-                    "first_severity_below": None},
-            base | {"perturbation": "gaussian_noise", "mce": 2.4, "mean_acc": 0.55, "worst_acc": 0.31,
-                    "worst_severity": 5, "first_severity_below": 2, "mean_flip_rate": 0.42},
-            base | {"perturbation": "jpeg", "mce": 1.3, "mean_acc": 0.7, "worst_acc": 0.62, "worst_severity": 4,
-                    "first_severity_below": 4, "flip_auroc_rmse": float("nan")},
-            base | {"perturbation": "overall", "mce": 1.58, "mean_acc": 0.68, "worst_acc": 0.31, "worst_severity": 5}]
+    rows = [base | {"perturbation": "gamma", "mce": 1.05, "mean_balanced_acc": 0.78, "worst_balanced_acc": 0.75,
+                    "worst_severity": 5, "first_severity_below": None, "mean_acc": 0.8},
+            base | {"perturbation": "gaussian_noise", "mce": 2.4, "mean_balanced_acc": 0.55, "worst_balanced_acc": 0.5,
+                    "worst_severity": 5, "first_severity_below": 2, "first_severity_beyond_interval": 3,
+                    "collapsed_severities": "4 5", "mean_flip_rate": 0.42, "mean_acc": 0.83},
+            base | {"perturbation": "jpeg", "mce": 1.3, "mean_balanced_acc": 0.7, "worst_balanced_acc": 0.62,
+                    "worst_severity": 4, "first_severity_below": 4, "flip_auroc_rmse": float("nan"), "mean_acc": 0.7},
+            base | {"perturbation": "overall", "mce": 1.58, "mean_balanced_acc": 0.68, "worst_balanced_acc": 0.5,
+                    "worst_severity": 5, "collapsed_severities": "gaussian_noise:4 gaussian_noise:5", "mean_acc": 0.78}]
     atomic.write_csv(run / "robustness" / "robustness_summary.csv", rows, SUMMARY_COLUMNS)
     atomic.write_json(run / "robustness" / "robustness_summary.json",
                       {"n_images": 156, "severities": [1, 2, 3, 4, 5], "tolerance": 0.05,
-                       "clean": {"auc": 0.9, "acc": 0.8, "balanced_acc": 0.75, "ece": 0.05},
+                       "clean": {"auc": 0.9, "acc": 0.8, "balanced_acc": 0.75, "balanced_acc_low": 0.68,
+                                 "balanced_acc_high": 0.82, "majority_rate": 0.73, "ece": 0.05},
                        "clean_matches_run_metrics": True,
                        "perturbations": {"gaussian_noise": {"description": "additive Gaussian noise"}}})
     built = build_run_report(run)
@@ -235,14 +238,19 @@ def test_robustness_summary_is_told_worst_first(reported_run, tmp_path):
     assert data["overall"]["mce"] == 1.58
     card = model_card(built)
     assert card["robustness"]["limits"][0] == (
-        "gaussian noise: mean corruption error 2.40x the clean one, mean ACC 0.550, lowest 0.310 at severity 5; "
-        "ACC drops beyond tolerance from severity 2; 42% of predictions flip on average")
-    assert card["robustness"]["limits"][2].endswith("ACC stays within tolerance at every severity tried; 10% of "
-                                                    "predictions flip on average")
+        "gaussian noise: mean corruption error 2.40x the clean one, mean balanced accuracy 0.550, lowest 0.500 at "
+        "severity 5; balanced accuracy drops beyond tolerance from severity 2; collapsed to one class at severity 4, 5; "
+        "42% of predictions flip on average")
+    assert card["robustness"]["limits"][2].endswith("balanced accuracy stays within tolerance at every severity "
+                                                    "tried; 10% of predictions flip on average")
     assert report.main(["--run", str(run), "--results-dir", str(tmp_path / "results")]) == 0
     page = (run / "report.html").read_text()
     assert "<strong>gaussian noise</strong> (additive Gaussian noise): mean corruption error" in page
-    assert "ACC falls more than 0.05 below clean from severity 2" in page
+    assert "balanced accuracy falls more than 0.05 below clean from severity 2 (beyond its 95% interval from " \
+           "severity 3); <strong>collapsed to one class</strong> at severity 4 5" in page
+    text = re.sub(r"<[^>]+>", "", page)
+    assert "balanced accuracy 0.750 [0.680, 0.820]" in text and "(a majority-class guess: 0.730)" in text
+    assert "Collapsed to one class (perturbation:severity): gaussian_noise:4 gaussian_noise:5" in text
     assert '<td class="n muted">n/a</td>' in page and ">nan<" not in page  # an undefined AUROC
 
 

@@ -293,3 +293,112 @@ def test_the_menu_offers_robustness_among_the_explain_subcommands():
     session.current_script = "explain"
     options = [o.value for o in menu.subcommand_choices(session, {}).options]
     assert options == ["gradcam", "saliency", "uncertainty", "robustness", "calibrate"]
+
+
+# ------------------------------------------------------------------ honest on imbalanced and mask-like data
+
+class MajorityModel(torch.nn.Module):
+    """Answers the negative class for every image, as a collapsed classifier does (medscope's model API:
+    ``features`` gives the embedding, ``head`` the logits)."""
+
+    def __init__(self, spatial_dims: int):
+        super().__init__()
+        conv = torch.nn.Conv2d if spatial_dims == 2 else torch.nn.Conv3d
+        pool = torch.nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else torch.nn.AdaptiveAvgPool3d(1)
+        self.body = torch.nn.Sequential(conv(1, 2, 3, padding=1), torch.nn.ReLU(), pool, torch.nn.Flatten())
+        self.linear = torch.nn.Linear(2, 2)
+
+    def features(self, x):
+        return self.body(x)
+
+    def head(self, z):
+        return self.linear(z) * 0 + torch.tensor([4.0, -4.0])  # depends on x (for the graph), not on its value
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+    def blocks(self):
+        return [("body", self.body)]
+
+
+def _imbalanced_split(spatial_dims: int, masks: bool, n: int = 60, positives: int = 7, seed: int = 0) -> data.Split:
+    """11% positive (as the held-out 3D set); mask-like: every voxel 0 or 255."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, 1) + (12,) * spatial_dims
+    images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    if masks:
+        images = (images > 200).to(torch.uint8) * 255
+    labels = torch.zeros((n, 1), dtype=torch.int64)
+    labels[:positives] = 1
+    return data.Split(images, labels)
+
+
+@pytest.mark.parametrize("spatial_dims,masks", [(2, False), (3, False), (3, True)])
+def test_a_model_answering_the_majority_class_is_reported_collapsed_not_robust(spatial_dims, masks, monkeypatch):
+    split = _imbalanced_split(spatial_dims, masks)
+    model = MajorityModel(spatial_dims).eval()
+    blur = "gaussian_blur" if "gaussian_blur" in pt.PERTURBATIONS else next(iter(pt.PERTURBATIONS))
+    chosen = pt.select(["gaussian_noise", blur], spatial_dims)
+    sweep = robustness.run_sweep(model, split, BINARY, ["negative", "positive"], "cpu", chosen, [1, 3], seed=0,
+                                 method="gradient", n_saliency=10, n_examples=0, n_resamples=200)
+    for row in sweep.rows:
+        assert row["balanced_acc"] == 0.5 and row["acc"] == pytest.approx(53 / 60) == row["majority_rate"]
+        assert row["collapsed"] is True and row["top_class_share"] == 1.0
+    rows = [dict(r) for r in sweep.rows]
+    robustness.add_relative_errors(rows)
+    summary = robustness.summarize(rows, sweep.per_image, tolerance=0.05, n_resamples=200)
+    assert all(s["collapsed_severities"] for s in summary[:-1])
+    info = robustness.sweep_record(sweep, summary, run="r", split="test", checkpoint="best", tolerance=0.05,
+                                   run_metrics=None)
+    report = robustness.report_markdown(info, rows)
+    assert "**Collapsed to one class**" in report and "it is not robustness" in report
+    assert "balanced accuracy 0.500" in report and "would score ACC 0.883" in report
+    # the heatmap is coloured by balanced accuracy on a scale that starts at chance: collapse is its darkest colour
+    drawn = {}
+    monkeypatch.setattr(robustness_plots_module().atomic, "save_figure",
+                        lambda path, fig, **kw: drawn.setdefault("fig", fig) and path)
+    robustness_plots_module().balanced_accuracy_heatmap("unused.png", rows, "t", info["chance_balanced_acc"])
+    image = drawn["fig"].axes[0].images[0]
+    assert image.get_clim() == (0.5, 1) and np.all(image.get_array() == 0.5)
+    assert "†" in "".join(t.get_text() for t in drawn["fig"].axes[0].texts)
+
+
+def robustness_plots_module():
+    from medscope.explain import robustness_plots
+
+    return robustness_plots
+
+
+def test_each_condition_has_the_bootstrap_intervals_of_its_metrics(small_sweep):
+    from medscope.stats.bootstrap import metric_intervals
+
+    model, info, split, sweep = small_sweep
+    clean = sweep.rows[0]
+    probs = sweep_probabilities(model, split, info)
+    ref = metric_intervals(info.task, split.labels.numpy(), probs, n_resamples=2000, seed=3)
+    for key in robustness.INTERVAL_METRICS:
+        assert (clean[f"{key}_low"], clean[f"{key}_high"]) == (ref[key]["low"], ref[key]["high"])
+        assert clean[f"{key}_low"] <= clean[key] <= clean[f"{key}_high"]
+
+
+def sweep_probabilities(model, split, info) -> np.ndarray:
+    from medscope.activations import collect_outputs
+
+    return collect_outputs(model, split, info.task, torch.device("cpu"), activations=False)["probabilities"].numpy()
+
+
+def test_flip_aurocs_are_given_per_perturbation_with_intervals_before_any_pooled_one(small_sweep):
+    _, _, _, sweep = small_sweep
+    rows = [dict(r) for r in sweep.rows]
+    robustness.add_relative_errors(rows)
+    summary = robustness.summarize(rows, sweep.per_image, tolerance=0.05, n_resamples=500)
+    noise = summary[0]
+    images = [p for p in sweep.per_image if p["perturbation"] == "gaussian_noise"]
+    flips = np.array([p["flipped"] for p in images])
+    if flips.any() and not flips.all():
+        assert noise["flip_auroc_rmse"] == roc_auc_score(flips, [p["rmse"] for p in images])
+        assert noise["flip_auroc_rmse_low"] <= noise["flip_auroc_rmse"] <= noise["flip_auroc_rmse_high"]
+    else:
+        assert math.isnan(noise["flip_auroc_rmse"]) and math.isnan(noise["flip_auroc_rmse_low"])
+    assert robustness._auroc_words(0.62, 0.45) == "no better than chance at 95% confidence"
+    assert robustness._auroc_words(0.62, 0.55) == "a weak warning sign"

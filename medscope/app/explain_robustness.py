@@ -54,8 +54,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-examples", type=cli.non_negative_int, default=3, metavar="N",
                         help="images shown perturbed with their saliency at every severity (default: 3)")
     parser.add_argument("--tolerance", type=cli.probability, default=0.05,
-                        help="the report names the first severity where ACC is more than this below clean "
-                             "(default: 0.05)")
+                        help="the report names the first severity where balanced accuracy is more than this "
+                             "below clean (default: 0.05)")
+    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=2000, metavar="N",
+                        help="resamples for the 95%% intervals of every condition's AUC, ACC and balanced accuracy "
+                             "and of the flip AUROCs; 0: none (default: 2000)")
 
 
 def parse_perturbation_names(values) -> list[str] | None:
@@ -89,10 +92,11 @@ def run(args) -> int:
         ctx.model, ctx.split, ctx.task, ctx.info.class_names, ctx.device, chosen, severities,
         settings=evaluation_settings(ctx.config, ctx.info, ctx.device), seed=args.seed, method=args.saliency,
         layer=layer, n_saliency=args.n_saliency, n_examples=args.n_examples, batch_size=args.batch_size,
-        progress=progress)
+        n_resamples=args.bootstrap, progress=progress)
     seconds = time.perf_counter() - start
     robustness.add_relative_errors(sweep.rows)
-    summary_rows = robustness.summarize(sweep.rows, sweep.per_image, args.tolerance)
+    summary_rows = robustness.summarize(sweep.rows, sweep.per_image, args.tolerance, n_resamples=args.bootstrap,
+                                        seed=args.seed)
     info = robustness.sweep_record(sweep, summary_rows, run=ctx.run.name, split=ctx.split_name,
                                    checkpoint=args.checkpoint, tolerance=args.tolerance,
                                    run_metrics=_stored_metrics(ctx, args.checkpoint), seconds=seconds)
@@ -100,15 +104,26 @@ def run(args) -> int:
     written = _write(ctx, sweep, summary_rows, info, method_label)
     clean, overall = sweep.rows[0], (summary_rows[-1] if summary_rows else None)
     matches = info["clean_matches_run_metrics"]
-    print(f"clean: AUC {clean['auc']:.3f}  ACC {clean['acc']:.3f}"
+    print(f"clean: balanced accuracy {_interval_text(clean, 'balanced_acc')}  AUC {_interval_text(clean, 'auc')}  "
+          f"ACC {_interval_text(clean, 'acc')}"
           + ("" if matches is None else
              f" ({'equal to' if matches else 'differs from'} the run's {ctx.run.layout.metrics_json.name})"))
     if overall:
-        print(f"mean over perturbations: ACC {overall['mean_acc']:.3f}, mCE {number_text(overall['mce'], 2)} "
+        collapsed = overall.get("collapsed_severities")
+        if collapsed:
+            print(f"collapsed to one class (perturbation:severity): {collapsed}")
+        print(f"mean over perturbations: balanced accuracy {overall['mean_balanced_acc']:.3f}, "
+              f"mCE {number_text(overall['mce'], 2)} "
               f"(1 = clean error), flip rate {percent_text(overall['mean_flip_rate'])}; "
               f"{len(chosen) * len(severities)} conditions in {seconds:.1f}s")
     print(f"wrote {len(written)} files to {ctx.run.layout.robustness_dir}")
     return 0
+
+
+def _interval_text(row: dict, key: str) -> str:
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    bounds = f" [{low:.3f}, {high:.3f}]" if low == low and high == high and low is not None else ""
+    return f"{row[key]:.3f}{bounds}"
 
 
 def _write(ctx: RunContext, sweep: robustness.Sweep, summary_rows: list[dict], info: dict,
@@ -123,8 +138,9 @@ def _write(ctx: RunContext, sweep: robustness.Sweep, summary_rows: list[dict], i
     tag = f"{ctx.run.name} ({ctx.split_name}), seed {sweep.seed}"
     written.append(robustness_plots.measures_vs_severity(folder / files["measures"], sweep.rows,
                                                          f"robustness — {tag}; saliency: {method_label}"))
-    written.append(robustness_plots.acc_heatmap(folder / files["acc_heatmap"], sweep.rows,
-                                                f"ACC per perturbation and severity — {tag}"))
+    written.append(robustness_plots.balanced_accuracy_heatmap(
+        folder / files["heatmap"], sweep.rows, f"balanced accuracy per perturbation and severity — {tag}",
+        info["chance_balanced_acc"]))
     for k, image_id in enumerate(sweep.example_ids):
         label = robustness.example_title(ctx.task, ctx.split.labels[image_id].numpy(), ctx.info.class_names)
         written.append(robustness_plots.example_grid(

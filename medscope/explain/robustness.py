@@ -44,7 +44,14 @@ from medscope.explain import perturbations as pt
 from medscope.explain.cam import GradCAM, auto_layer, select_targets
 from medscope.explain.maps import choose_ids
 from medscope.explain.saliency import vanilla_gradient
-from medscope.metrics import acc_score, auc_score, balanced_accuracy, error_auroc
+from medscope.metrics import (
+    acc_score,
+    auc_score,
+    balanced_accuracy,
+    error_auroc,
+    error_auroc_interval,
+    majority_accuracy,
+)
 from medscope.report_text import number_text, percent_text
 from medscope.runs import RunLayout
 from medscope.tasks import Task
@@ -56,7 +63,7 @@ FILES = {
     "per_image": "robustness_per_image.csv",
     "summary": "robustness_summary.json",
     "measures": "robustness_measures.png",
-    "acc_heatmap": "robustness_acc_heatmap.png",
+    "heatmap": "robustness_balanced_acc_heatmap.png",
     "examples": "robustness_examples_{id:05d}.png",  # one per example image
     "report": "robustness_report.md",
 }
@@ -71,6 +78,8 @@ SHIFT_MEASURES = {  # name -> column of its mean in the results
     "pearson": "saliency_pearson",
     "iou": "saliency_iou",
 }
+COLLAPSE_SHARE = 0.95  # predictions this concentrated on one class, while the truth is not: "collapsed"
+INTERVAL_METRICS = ("auc", "acc", "balanced_acc")  # each row's metrics with a 95% bootstrap interval
 SALIENCY_METHODS = ("gradcam", "gradient")
 SALIENCY_LABELS = {"gradcam": "Grad-CAM", "gradient": "vanilla gradient"}
 
@@ -167,6 +176,19 @@ def flip_auroc(score: np.ndarray, is_flipped: np.ndarray) -> tuple[float, str]:
     if is_flipped.all():
         return float("nan"), f"every prediction flipped among the {len(is_flipped)} explained images"
     return error_auroc(score, is_flipped), ""
+
+
+def chance_balanced_accuracy(task: str | Task, clean_row: dict | None = None) -> float:
+    """Balanced accuracy of a guess that ignores the image: 1/K for a single-label task, 0.5 per label otherwise.
+
+    >>> chance_balanced_accuracy("multi-class", {"n_classes": 4}), chance_balanced_accuracy("binary-class")
+    (0.25, 0.5)
+    """
+    task = as_task(task)
+    if task.is_multilabel or task.is_binary:
+        return 0.5
+    k = (clean_row or {}).get("n_classes")
+    return 1.0 / k if k else float("nan")
 
 
 def mean_corruption_error(balanced_accuracies, clean_balanced_accuracy: float) -> float:
@@ -292,25 +314,61 @@ def middle_slices(array: np.ndarray, spatial_dims: int) -> np.ndarray:
 
 
 def condition_row(name: str, severity: int, parameter, task: str | Task, labels: np.ndarray, ev: Evaluation,
-                  clean_pred: np.ndarray, class_names: list[str]) -> dict:
-    """One row of the results: the metrics of one perturbation at one severity, and the share of flips."""
+                  clean_pred: np.ndarray, class_names: list[str], *, n_resamples: int = 0, seed: int = 0) -> dict:
+    """One row of the results: the metrics of one perturbation at one severity, and the share of flips.
+
+    AUC, ACC and balanced accuracy come with 95% intervals (stratified percentile
+    bootstrap of the images, :func:`medscope.stats.bootstrap.metric_intervals`,
+    ``n_resamples`` resamples seeded by ``seed``; NaN with 0). ``top_class_share``
+    is the share of the most common prediction (multi-label: the mean over labels
+    of the larger of the shares predicted positive and negative); ``collapsed``
+    says that it is at least :data:`COLLAPSE_SHARE` while the truth is more mixed:
+    the model answers one class whatever the image, which ACC can mistake for skill.
+    """
     from medscope.analysis.inference import calibration
+    from medscope.stats.bootstrap import metric_intervals
 
     task = as_task(task)
     pred = task.predictions(ev.probabilities)
-    return {"perturbation": name, "severity": int(severity), "parameter": parameter,
-            "auc": auc_score(task.name, labels, ev.probabilities),
-            "acc": acc_score(task.name, labels, ev.probabilities),
-            "balanced_acc": balanced_accuracy(task, labels, ev.probabilities),
-            "ece": calibration(task.name, ev.probabilities, labels, class_names)["ece"],
-            "flip_rate": float(flipped(task, clean_pred, pred).mean()) if len(pred) else float("nan"),
-            "image_rmse": ev.image_rmse, "n": int(len(labels))}
+    row = {"perturbation": name, "severity": int(severity), "parameter": parameter,
+           "auc": auc_score(task.name, labels, ev.probabilities),
+           "acc": acc_score(task.name, labels, ev.probabilities),
+           "balanced_acc": balanced_accuracy(task, labels, ev.probabilities),
+           "ece": calibration(task.name, ev.probabilities, labels, class_names)["ece"],
+           "flip_rate": float(flipped(task, clean_pred, pred).mean()) if len(pred) else float("nan"),
+           "image_rmse": ev.image_rmse, "n": int(len(labels)), "n_classes": int(ev.probabilities.shape[1])}
+    intervals = (metric_intervals(task.name, labels, ev.probabilities, n_resamples=n_resamples, seed=seed)
+                 if n_resamples and len(labels) else {})
+    for key in INTERVAL_METRICS:
+        entry = intervals.get(key, {})
+        row[f"{key}_low"], row[f"{key}_high"] = entry.get("low", float("nan")), entry.get("high", float("nan"))
+    row["majority_rate"] = majority_accuracy(task.name, labels) if len(labels) else float("nan")
+    row["top_class_share"] = top_class_share(task, pred)
+    row["collapsed"] = bool(row["top_class_share"] >= COLLAPSE_SHARE > row["majority_rate"])
+    return row
+
+
+def top_class_share(task: str | Task, predictions: np.ndarray) -> float:
+    """Share of the most common prediction (multi-label: mean over labels of the larger side).
+
+    >>> top_class_share("binary-class", np.array([[1], [1], [1], [0]]))
+    0.75
+    """
+    task = as_task(task)
+    pred = np.asarray(predictions)
+    if not len(pred):
+        return float("nan")
+    if task.is_multilabel:
+        positive = pred.astype(bool).mean(axis=0)
+        return float(np.mean(np.maximum(positive, 1 - positive)))
+    _, counts = np.unique(pred.reshape(-1), return_counts=True)
+    return float(counts.max() / counts.sum())
 
 
 def run_sweep(model, split: Split, task: str | Task, class_names: list[str], device, perturbations: list,
               severities: list[int], *, settings: dict | None = None, seed: int = 0, method: str = "gradcam",
               layer: str | None = None, n_saliency: int = 100, n_examples: int = 3, batch_size: int = 256,
-              progress=None) -> Sweep:
+              n_resamples: int = 2000, progress=None) -> Sweep:
     """Clean split, then every perturbation at every severity: metrics, flips, saliency shifts, example maps.
 
     Parameters
@@ -322,6 +380,7 @@ def run_sweep(model, split: Split, task: str | Task, class_names: list[str], dev
     seed : seeds the perturbations' random draws and the choice of saliency and example images
     method : ``gradcam`` (at ``layer``; None: :func:`medscope.explain.cam.auto_layer`) or ``gradient``
     n_saliency, n_examples : images whose saliency shift is measured / which are shown at every severity
+    n_resamples : bootstrap resamples of each condition's AUC, ACC and balanced accuracy intervals (0: none)
     progress : a wrapper such as :func:`medscope.progress.progress` that draws a bar over the conditions
     """
     task = as_task(task)
@@ -357,7 +416,8 @@ def run_sweep(model, split: Split, task: str | Task, class_names: list[str], dev
     sweep.seconds["clean"] = time.perf_counter() - start
 
     def record(name, severity, parameter, ev: Evaluation, maps: torch.Tensor):
-        row = condition_row(name, severity, parameter, task, labels, ev, clean_pred, names)
+        row = condition_row(name, severity, parameter, task, labels, ev, clean_pred, names,
+                            n_resamples=n_resamples, seed=seed)
         pred = task.predictions(ev.probabilities)
         is_flipped = flipped(task, clean_pred, pred)
         sal_flipped = is_flipped[saliency_ids]
@@ -433,50 +493,79 @@ def example_title(task: str | Task, label, class_names: list[str]) -> str:
 
 # --------------------------------------------------------------------------- summary
 
-def summarize(rows: list[dict], per_image: list[dict], tolerance: float) -> list[dict]:
-    """One row per perturbation (mean over its severities) and an ``overall`` row."""
+def summarize(rows: list[dict], per_image: list[dict], tolerance: float, *, n_resamples: int = 2000,
+              seed: int = 0) -> list[dict]:
+    """One row per perturbation (over its severities) and an ``overall`` row.
+
+    Verdicts rest on balanced accuracy, which a model answering the majority
+    class everywhere cannot raise above chance (ACC can: it rises to the
+    majority rate). ``first_severity_below``: the first severity whose balanced
+    accuracy is more than ``tolerance`` below the clean one;
+    ``first_severity_beyond_interval``: the first whose 95% interval lies wholly
+    below the clean value; ``collapsed_severities``: where the model collapsed
+    to one class (:func:`condition_row`). Flip AUROCs are given per perturbation
+    (its severities pooled) with stratified bootstrap intervals
+    (:func:`medscope.metrics.error_auroc_interval`), then pooled over all.
+    """
     clean = rows[0]
     out = []
     by_name: dict[str, list[dict]] = {}
     for row in rows[1:]:
         by_name.setdefault(row["perturbation"], []).append(row)
     for name, group in by_name.items():
-        accs = [r["acc"] for r in group]
-        worst = min(group, key=lambda r: r["acc"])
-        below = [r["severity"] for r in group if r["acc"] < clean["acc"] - tolerance]
+        worst = min(group, key=lambda r: r["balanced_acc"])
+        below = [r["severity"] for r in group if r["balanced_acc"] < clean["balanced_acc"] - tolerance]
+        beyond = [r["severity"] for r in group if _defined(r.get("balanced_acc_high"))
+                  and r["balanced_acc_high"] < clean["balanced_acc"]]
         images = [p for p in per_image if p["perturbation"] == name]
         entry = {"perturbation": name, "severities": " ".join(str(r["severity"]) for r in group),
                  "mean_ce": float(np.mean([1 - r["balanced_acc"] for r in group])), "clean_ce": 1 - clean["balanced_acc"],
                  "mce": mean_corruption_error([r["balanced_acc"] for r in group], clean["balanced_acc"]),
-                 "mean_acc": float(np.mean(accs)), "mean_auc": float(np.nanmean([r["auc"] for r in group]))
-                 if any(_defined(r["auc"]) for r in group) else float("nan"),
-                 "worst_acc": worst["acc"], "worst_severity": worst["severity"],
+                 "mean_balanced_acc": float(np.mean([r["balanced_acc"] for r in group])),
+                 "worst_balanced_acc": worst["balanced_acc"], "worst_severity": worst["severity"],
                  "first_severity_below": below[0] if below else None,
+                 "first_severity_beyond_interval": beyond[0] if beyond else None,
+                 "collapsed_severities": " ".join(str(r["severity"]) for r in group if r.get("collapsed")),
+                 "mean_acc": float(np.mean([r["acc"] for r in group])),
+                 "mean_auc": float(np.nanmean([r["auc"] for r in group]))
+                 if any(_defined(r["auc"]) for r in group) else float("nan"),
                  "mean_flip_rate": float(np.mean([r["flip_rate"] for r in group])),
                  "mean_image_rmse": float(np.mean([r["image_rmse"] for r in group]))}
-        entry.update(_pooled_shift(images, group))
+        entry.update(_pooled_shift(images, group, n_resamples, seed))
         out.append(entry)
     if out:
         overall = {"perturbation": "overall", "severities": out[0]["severities"],
                    "clean_ce": 1 - clean["balanced_acc"]}
-        for key in ("mean_ce", "mce", "mean_acc", "mean_auc", "mean_flip_rate", "mean_image_rmse"):
+        for key in ("mean_ce", "mce", "mean_balanced_acc", "mean_acc", "mean_auc", "mean_flip_rate",
+                    "mean_image_rmse"):
             values = [o[key] for o in out if _defined(o[key])]
             overall[key] = float(np.mean(values)) if values else float("nan")
-        worst = min(out, key=lambda o: o["worst_acc"])
-        overall.update(worst_acc=worst["worst_acc"], worst_severity=worst["worst_severity"])
-        overall.update(_pooled_shift([p for p in per_image if p["severity"] > 0], rows[1:]))  # not the clean pairs
+        worst = min(out, key=lambda o: o["worst_balanced_acc"])
+        overall.update(worst_balanced_acc=worst["worst_balanced_acc"], worst_severity=worst["worst_severity"])
+        overall["collapsed_severities"] = " ".join(f"{o['perturbation']}:{s}" for o in out
+                                                   for s in o["collapsed_severities"].split())
+        overall.update(_pooled_shift([p for p in per_image if p["severity"] > 0], rows[1:], n_resamples, seed))
+        for key in SHIFT_MEASURES:  # how far apart the per-perturbation values are
+            values = [o[f"flip_auroc_{key}"] for o in out if _defined(o[f"flip_auroc_{key}"])]
+            overall[f"flip_auroc_{key}_min"] = min(values) if values else float("nan")
+            overall[f"flip_auroc_{key}_max"] = max(values) if values else float("nan")
         out.append(overall)
     return out
 
 
-def _pooled_shift(images: list[dict], group: list[dict]) -> dict:
-    """Mean shift over the conditions, and the AUROC over every explained image of every condition pooled."""
+def _pooled_shift(images: list[dict], group: list[dict], n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean shift over the conditions, and the AUROC (with its interval) over every explained image of
+    every condition pooled."""
     result = {column: _nanmean([r.get(column) for r in group]) for column in SHIFT_MEASURES.values()}
     flips = np.array([p["flipped"] for p in images], dtype=bool)
     scores = shift_scores({k: np.array([p[k] for p in images], dtype=np.float64) for k in SHIFT_MEASURES})
     notes = []
     for key in SHIFT_MEASURES:
         result[f"flip_auroc_{key}"], note = flip_auroc(scores[key], flips)
+        interval = error_auroc_interval(scores[key], flips, n_resamples=n_resamples, seed=seed) \
+            if _defined(result[f"flip_auroc_{key}"]) else {}
+        result[f"flip_auroc_{key}_low"] = interval.get("low", float("nan"))
+        result[f"flip_auroc_{key}_high"] = interval.get("high", float("nan"))
         if note and note not in notes:
             notes.append(note)
     result["n_flipped_saliency"] = int(flips.sum())
@@ -494,14 +583,18 @@ def _nanmean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-RESULT_COLUMNS = ["perturbation", "severity", "parameter", "n", "auc", "acc", "balanced_acc", "ece", "flip_rate",
-                  "corruption_error", "relative_ce", "image_rmse", "n_saliency", "n_flipped_saliency",
+RESULT_COLUMNS = ["perturbation", "severity", "parameter", "n", "auc", "auc_low", "auc_high", "acc", "acc_low",
+                  "acc_high", "balanced_acc", "balanced_acc_low", "balanced_acc_high", "majority_rate",
+                  "top_class_share", "collapsed", "ece", "flip_rate", "corruption_error", "relative_ce", "image_rmse", "n_saliency", "n_flipped_saliency",
                   "saliency_rmse", "saliency_pearson", "saliency_iou", "flip_auroc_rmse", "flip_auroc_pearson",
                   "flip_auroc_iou", "flip_auroc_note"]
-SUMMARY_COLUMNS = ["perturbation", "severities", "mce", "mean_ce", "clean_ce", "mean_acc", "mean_auc", "worst_acc",
-                   "worst_severity", "first_severity_below", "mean_flip_rate", "mean_image_rmse", "saliency_rmse",
-                   "saliency_pearson", "saliency_iou", "n_saliency_pairs", "n_flipped_saliency", "flip_auroc_rmse",
-                   "flip_auroc_pearson", "flip_auroc_iou", "flip_auroc_note"]
+SUMMARY_COLUMNS = ["perturbation", "severities", "mce", "mean_ce", "clean_ce", "mean_balanced_acc",
+                   "worst_balanced_acc", "worst_severity", "first_severity_below", "first_severity_beyond_interval",
+                   "collapsed_severities", "mean_acc", "mean_auc", "mean_flip_rate", "mean_image_rmse",
+                   "saliency_rmse", "saliency_pearson", "saliency_iou", "n_saliency_pairs", "n_flipped_saliency",
+                   "flip_auroc_rmse", "flip_auroc_rmse_low", "flip_auroc_rmse_high", "flip_auroc_pearson",
+                   "flip_auroc_pearson_low", "flip_auroc_pearson_high", "flip_auroc_iou", "flip_auroc_iou_low",
+                   "flip_auroc_iou_high", "flip_auroc_note"]
 PER_IMAGE_COLUMNS = ["perturbation", "severity", "id", "label", "clean_prediction", "prediction", "flipped", "target",
                      "rmse", "pearson", "iou"]
 
@@ -549,7 +642,12 @@ def sweep_record(sweep: Sweep, summary_rows: list[dict], *, run: str, split: str
                      "n_images": len(sweep.saliency_ids), "top_fraction": TOP_FRACTION,
                      "target": "the class predicted on the clean image"},
         "tolerance": tolerance, "seconds": round(sweep.total_seconds if seconds is None else seconds, 2),
-        "clean": {k: clean[k] for k in ("auc", "acc", "balanced_acc", "ece")},
+        "clean": {k: clean[k] for k in ("auc", "auc_low", "auc_high", "acc", "acc_low", "acc_high", "balanced_acc",
+                                        "balanced_acc_low", "balanced_acc_high", "majority_rate", "ece")},
+        "chance_balanced_acc": chance_balanced_accuracy(sweep.task, sweep.rows[0]),
+        "collapse_share": COLLAPSE_SHARE,
+        "interval_definition": "95% percentile bootstrap over the images, stratified by true class "
+                               "(AUC, ACC, balanced accuracy) or by flipped/stable (flip AUROC)",
         "run_metrics": run_metrics,
         "clean_matches_run_metrics": None if run_metrics is None else bool(
             same_number(run_metrics.get("auc"), clean["auc"]) and same_number(run_metrics.get("acc"), clean["acc"])),
@@ -564,83 +662,112 @@ def sweep_record(sweep: Sweep, summary_rows: list[dict], *, run: str, split: str
 
 # --------------------------------------------------------------------------- the report
 
-def _auroc_words(value) -> str:
+def _auroc_words(value, low=float("nan")) -> str:
+    """How much a flip AUROC says, given its interval: a warning sign only where the interval excludes 0.5."""
     if not _defined(value):
         return "undefined"
+    if not _defined(low) or low <= 0.5:
+        return "no better than chance at 95% confidence"
     if value >= 0.8:
         return "a strong warning sign"
     if value >= 0.65:
         return "a useful warning sign"
-    if value > 0.55:
-        return "a weak warning sign"
-    return "no better than chance"
+    return "a weak warning sign"
+
+
+def _with_interval(row: dict, key: str, digits: int = 3) -> str:
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    text = number_text(row.get(key), digits)
+    return text + (f" [{number_text(low, digits)}, {number_text(high, digits)}]" if _defined(low) and _defined(high)
+                   else "")
 
 
 def report_markdown(info: dict, rows: list[dict]) -> str:
-    """The report (``FILES["report"]``): the sweep in plain words; ``info`` is :func:`sweep_record`'s."""
+    """The report (``FILES["report"]``): the sweep in plain words; ``info`` is :func:`sweep_record`'s.
+
+    Every verdict is on balanced accuracy (a majority-class guess scores chance
+    there, while its ACC is the majority rate); numbers carry their 95% intervals.
+    """
     clean = rows[0]
     summary = [s for s in info["summary"] if s["perturbation"] != "overall"]
     overall = next((s for s in info["summary"] if s["perturbation"] == "overall"), None)
     sal = info["saliency"]
+    chance = info.get("chance_balanced_acc", float("nan"))
     lines = [f"# How robust is the model? — {info['run']}", "",
              f"{info['n_images']} {info['split']} images ({info['task']}), each perturbed in "
              f"{len(summary)} ways at severities {', '.join(map(str, info['severities']))} (seed {info['seed']}). "
-             f"The perturbed images went through the same evaluation as the run's own test metrics.", ""]
+             f"The perturbed images went through the same evaluation as the run's own test metrics. "
+             f"Verdicts use balanced accuracy (chance: {number_text(chance)}); brackets are 95% intervals.", ""]
     match = info["clean_matches_run_metrics"]
     check = "" if match is None else (f" — the same as in the run's `{RUN_METRICS_FILE}`." if match else
                                       f" — **not** the same as the run's `{RUN_METRICS_FILE}` (another device or "
                                       "software version gives slightly different numbers).")
     lines += ["## In short", "",
-              f"- On clean images: AUC {number_text(clean['auc'])}, ACC {number_text(clean['acc'])}, balanced accuracy "
-              f"{number_text(clean['balanced_acc'])}, ECE {number_text(clean['ece'])}{check}"]
+              f"- On clean images: balanced accuracy {_with_interval(clean, 'balanced_acc')}, AUC "
+              f"{_with_interval(clean, 'auc')}, ACC {_with_interval(clean, 'acc')} (always answering the majority "
+              f"class would score ACC {number_text(clean.get('majority_rate'))}), ECE {number_text(clean['ece'])}{check}"]
     if summary:
-        hurt = max(summary, key=lambda s: (s["mce"] if _defined(s["mce"]) else -1, -s["mean_acc"]))
-        worst = min(summary, key=lambda s: s["worst_acc"])
+        hurt = max(summary, key=lambda s: (s["mce"] if _defined(s["mce"]) else -1, -s["mean_balanced_acc"]))
+        worst = min(summary, key=lambda s: s["worst_balanced_acc"])
         lines.append(f"- The perturbation that hurts most is **{hurt['perturbation'].replace('_', ' ')}**: mean "
-                     f"corruption error {number_text(hurt['mce'], 2)}× the clean one, mean ACC {number_text(hurt['mean_acc'])}. "
-                     f"The lowest accuracy of all, {number_text(worst['worst_acc'])}, comes with "
+                     f"corruption error {number_text(hurt['mce'], 2)}× the clean one, mean balanced accuracy "
+                     f"{number_text(hurt['mean_balanced_acc'])}. The lowest balanced accuracy of all, "
+                     f"{number_text(worst['worst_balanced_acc'])}, comes with "
                      f"{worst['perturbation'].replace('_', ' ')} at severity {worst['worst_severity']}.")
-        least = min(summary, key=lambda s: (s["mce"] if _defined(s["mce"]) else math.inf, -s["mean_acc"]))
-        lines.append(f"- The least harmful is {least['perturbation'].replace('_', ' ')} (mCE {number_text(least['mce'], 2)}, "
-                     f"mean ACC {number_text(least['mean_acc'])}).")
+        least = min(summary, key=lambda s: (s["mce"] if _defined(s["mce"]) else math.inf, -s["mean_balanced_acc"]))
+        lines.append(f"- The least harmful is {least['perturbation'].replace('_', ' ')} (mCE "
+                     f"{number_text(least['mce'], 2)}, mean balanced accuracy {number_text(least['mean_balanced_acc'])}).")
+        collapsed = [s for s in summary if s["collapsed_severities"]]
+        if collapsed:
+            lines.append("- **Collapsed to one class** (at least "
+                         f"{percent_text(info.get('collapse_share', COLLAPSE_SHARE))} of the images get the same "
+                         "answer, whatever they show): " + "; ".join(
+                             f"{s['perturbation'].replace('_', ' ')} at severity "
+                             f"{', '.join(s['collapsed_severities'].split())}" for s in collapsed)
+                         + ". There ACC drifts toward the majority rate "
+                         f"({number_text(clean.get('majority_rate'))}) and can even rise; it is not robustness.")
         if overall:
-            lines.append(f"- Averaged over every perturbation and severity: ACC {number_text(overall['mean_acc'])}, "
-                         f"mCE {number_text(overall['mce'], 2)} (1 means as many errors as on clean images), and "
-                         f"{percent_text(overall['mean_flip_rate'])} of predictions change.")
+            lines.append(f"- Averaged over every perturbation and severity: balanced accuracy "
+                         f"{number_text(overall['mean_balanced_acc'])}, mCE {number_text(overall['mce'], 2)} (1 means "
+                         f"as many errors as on clean images), and {percent_text(overall['mean_flip_rate'])} of "
+                         "predictions change.")
         unchanged = [s["perturbation"].replace("_", " ") for s in summary if s["mean_image_rmse"] < 0.5]
         if unchanged:
             lines.append(f"- These left the images (almost) unchanged, so they test nothing here: "
                          f"{', '.join(unchanged)} (e.g. gamma and contrast do little to black-and-white masks).")
         if overall and sal["n_images"]:
-            best_key = max(SHIFT_MEASURES, key=lambda k: overall[f"flip_auroc_{k}"]
-                           if _defined(overall[f"flip_auroc_{k}"]) else -1)
-            value = overall[f"flip_auroc_{best_key}"]
-            if _defined(value):
-                lines.append(f"- Does the saliency shift warn of failure? Pooled over all perturbations, the "
-                             f"{_measure_words(best_key)} separates flipped from stable predictions with AUROC "
-                             f"{number_text(value)} ({_auroc_words(value)}; 0.5 is chance), over "
-                             f"{overall['n_flipped_saliency']} flips among {overall['n_saliency_pairs']} "
-                             f"explained image-perturbation pairs.")
-            else:
-                lines.append(f"- Whether the saliency shift warns of failure cannot be said: "
-                             f"{overall['flip_auroc_note']}.")
-    lines += ["", f"## When accuracy falls more than {info['tolerance']:g} below clean ({number_text(clean['acc'])})", ""]
+            lines += _flip_auroc_lines(summary, overall)
+    lines += ["", f"## When balanced accuracy falls more than {info['tolerance']:g} below clean "
+                  f"({_with_interval(clean, 'balanced_acc')})", ""]
     for s in summary:
         name = s["perturbation"].replace("_", " ")
+        beyond = s.get("first_severity_beyond_interval")
+        sure = (f"; beyond its 95% interval from severity {beyond}" if beyond is not None
+                else "; within the intervals at every severity")
         if s["first_severity_below"] is None:
-            lines.append(f"- {name}: never, at the severities tried (lowest ACC {number_text(s['worst_acc'])}).")
+            lines.append(f"- {name}: never, at the severities tried (lowest {number_text(s['worst_balanced_acc'])}"
+                         f"{sure}).")
         else:
-            lines.append(f"- {name}: from severity {s['first_severity_below']} (lowest ACC {number_text(s['worst_acc'])} at "
-                         f"severity {s['worst_severity']}).")
+            lines.append(f"- {name}: from severity {s['first_severity_below']} (lowest "
+                         f"{number_text(s['worst_balanced_acc'])} at severity {s['worst_severity']}{sure}).")
     lines += ["", "## Per perturbation", "",
-              "| perturbation | mCE | mean ACC | worst ACC (severity) | flips | saliency RMSE | Pearson | top-10% IoU "
-              "| flip AUROC (RMSE / 1−r / 1−IoU) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| perturbation | mCE | mean balanced acc | worst balanced acc (severity) | collapsed at | mean ACC "
+              "| flips | saliency RMSE | Pearson | top-10% IoU | flip AUROC of the RMSE [95% interval] |",
+              "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in summary + ([overall] if overall else []):
-        lines.append(f"| {s['perturbation'].replace('_', ' ')} | {number_text(s['mce'], 2)} | {number_text(s['mean_acc'])} | "
-                     f"{number_text(s['worst_acc'])} ({s['worst_severity']}) | {percent_text(s['mean_flip_rate'])} | "
-                     f"{number_text(s['saliency_rmse'])} | {number_text(s['saliency_pearson'])} | {number_text(s['saliency_iou'])} | "
-                     f"{number_text(s['flip_auroc_rmse'])} / {number_text(s['flip_auroc_pearson'])} / {number_text(s['flip_auroc_iou'])} |")
+        lines.append(f"| {s['perturbation'].replace('_', ' ')} | {number_text(s['mce'], 2)} | "
+                     f"{number_text(s['mean_balanced_acc'])} | {number_text(s['worst_balanced_acc'])} "
+                     f"({s['worst_severity']}) | {s.get('collapsed_severities') or '—'} | "
+                     f"{number_text(s['mean_acc'])} | {percent_text(s['mean_flip_rate'])} | "
+                     f"{number_text(s['saliency_rmse'])} | {number_text(s['saliency_pearson'])} | "
+                     f"{number_text(s['saliency_iou'])} | {_with_interval(s, 'flip_auroc_rmse')} |")
+    lines += ["", "## Per severity, with 95% intervals", "",
+              "| perturbation | severity | balanced accuracy | AUC | ACC | one class |",
+              "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        lines.append(f"| {r['perturbation'].replace('_', ' ')} | {r['severity']} | "
+                     f"{_with_interval(r, 'balanced_acc')} | {_with_interval(r, 'auc')} | {_with_interval(r, 'acc')} | "
+                     f"{'**collapsed** (' + percent_text(r['top_class_share']) + ')' if r.get('collapsed') else ''} |")
     lines += ["", "## The perturbations", "", "| perturbation | parameter | " +
               " | ".join(f"severity {s}" for s in info["severities"]) + " |",
               "| --- | --- |" + " ---: |" * len(info["severities"])]
@@ -651,8 +778,11 @@ def report_markdown(info: dict, rows: list[dict]) -> str:
     lines += ["", f"Spatial parameters are given for 28 px images and scaled by {side}/28 for these "
               f"{side} px images.", "",
               "## What the numbers mean", "",
-              "- **ACC / AUC**: as MedMNIST's evaluator computes them. **Balanced accuracy**: "
-              + info["balanced_accuracy_definition"] + ".",
+              "- **Balanced accuracy**: " + info["balanced_accuracy_definition"] + f"; a guess that ignores the "
+              f"image scores {number_text(chance)}. **ACC / AUC**: as MedMNIST's evaluator computes them.",
+              "- **Intervals**: " + info.get("interval_definition", "95% bootstrap") + ".",
+              "- **collapsed**: at least " + percent_text(info.get("collapse_share", COLLAPSE_SHARE)) + " of the "
+              "predictions are one class while the truth is more mixed.",
               "- **ECE**: expected calibration error with 15 equal-width confidence bins, as in "
               "`analyze_inference.py` (0 = perfectly calibrated).",
               "- **flips**: the share of images whose " + info["flip_definition"] + ".",
@@ -666,12 +796,34 @@ def report_markdown(info: dict, rows: list[dict]) -> str:
               "(0.5 = chance, 1 = perfect; undefined when nothing or everything flipped).", "",
               f"Files: `{FILES['results']}` (one row per perturbation and severity), `{FILES['summary_csv']}`, "
               f"`{FILES['per_image']}` (saliency shift of every explained image), `{FILES['summary']}`, "
-              f"`{FILES['measures']}` (each measure against severity), `{FILES['acc_heatmap']}`, and "
+              f"`{FILES['measures']}` (each measure against severity), `{FILES['heatmap']}`, and "
               f"`{FILES['examples'].replace('{id:05d}', '<id>')}`: a few images at every severity with their "
               "saliency overlaid"
               + (" (3D volumes as the middle axial, coronal and sagittal slices side by side)"
                  if info.get("spatial_dims") == 3 else "") + ".", ""]
     return "\n".join(lines)
+
+
+def _flip_auroc_lines(summary: list[dict], overall: dict) -> list[str]:
+    """Does the saliency shift warn of a flip? Per perturbation first, with intervals; then pooled."""
+    best_key = max(SHIFT_MEASURES, key=lambda k: overall[f"flip_auroc_{k}"]
+                   if _defined(overall[f"flip_auroc_{k}"]) else -1)
+    per = [s for s in summary if _defined(s[f"flip_auroc_{best_key}"])]
+    if not per:
+        return [f"- Whether the saliency shift warns of failure cannot be said: {overall['flip_auroc_note']}."]
+    lines = [f"- Does the saliency shift warn of a flip? The {_measure_words(best_key)} separates flipped from "
+             "stable predictions, per perturbation: " + "; ".join(
+                 f"{s['perturbation'].replace('_', ' ')} AUROC {_with_interval(s, f'flip_auroc_{best_key}')} "
+                 f"({_auroc_words(s[f'flip_auroc_{best_key}'], s[f'flip_auroc_{best_key}_low'])})" for s in per)
+             + " (0.5 is chance)."]
+    value, low = overall[f"flip_auroc_{best_key}"], overall[f"flip_auroc_{best_key}_low"]
+    if _defined(value):
+        lines.append(f"- Pooled over all perturbations: AUROC {_with_interval(overall, f'flip_auroc_{best_key}')} "
+                     f"({_auroc_words(value, low)}), over {overall['n_flipped_saliency']} flips among "
+                     f"{overall['n_saliency_pairs']} explained image-perturbation pairs; the per-perturbation values "
+                     f"range from {number_text(overall[f'flip_auroc_{best_key}_min'])} to "
+                     f"{number_text(overall[f'flip_auroc_{best_key}_max'])}, so read the pooled value with them.")
+    return lines
 
 
 def _measure_words(key: str) -> str:

@@ -1,7 +1,8 @@
 """Figures of a robustness sweep, written atomically as PNG.
 
 Each measure against severity (one line per perturbation, severity 0 being
-the clean images), a perturbation x severity heatmap of ACC, and for a few
+the clean images), a perturbation x severity heatmap of balanced accuracy
+anchored at chance, and for a few
 images a grid of the perturbed inputs with their saliency overlays at every
 severity (3D: the three middle slices side by side).
 """
@@ -50,26 +51,41 @@ def measures_vs_severity(path, rows: list[dict], title: str):
     return atomic.save_figure(path, fig)
 
 
-def acc_heatmap(path, rows: list[dict], title: str):
-    """Perturbation x severity, coloured and annotated with ACC; the clean ACC is the first column."""
+def balanced_accuracy_heatmap(path, rows: list[dict], title: str, chance: float):
+    """Perturbation x severity, coloured and annotated with balanced accuracy; the clean value is the first column.
+
+    The colour scale starts at ``chance`` (a guess that ignores the image, e.g.
+    0.5 for a binary task): a model that answers one class everywhere scores
+    chance and is drawn in the scale's darkest colour, never as a good cell, as
+    an ACC scale would draw it on imbalanced data. Cells where the model
+    collapsed to one class are marked with a dagger.
+    """
     clean, groups = _by_perturbation(rows)
     severities = sorted({r["severity"] for r in rows[1:]})
     names = list(groups)
     grid = np.full((max(1, len(names)), len(severities) + 1), np.nan)
+    collapsed = np.zeros_like(grid, dtype=bool)
     for i, name in enumerate(names):
-        grid[i, 0] = clean["acc"]
+        grid[i, 0], collapsed[i, 0] = clean["balanced_acc"], bool(clean.get("collapsed"))
         for r in groups[name]:
-            grid[i, severities.index(r["severity"]) + 1] = r["acc"]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * (len(severities) + 1), 1.0 + 0.42 * len(grid)))
-    image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+            grid[i, severities.index(r["severity"]) + 1] = r["balanced_acc"]
+            collapsed[i, severities.index(r["severity"]) + 1] = bool(r.get("collapsed"))
+    low = chance if np.isfinite(chance) else 0.0
+    fig, ax = plt.subplots(figsize=(2.4 + 0.9 * (len(severities) + 1), 1.2 + 0.42 * len(grid)))
+    image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=1, aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
         if not np.isnan(value):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
+            bright = value > low + 0.6 * (1 - low)  # dark text on the light end of viridis
+            ax.text(j, i, f"{value:.2f}" + ("†" if collapsed[i, j] else ""), ha="center", va="center", fontsize=8,
+                    color="black" if bright else "white")
     ax.set_xticks(range(len(severities) + 1), ["clean"] + [str(s) for s in severities])
     ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names])
     ax.set_xlabel("severity")
-    fig.colorbar(image, ax=ax, label="ACC", fraction=0.05)
-    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("perturbation")
+    bar = fig.colorbar(image, ax=ax, fraction=0.05)
+    bar.set_label(f"balanced accuracy (scale starts at chance, {low:.2g})")
+    ax.set_title(title + ("\n† collapsed: one class for at least 95% of images" if collapsed.any() else ""),
+                 fontsize=9)
     fig.tight_layout()
     return atomic.save_figure(path, fig)
 

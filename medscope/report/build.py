@@ -576,9 +576,9 @@ def _robustness(layout: RunLayout, reader: _Reader, commands: Commands) -> Secti
     per_perturbation = [r for r in rows if r.get("perturbation") != "overall"]
     overall = next((r for r in rows if r.get("perturbation") == "overall"), None)
 
-    def harm(row):  # the larger the mean corruption error, the worse; ties by the lower mean accuracy
+    def harm(row):  # the larger the mean corruption error, the worse; ties by the lower mean balanced accuracy
         mce = row.get("mce")
-        return (mce if _finite(mce) else -math.inf, -(row.get("mean_acc") or 0.0))
+        return (mce if _finite(mce) else -math.inf, -(row.get("mean_balanced_acc") or 0.0))
 
     ranked = sorted(per_perturbation, key=harm, reverse=True)
     section.data = {"rows": ranked, "overall": overall, "worst": ranked[:WORST_SHOWN],
@@ -586,10 +586,12 @@ def _robustness(layout: RunLayout, reader: _Reader, commands: Commands) -> Secti
                     "n_images": info.get("n_images"), "severities": info.get("severities"),
                     "clean_matches_run_metrics": info.get("clean_matches_run_metrics"),
                     "descriptions": {k: v.get("description") for k, v in (info.get("perturbations") or {}).items()}}
-    section.figures += _figure(analysis_file(layout, "robustness_dir", "acc_heatmap_png"),
-                               "Accuracy per perturbation and severity",
-                               "Each row a perturbation, each column a severity (1 mild to 5 strong). Look for rows "
-                               "that darken early: the model fails there at perturbations a scanner could produce.")
+    section.figures += _figure(analysis_file(layout, "robustness_dir", "heatmap_png"),
+                               "Balanced accuracy per perturbation and severity",
+                               "Each row a perturbation, each column a severity (1 mild to 5 strong); the colour scale "
+                               "starts at chance, so a model answering one class everywhere is dark (†: collapsed). "
+                               "Look for rows that darken early: the model fails there at perturbations a scanner "
+                               "could produce.")
     section.figures += _figure(analysis_file(layout, "robustness_dir", "measures_png"),
                                "Every measure against severity",
                                "AUC, accuracy, calibration error, prediction flips and saliency shift as each "

@@ -39,7 +39,7 @@ ANALYSIS_FILES = {
     "robustness_dir": {  # medscope/robustness.py, medscope/robustness_plots.py
         "summary_csv": "robustness_summary.csv",
         "summary_json": "robustness_summary.json",
-        "acc_heatmap_png": "robustness_acc_heatmap.png",
+        "heatmap_png": "robustness_balanced_acc_heatmap.png",
         "measures_png": "robustness_measures.png",
         "examples_glob": "robustness_examples_*.png",
     },

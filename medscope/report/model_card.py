@@ -172,23 +172,28 @@ def _robustness(report: RunReport, commands: Commands) -> dict:
     return {"n_images": data.get("n_images"), "severities": data.get("severities"),
             "limits": [robustness_sentence(row) for row in data.get("worst") or []],
             "overall": None if not data.get("overall") else {
-                k: data["overall"].get(k) for k in ("mce", "mean_acc", "mean_flip_rate")}}
+                k: data["overall"].get(k) for k in ("mce", "mean_balanced_acc", "mean_acc", "mean_flip_rate",
+                                                    "collapsed_severities")}}
 
 
 def robustness_sentence(row: dict) -> str:
-    """One perturbation's harm in words, from a robustness_summary.csv row.
+    """One perturbation's harm in words, from a robustness_summary.csv row (balanced accuracy: a model
+    that answers one class everywhere scores chance there, while its ACC rises to the majority rate).
 
-    >>> robustness_sentence({"perturbation": "gaussian_noise", "mce": 1.84, "mean_acc": 0.61, "worst_acc": 0.4,
-    ...                      "worst_severity": 5, "first_severity_below": 2, "mean_flip_rate": 0.25})
-    'gaussian noise: mean corruption error 1.84x the clean one, mean ACC 0.610, lowest 0.400 at severity 5; ACC drops beyond tolerance from severity 2; 25% of predictions flip on average'
+    >>> robustness_sentence({"perturbation": "gaussian_noise", "mce": 1.84, "mean_balanced_acc": 0.61,
+    ...                      "worst_balanced_acc": 0.4, "worst_severity": 5, "first_severity_below": 2,
+    ...                      "collapsed_severities": "5", "mean_flip_rate": 0.25})
+    'gaussian noise: mean corruption error 1.84x the clean one, mean balanced accuracy 0.610, lowest 0.400 at severity 5; balanced accuracy drops beyond tolerance from severity 2; collapsed to one class at severity 5; 25% of predictions flip on average'
     """
     below = row.get("first_severity_below")
-    drop = (f"ACC drops beyond tolerance from severity {below}" if below is not None
-            else "ACC stays within tolerance at every severity tried")
+    drop = (f"balanced accuracy drops beyond tolerance from severity {below}" if below not in (None, "")
+            else "balanced accuracy stays within tolerance at every severity tried")
+    collapsed = row.get("collapsed_severities")
+    collapse = f"; collapsed to one class at severity {', '.join(str(collapsed).split())}" if collapsed else ""
     return (f"{title_text(str(row.get('perturbation')))}: mean corruption error {number_text(row.get('mce'), 2)}x "
-            f"the clean one, mean ACC {number_text(row.get('mean_acc'))}, lowest {number_text(row.get('worst_acc'))} "
-            f"at severity {row.get('worst_severity')}; {drop}; {percent_text(row.get('mean_flip_rate'))} of "
-            f"predictions flip on average")
+            f"the clean one, mean balanced accuracy {number_text(row.get('mean_balanced_acc'))}, lowest "
+            f"{number_text(row.get('worst_balanced_acc'))} at severity {row.get('worst_severity')}; {drop}{collapse}; "
+            f"{percent_text(row.get('mean_flip_rate'))} of predictions flip on average")
 
 
 def caveats(report: RunReport) -> list[str]:
