@@ -226,3 +226,26 @@ def test_a_model_without_dropout_needs_an_explicit_test_time_rate(run2d, capsys)
     report = (folder / FILES["report"]).read_text()
     assert "enabled at test time" in report
     assert read_json(folder / FILES["cases"])["dropout"]["source"] == "test-time"
+
+
+def test_uncertainty_chooses_its_threshold_on_the_validation_split_by_default(run2d, capsys):
+    from medscope import data
+    from medscope.app.run_context import open_run
+
+    code = run_explain("uncertainty", "--run", str(run2d), "--passes", "5", "--bootstrap", "200")
+    assert code == 0, capsys.readouterr().err
+    summary = read_json(RunLayout(run2d).uncertainty_dir / FILES["summary"])
+    choice = summary["threshold_choice"]
+    ctx = open_run(run2d.parent, str(run2d), split="val", device="cpu")
+    val = uncertainty.analyze_uncertainty(ctx.model, ctx.split, ctx.task, "cpu", class_names=ctx.info.class_names,
+                                          passes=5, seed=0, n_resamples=0)
+    expected = uncertainty.choose_threshold(val.stats["confidence"], val.correct)
+    assert choice["split"] == "val" and choice["n"] == len(ctx.split) == data.dataset_info("breastmnist").n_samples["val"]
+    assert summary["threshold"] == expected["threshold"] == choice["threshold"]
+    flagged = sum(row["n_flagged"] for row in summary["per_class"])
+    assert flagged == summary["n_uncertain"] and summary["flagged_fraction"] == pytest.approx(flagged / summary["n"])
+    for name, ci in summary["error_auroc_interval"].items():
+        value = summary["error_auroc"][name]
+        assert value != value or ci["low"] <= value <= ci["high"]
+    out = capsys.readouterr().out
+    assert "(chosen on val)" in out and "flagged (" in out

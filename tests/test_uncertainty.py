@@ -70,15 +70,17 @@ def test_categorical_stats_match_hand_computed_values():
     np.testing.assert_allclose(s["expected_entropy"], [eh0, 0.0, _h(0.5, 0.25, 0.25)], atol=1e-12)
     np.testing.assert_allclose(s["mutual_information"], [h0 - eh0, 0.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(s["std_predicted_probability"], [0.2, 0.0, 0.0], atol=1e-12)  # std of (0.9, 0.5)
-    np.testing.assert_allclose(s["confidence"],
-                               [1 - h0 / math.log(3), 1.0, 1 - _h(0.5, 0.25, 0.25) / math.log(3)], atol=1e-12)
+    np.testing.assert_allclose(s["confidence"], [0.7, 1.0, 0.5], atol=1e-12)  # mean p of the predicted class
+    np.testing.assert_allclose(s["normalised_entropy"],
+                               [h0 / math.log(3), 0.0, _h(0.5, 0.25, 0.25) / math.log(3)], atol=1e-12)
 
 
 def test_predictive_stats_use_the_project_prediction_rule_for_binary_tasks():
     samples = np.array([[[0.6, 0.4]], [[0.6, 0.4]]])
     s = uncertainty.predictive_stats(samples, BINARY)
     assert s["predicted"].tolist() == [0]
-    np.testing.assert_allclose(s["confidence"], [1 - _h(0.6, 0.4) / math.log(2)])
+    np.testing.assert_allclose(s["confidence"], [0.6])
+    np.testing.assert_allclose(s["normalised_entropy"], [_h(0.6, 0.4) / math.log(2)])
 
 
 def test_multilabel_statistics_average_per_label_binary_entropies():
@@ -217,7 +219,41 @@ def test_dataset_summary_on_a_hand_example():
     by_class = {row["name"]: row for row in summary["per_class"]}
     assert by_class["a"]["n"] == 2 and by_class["a"]["accuracy"] == pytest.approx(1.0)
     assert by_class["b"]["accuracy"] == pytest.approx(0.5)
-    assert by_class["b"]["fraction_uncertain"] == pytest.approx(0.5)
+    assert by_class["b"]["fraction_uncertain"] == pytest.approx(0.5) and by_class["b"]["n_flagged"] == 1
+    assert summary["flagged_fraction"] == pytest.approx(0.5)
+    interval = summary["error_auroc_interval"]["predictive_entropy"]
+    assert interval["method"] == "percentile bootstrap stratified"
+
+
+def test_the_error_auroc_interval_is_a_stratified_percentile_bootstrap_of_sklearns_auroc():
+    from medscope.stats.bootstrap import resample_indices
+
+    rng = np.random.default_rng(1)
+    errors = rng.random(80) < 0.3
+    score = rng.random(80) + 0.4 * errors
+    got = metrics.error_auroc_interval(score, errors, n_resamples=300, seed=4)
+    assert got["estimate"] == pytest.approx(roc_auc_score(errors, score))
+    # the same resamples, by a plain loop over sklearn
+    values = []
+    for chunk in resample_indices(len(score), 300, seed=4, strata=errors):
+        values += [roc_auc_score(errors[i], score[i]) for i in chunk]
+    low, high = np.percentile(values, [2.5, 97.5])
+    assert (got["low"], got["high"]) == pytest.approx((low, high), abs=1e-12)
+    assert got["low"] <= got["estimate"] <= got["high"]
+
+
+def test_the_threshold_is_chosen_where_flagging_errors_has_the_largest_youden_j():
+    confidence = np.array([0.52, 0.58, 0.61, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995])
+    correct = np.array([False, False, True, False, True, True, True, True, True, True])
+    choice = uncertainty.choose_threshold(confidence, correct)
+    # flagging below 0.75 catches all 3 errors and 1 of 7 right answers: J = 1 - 1/7, the best there is
+    assert choice["threshold"] == pytest.approx(0.75) and choice["youden_j"] == pytest.approx(1 - 1 / 7)
+    assert choice["flagged_fraction"] == pytest.approx(0.4) and choice["error_recall"] == 1.0
+    for t in np.linspace(0.5, 1.0, 51):  # no other threshold does better
+        flagged = confidence < t
+        assert flagged[~correct].mean() - flagged[correct].mean() <= choice["youden_j"] + 1e-12
+    nothing = uncertainty.choose_threshold(confidence, np.ones(10, dtype=bool))
+    assert nothing["flagged_fraction"] == 0.0 and "nothing to learn" in nothing["rule"]
 
 
 def test_error_auroc_is_sklearns_and_undefined_without_errors():
@@ -273,10 +309,8 @@ def test_per_image_rows_and_cases_write_multilabel_labels_one_way():
     assert "probability" not in columns and columns[-2:] == ["prob_0", "prob_1"]
     assert [(r["label"], r["label_name"], r["predicted"], r["predicted_name"], r["correct"]) for r in rows] == [
         ("1;1", "a;b", "1;1", "a;b", True), ("0;1", "b", "0;0", "none", False), ("1;0", "a", "1;0", "a", True)]
-    # confidence is the mean over labels of 1 - H(p) / log 2
-    h = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
-    expected = [np.mean([1 - h(a) / math.log(2), 1 - h(b) / math.log(2)]) for a, b in ((0.9, 0.8), (0.1, 0.4),
-                                                                                      (0.6, 0.45))]
+    # confidence is the mean over labels of the probability of each label's predicted side
+    expected = [np.mean([max(a, 1 - a), max(b, 1 - b)]) for a, b in ((0.9, 0.8), (0.1, 0.4), (0.6, 0.45))]
     np.testing.assert_allclose([r["confidence"] for r in rows], expected)
     record = uncertainty.summary_record(result, run="r", split="test", checkpoint="best")
     cases = uncertainty.uncertain_cases(result, record)

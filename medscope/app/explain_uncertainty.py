@@ -26,14 +26,43 @@ CREATED_BY = "explain.py"
 def add_arguments(parser) -> None:
     add_run_arguments(parser, batch_size=256)
     parser.add_argument("--passes", type=cli.positive_int, default=20, help="stochastic passes T (default: 20)")
-    parser.add_argument("--threshold", type=cli.probability, default=0.85,
-                        help="flag images whose confidence 1 - H/log K is below this (default: 0.85)")
+    parser.add_argument("--threshold", type=threshold_arg, default="auto",
+                        help="flag images whose confidence (mean probability of the predicted class) is below "
+                             "this; auto (default): the threshold of largest Youden's J for flagging wrong "
+                             "predictions on the validation split (MC dropout there too)")
+    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=2000, metavar="N",
+                        help="resamples for the 95%% intervals of the error-detection AUROCs; 0: none "
+                             "(default: 2000)")
     parser.add_argument("--dropout-rate", type=cli.probability, default=None, metavar="P",
                         help="use dropout rate P at test time (needed when the model was trained without "
                              "dropout; results are labelled as such)")
     parser.add_argument("--full-passes", action="store_true",
                         help="run T whole stochastic passes even when dropout sits only in the head (slow; "
                              "gives the same numbers)")
+
+
+def threshold_arg(text: str):
+    """``auto`` or a probability in [0, 1)."""
+    return "auto" if text == "auto" else cli.probability(text)
+
+
+def _threshold(args, ctx) -> tuple[float, dict | None]:
+    """The flagging threshold: given, or chosen on the validation split (the judged split itself when that is val)."""
+    if args.threshold != "auto":
+        return float(args.threshold), None
+    from medscope import data, runs
+
+    if ctx.split_name == "val":
+        split = ctx.split
+    else:
+        folder = runs.data_dir_for(ctx.info.file_name, args.data_dir, ctx.config.get("data_dir"))
+        split = data.load_split(ctx.info, folder, "val", check_md5=not ctx.config.get("skip_md5"))
+    chooser = uncertainty.analyze_uncertainty(
+        ctx.model, split, ctx.task, ctx.device, class_names=ctx.info.class_names, passes=args.passes,
+        seed=args.seed, batch_size=args.batch_size, rate=args.dropout_rate,
+        path="full" if args.full_passes else "auto", n_resamples=0)
+    choice = uncertainty.choose_threshold(chooser.stats["confidence"], chooser.correct)
+    return choice["threshold"], dict(choice, split="val")
 
 
 def run(args) -> int:
@@ -47,11 +76,13 @@ def run(args) -> int:
         raise UsageError(f"{ctx.run.name} was trained without dropout (p=0): all {args.passes} passes would give "
                          "the same answer; pass --dropout-rate P (e.g. 0.2) to enable dropout at test time, "
                          "or train with --dropout")
+    threshold, choice = _threshold(args, ctx)
     result = uncertainty.analyze_uncertainty(
         ctx.model, ctx.split, ctx.task, ctx.device, class_names=ctx.info.class_names, passes=args.passes,
-        seed=args.seed, threshold=args.threshold, batch_size=args.batch_size, rate=args.dropout_rate,
-        path="full" if args.full_passes else "auto", progress=progress)
-    record = uncertainty.summary_record(result, run=ctx.run.name, split=ctx.split_name, checkpoint=args.checkpoint)
+        seed=args.seed, threshold=threshold, batch_size=args.batch_size, rate=args.dropout_rate,
+        path="full" if args.full_passes else "auto", n_resamples=args.bootstrap, progress=progress)
+    record = uncertainty.summary_record(result, run=ctx.run.name, split=ctx.split_name, checkpoint=args.checkpoint,
+                                        threshold_choice=choice)
 
     folder = ctx.run.layout.uncertainty_dir
     files = {key: folder / name for key, name in uncertainty.FILES.items()}
@@ -72,7 +103,15 @@ def run(args) -> int:
 
     print(f"MC dropout ({result.mc.path} path, T={args.passes}, {result.dropout['text']}) on {record['n']} "
           f"{ctx.split_name} images in {result.mc.seconds:.1f}s")
+    where = f"chosen on {choice['split']}" if choice else "given"
     print(f"accuracy {number_text(record['accuracy_all'])} on all; {number_text(record['accuracy_confident'])} on "
-          f"the {record['n_confident']} confident (>= {args.threshold:g}); {record['n_uncertain']} flagged")
+          f"the {record['n_confident']} with confidence >= {threshold:.3f} ({where}); {record['n_uncertain']} "
+          f"flagged ({record['flagged_fraction']:.0%}): "
+          + ", ".join(f"{row['name']} {row['n_flagged']}/{row['n']}" for row in record["per_class"]))
+    best = max((k for k, v in record["error_auroc"].items() if v == v), key=record["error_auroc"].get, default=None)
+    if best is not None:
+        ci = record["error_auroc_interval"][best]
+        print(f"errors are best singled out by {best.replace('_', ' ')}: AUROC {record['error_auroc'][best]:.3f}"
+              + (f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci["low"] == ci["low"] else ""))
     print(f"wrote {len(written)} files to {folder}")
     return 0

@@ -59,7 +59,8 @@ CONFORMAL_METHODS = (("lac", "lac", False), ("aps", "aps", False),
                      ("lac_class_conditional", "lac", True), ("aps_class_conditional", "aps", True))
 SET_SIZE_METHOD = "lac"  # the sets whose size ranks predictions in selective classification
 # MC-dropout measures of uncertainty_per_image.csv: +1 when higher means surer, -1 when higher means less sure
-MC_MEASURES = {"confidence": (1, "MC-dropout confidence 1 - H(mean p)/log K"),
+MC_MEASURES = {"confidence": (1, "MC-dropout confidence: mean probability of the predicted class"),
+               "normalised_entropy": (-1, "MC-dropout normalised entropy H(mean p)/log K"),
                "predictive_entropy": (-1, "MC-dropout predictive entropy H(mean p)"),
                "expected_entropy": (-1, "MC-dropout expected entropy mean H(p_t)"),
                "mutual_information": (-1, "MC-dropout mutual information"),

@@ -221,13 +221,18 @@ def categorical_stats(samples: np.ndarray, predicted: np.ndarray | None = None) 
     ``mean_t H(p_t)``; ``mutual_information`` ``H(p̄) - mean_t H(p_t)``
     (>= 0); ``std_predicted_probability`` the population standard deviation
     (ddof = 0) over the T passes of the predicted class's probability;
-    ``confidence`` ``1 - H(p̄) / log K`` (1: certain, 0: uniform). All in nats.
+    ``confidence`` ``p̄(predicted class)``, the mean probability of the predicted
+    class (the word's one meaning in medscope, as in analyze_inference and
+    calibration); ``normalised_entropy`` ``H(p̄) / log K`` (0: certain, 1:
+    uniform). Entropies in nats.
 
     >>> s = categorical_stats(np.array([[[0.9, 0.1]], [[0.5, 0.5]]]))
     >>> [round(float(s[k][0]), 4) for k in ("predictive_entropy", "expected_entropy", "mutual_information")]
     [0.6109, 0.5091, 0.1017]
     >>> round(float(s["std_predicted_probability"][0]), 4), round(float(s["confidence"][0]), 4)
-    (0.2, 0.1187)
+    (0.2, 0.7)
+    >>> round(float(s["normalised_entropy"][0]), 4)
+    0.8813
     """
     samples = np.asarray(samples, dtype=np.float64)
     mean = samples.mean(axis=0)
@@ -244,12 +249,16 @@ def categorical_stats(samples: np.ndarray, predicted: np.ndarray | None = None) 
         "expected_entropy": eh,
         "mutual_information": np.maximum(h - eh, 0.0),  # >= 0 by Jensen; clip rounding
         "std_predicted_probability": samples[:, np.arange(len(predicted)), predicted].std(axis=0),
-        "confidence": 1.0 - h / math.log(k),
+        "confidence": mean[np.arange(len(predicted)), predicted],
+        "normalised_entropy": h / math.log(k),
     }
 
 
-MEASURES = ("confidence", "predictive_entropy", "expected_entropy", "mutual_information",
+MEASURES = ("confidence", "normalised_entropy", "predictive_entropy", "expected_entropy", "mutual_information",
             "std_predicted_probability")
+# scores for telling errors from right answers: larger means less sure
+ERROR_SCORES = ("one_minus_confidence", "normalised_entropy", "predictive_entropy", "expected_entropy",
+                "mutual_information", "std_predicted_probability")
 
 
 def predictive_stats(samples: np.ndarray, task: str | Task) -> dict[str, np.ndarray]:
@@ -292,28 +301,67 @@ def accuracy_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.n
     return k / len(order), hits / k
 
 
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray) -> dict:
+    """The confidence below which to flag an image, chosen where Youden's J of "flagged = wrong" is largest.
+
+    For a threshold ``t`` an image is flagged when ``confidence < t``; with
+    ``TPR(t)`` the share of wrong predictions flagged and ``FPR(t)`` the share
+    of right ones flagged, ``J(t) = TPR(t) - FPR(t)``. The candidates are the
+    midpoints between consecutive distinct confidences (and the ends); ties in
+    ``J`` go to the lower threshold (fewer flags). Meant for a split other
+    than the one it is then applied to (explain.py: the validation split).
+    Without both right and wrong predictions there is nothing to learn: the
+    threshold then flags nothing (``rule`` says so).
+
+    >>> r = choose_threshold(np.array([0.55, 0.6, 0.9, 0.95, 0.99]), np.array([False, False, True, True, True]))
+    >>> r["threshold"], r["error_recall"], r["flagged_fraction"]
+    (0.75, 1.0, 0.4)
+    """
+    conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
+    ok = np.asarray(correct, dtype=bool).reshape(-1)
+    n_wrong, n_right = int((~ok).sum()), int(ok.sum())
+    if n_wrong == 0 or n_right == 0:
+        low = float(conf.min()) if conf.size else 0.0
+        return {"threshold": low, "rule": "nothing to learn from (all predictions right or all wrong): flags none",
+                "youden_j": float("nan"), "error_recall": float("nan"), "false_flag_rate": float("nan"),
+                "flagged_fraction": 0.0, "n": int(conf.size), "n_wrong": n_wrong}
+    values = np.unique(conf)
+    candidates = np.concatenate([[values[0]], (values[:-1] + values[1:]) / 2, [np.nextafter(values[-1], np.inf)]])
+    flagged = conf[None, :] < candidates[:, None]
+    tpr = flagged[:, ~ok].mean(axis=1)
+    fpr = flagged[:, ok].mean(axis=1)
+    j = tpr - fpr
+    best = int(np.flatnonzero(j == j.max())[0])
+    return {"threshold": float(candidates[best]), "rule": "largest Youden's J of flagging the wrong predictions",
+            "youden_j": float(j[best]), "error_recall": float(tpr[best]), "false_flag_rate": float(fpr[best]),
+            "flagged_fraction": float(flagged[best].mean()), "n": int(conf.size), "n_wrong": n_wrong}
+
+
 def _mean(values) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(values.mean()) if values.size else float("nan")
 
 
 def dataset_summary(stats: dict, labels: np.ndarray, task: str | Task, class_names: list[str], threshold: float,
-                    deterministic: np.ndarray | None = None) -> dict:
+                    deterministic: np.ndarray | None = None, *, n_resamples: int = 2000, seed: int = 0) -> dict:
     """Accuracy of all vs confident predictions, the accuracy-coverage curve, error AUROCs, per-class numbers.
 
-    Error AUROCs: :func:`medscope.metrics.error_auroc` of each measure; for
-    single-label tasks also of ``1 - p̄(predicted class)``.
+    Error AUROCs: :func:`medscope.metrics.error_auroc_interval` of each score in
+    :data:`ERROR_SCORES` (``1 - confidence`` and the uncertainty measures), with a
+    95% bootstrap interval stratified by right/wrong (``n_resamples``, ``seed``).
+    An image is flagged as uncertain when its confidence is below ``threshold``.
     """
+    from medscope.metrics import error_auroc_interval
+
     task = as_task(task)
     correct = task.correct(labels, stats["predicted"])
     confident = stats["confidence"] >= threshold
     errors = ~correct
     coverage, accuracy = accuracy_coverage(stats["confidence"], correct)
-    scores = {name: stats[name] for name in ("predictive_entropy", "expected_entropy", "mutual_information",
-                                             "std_predicted_probability")}
-    if task.is_single_label:  # a multi-label image has no one predicted class
-        mean = stats["mean_probability"]
-        scores["one_minus_max_probability"] = 1.0 - mean[np.arange(len(mean)), stats["predicted"]]
+    scores = {"one_minus_confidence": 1.0 - stats["confidence"]}
+    scores.update({name: stats[name] for name in ERROR_SCORES if name in stats})
+    intervals = {name: error_auroc_interval(values, errors, n_resamples=n_resamples, seed=seed)
+                 for name, values in scores.items()}
     summary = {
         "n": int(len(correct)),
         "threshold": float(threshold),
@@ -322,9 +370,13 @@ def dataset_summary(stats: dict, labels: np.ndarray, task: str | Task, class_nam
         "coverage": _mean(confident),
         "accuracy_confident": _mean(correct[confident]),
         "n_uncertain": int((~confident).sum()),
+        "flagged_fraction": _mean(~confident),
         "accuracy_uncertain": _mean(correct[~confident]),
         "n_errors": int(errors.sum()),
-        "error_auroc": {name: error_auroc(values, errors) for name, values in scores.items()},
+        "error_auroc": {name: entry["estimate"] for name, entry in intervals.items()},
+        "error_auroc_interval": {name: {"low": entry["low"], "high": entry["high"], "level": entry["level"],
+                                        "method": entry["method"], "n_resamples": entry["n_resamples"]}
+                                 for name, entry in intervals.items()},
         "mean": {name: _mean(stats[name]) for name in MEASURES},
         "accuracy_coverage": {"coverage": coverage.tolist(), "accuracy": accuracy.tolist(),
                               "area": float(np.mean(accuracy))},
@@ -348,7 +400,7 @@ def _per_class(stats, labels, task: Task, class_names, threshold, correct, confi
                          "accuracy": _mean(right), "mean_confidence": _mean(conf),
                          "mean_predictive_entropy": _mean(stats["per_label_predictive_entropy"][:, j]),
                          "mean_mutual_information": _mean(stats["per_label_mutual_information"][:, j]),
-                         "fraction_uncertain": _mean(conf < threshold)})
+                         "n_flagged": int((conf < threshold).sum()), "fraction_uncertain": _mean(conf < threshold)})
         return rows
     truth = np.asarray(labels).reshape(-1)
     for k, name in enumerate(class_names):
@@ -357,7 +409,7 @@ def _per_class(stats, labels, task: Task, class_names, threshold, correct, confi
                      "mean_confidence": _mean(stats["confidence"][rows_k]),
                      "mean_predictive_entropy": _mean(stats["predictive_entropy"][rows_k]),
                      "mean_mutual_information": _mean(stats["mutual_information"][rows_k]),
-                     "fraction_uncertain": _mean(~confident[rows_k]),
+                     "n_flagged": int((~confident[rows_k]).sum()), "fraction_uncertain": _mean(~confident[rows_k]),
                      "accuracy_confident": _mean(correct[rows_k & confident])})
     return rows
 
@@ -385,15 +437,18 @@ class UncertaintyResult:
 
 
 def analyze_uncertainty(model: nn.Module, split, task: str | Task, device, *, class_names: list[str],
-                        passes: int = 20, seed: int = 0, threshold: float = 0.85, batch_size: int = 256,
-                        rate: float | None = None, path: str = "auto", progress=None) -> UncertaintyResult:
+                        passes: int = 20, seed: int = 0, threshold: float = 0.5, batch_size: int = 256,
+                        rate: float | None = None, path: str = "auto", n_resamples: int = 2000,
+                        progress=None) -> UncertaintyResult:
     """MC dropout over a split (:func:`mc_predict`), its per-image statistics and the dataset summary.
 
     Parameters
     ----------
     passes : T, the stochastic passes per image
     seed : seed of the dropout masks
-    threshold : images whose confidence ``1 - H / log K`` is below it are flagged as uncertain
+    threshold : images whose confidence (mean probability of the predicted class) is below it are
+        flagged as uncertain (:func:`choose_threshold` picks one on another split)
+    n_resamples : bootstrap resamples of the error AUROCs' intervals
     rate : dropout rate at test time instead of the trained one (None: as trained)
     path : ``auto``, ``cached`` or ``full`` (see :func:`mc_predict`)
     """
@@ -402,7 +457,8 @@ def analyze_uncertainty(model: nn.Module, split, task: str | Task, device, *, cl
     mc = mc_predict(model, split, task, device, passes=passes, seed=seed, batch_size=batch_size, rate=rate,
                     path=path, progress=progress)
     stats = predictive_stats(mc.samples, task)
-    summary = dataset_summary(stats, mc.labels, task, class_names, threshold, mc.deterministic)
+    summary = dataset_summary(stats, mc.labels, task, class_names, threshold, mc.deterministic,
+                              n_resamples=n_resamples, seed=seed)
     return UncertaintyResult(task, list(class_names), passes, seed, threshold, mc, stats, summary, dropout)
 
 
@@ -427,19 +483,25 @@ def dropout_label(rates: dict[str, float], override: float | None) -> dict:
 
 
 MEASURE_DEFINITIONS = {
-    "confidence": "1 - H(mean p) / log K",
+    "confidence": "mean over passes of the probability of the predicted class (multi-label: of each label's "
+                  "predicted side)",
+    "normalised_entropy": "H(mean p) / log K: 0 certain, 1 uniform",
     "predictive_entropy": "H(mean p) in nats",
     "expected_entropy": "mean over passes of H(p_t), nats",
     "mutual_information": "predictive - expected entropy, nats",
     "std_predicted_probability": "std over passes (ddof 0) of the predicted class's probability"}
 
 
-def summary_record(result: UncertaintyResult, *, run: str, split: str, checkpoint: str) -> dict:
-    """The summary file (``FILES["summary"]``): what was sampled and how, then :func:`dataset_summary`."""
+def summary_record(result: UncertaintyResult, *, run: str, split: str, checkpoint: str,
+                   threshold_choice: dict | None = None) -> dict:
+    """The summary file (``FILES["summary"]``): what was sampled and how, how the threshold was chosen
+    (:func:`choose_threshold`'s dict and the split it was chosen on; None: given by the user), then
+    :func:`dataset_summary`."""
     header = {"run": run, "split": split, "checkpoint": checkpoint, "task": result.task.name,
               "class_names": result.class_names, "passes": result.passes, "seed": result.seed,
               "path": result.mc.path, "dropout": result.dropout, "dropout_layers": result.mc.rates,
-              "seconds": round(result.mc.seconds, 3), "measures": dict(MEASURE_DEFINITIONS)}
+              "seconds": round(result.mc.seconds, 3), "measures": dict(MEASURE_DEFINITIONS),
+              "threshold_choice": threshold_choice or {"rule": "given (--threshold)"}}
     return {**header, **result.summary}
 
 
@@ -499,6 +561,30 @@ def _defined(value) -> bool:
     return value is not None and not math.isnan(value)
 
 
+def _auroc_text(s: dict, name: str) -> str:
+    value = s["error_auroc"].get(name)
+    ci = (s.get("error_auroc_interval") or {}).get(name) or {}
+    low, high = ci.get("low"), ci.get("high")
+    bounds = f" [{number_text(low)}, {number_text(high)}]" if _defined(low) and _defined(high) else ""
+    return f"{number_text(value)}{bounds}"
+
+
+def _threshold_sentence(s: dict) -> str:
+    choice = s.get("threshold_choice") or {}
+    if "split" not in choice:
+        return f"The threshold {s['threshold']:.3g} was given with --threshold."
+    if not _defined(choice.get("youden_j")):
+        return (f"The threshold could not be learnt on the {choice['split']} split ({choice['rule']}); "
+                "give one with --threshold.")
+    same = " — the split it is judged on here, so the flagging looks better than it will on new images" \
+        if choice["split"] == s["split"] else ""
+    return (f"The threshold {s['threshold']:.3f} was chosen on the {choice['split']} split ({choice['n']} images, "
+            f"{choice['n_wrong']} wrong){same}, where it maximises Youden's J of flagging the wrong predictions: "
+            f"there it flagged {percent_text(choice['error_recall'])} of the wrong and "
+            f"{percent_text(choice['false_flag_rate'])} of the right predictions "
+            f"({percent_text(choice['flagged_fraction'])} of all).")
+
+
 def report_markdown(summary: dict) -> str:
     """The report (``FILES["report"]``): the summary in plain words (``summary`` as :func:`summary_record` gives it)."""
     s = summary
@@ -507,7 +593,7 @@ def report_markdown(summary: dict) -> str:
     lines = [f"# How sure is the model? — {s['run']}", "",
              f"{s['n']} {s['split']} images, each seen {s['passes']} times with dropout switched on "
              f"({s['dropout']['text']}); normalization layers used their training statistics. "
-             f"Seed {s['seed']}; {how}.", ""]
+             f"Seed {s['seed']}; {how}. **Confidence** is the mean probability of the predicted class.", ""]
     if s["dropout"]["source"] != "trained":
         lines += [f"**Note:** {s['dropout']['text']}. These numbers describe that test-time setting, "
                   "not the model as it was trained.", ""]
@@ -515,18 +601,27 @@ def report_markdown(summary: dict) -> str:
     if "accuracy_deterministic" in s:
         plain = (f" (one ordinary pass without dropout: {percent_text(s['accuracy_deterministic'])}; the two agree on "
                  f"{percent_text(s['agreement_with_deterministic'])} of images)")
+    flagged = s.get("flagged_fraction", 1 - s["coverage"])
     lines += ["## In short", "",
               f"- Over all images the averaged prediction was right {percent_text(s['accuracy_all'])} of the time{plain}.",
-              f"- The model was confident (confidence at least {s['threshold']:g}) about {s['n_confident']} images "
-              f"({percent_text(s['coverage'])}). On those it was right {percent_text(s['accuracy_confident'])} of the time; on the "
-              f"{s['n_uncertain']} flagged as uncertain, {percent_text(s['accuracy_uncertain'])}.",
+              f"- {s['n_uncertain']} images ({percent_text(flagged)}) are flagged as uncertain: confidence below "
+              f"{s['threshold']:.3g}. On them the model was right {percent_text(s['accuracy_uncertain'])} of the time; "
+              f"on the {s['n_confident']} others, {percent_text(s['accuracy_confident'])}.",
+              f"- {_threshold_sentence(s)}",
+              "- Flagged per class: " + "; ".join(
+                  f"{row['name']} {row.get('n_flagged', '?')} of {row['n']} ({percent_text(row['fraction_uncertain'])})"
+                  for row in s["per_class"]) + ".",
               f"- {s['n_errors']} predictions were wrong."]
     aurocs = {k: v for k, v in s["error_auroc"].items() if _defined(v)}
     if aurocs:
         best = max(aurocs, key=aurocs.get)
+        low = ((s.get("error_auroc_interval") or {}).get(best) or {}).get("low")
+        verdict = ("no better than chance at 95% confidence" if not _defined(low) or low <= 0.5
+                   else "better than chance at 95% confidence")
         lines.append(f"- The measure that best singles out mistakes is {best.replace('_', ' ')}: a randomly chosen "
                      f"wrong prediction scores higher on it than a randomly chosen right one "
-                     f"{percent_text(aurocs[best])} of the time (AUROC {aurocs[best]:.3f}; 50% is chance).")
+                     f"{percent_text(aurocs[best])} of the time (AUROC {_auroc_text(s, best)}, {verdict}; "
+                     "50% is chance).")
     else:
         lines.append("- The error-detection AUROC is undefined here: the predictions were all right or all wrong.")
     cov = s["accuracy_coverage"]
@@ -538,24 +633,29 @@ def report_markdown(summary: dict) -> str:
         lines.append(f"| {percent_text(coverage[k])} | {number_text(accuracy[k])} |")
     lines += ["", f"Mean accuracy over all coverages (area under the curve): {number_text(cov['area'])}. "
               f"See `{FILES['accuracy_coverage']}`.", "",
-              "## How well each measure detects errors (AUROC)", "", "| measure | AUROC |", "| --- | ---: |"]
-    lines += [f"| {name.replace('_', ' ')} | {number_text(v)} |" for name, v in s["error_auroc"].items()]
-    lines += ["", "Confidence is a rescaled predictive entropy, so it ranks images the same way.", "",
+              "## How well each measure detects errors (AUROC, 95% interval)", "",
+              "| measure | AUROC [95% interval] |", "| --- | ---: |"]
+    lines += [f"| {name.replace('_', ' ')} | {_auroc_text(s, name)} |" for name in s["error_auroc"]]
+    lines += ["", "Normalised entropy is a rescaled predictive entropy, so it ranks images the same way. Intervals: "
+              "percentile bootstrap, resampling within the wrong and the right predictions.", "",
               "## Per class", "",
               "| class | images | accuracy | mean confidence | mean entropy | mean mutual information | flagged |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in s["per_class"]:
         lines.append(f"| {row['name']} | {row['n']} | {number_text(row['accuracy'])} | {number_text(row['mean_confidence'])} | "
                      f"{number_text(row['mean_predictive_entropy'])} | {number_text(row['mean_mutual_information'])} | "
-                     f"{percent_text(row['fraction_uncertain'])} |")
+                     f"{row.get('n_flagged', '')} ({percent_text(row['fraction_uncertain'])}) |")
     lines += ["", "## What the numbers mean", "",
+              "- **confidence**: the mean over the passes of the predicted class's probability (multi-label: of each "
+              "label's predicted side), the same word as in analyze_inference and calibration.",
+              "- **normalised entropy**: predictive entropy / log K, from 0 (sure) to 1 (no idea).",
               "- **predictive entropy**: how spread the averaged probabilities are (0: certain; log K: uniform).",
               "- **expected entropy**: the average spread of each single pass — uncertainty the model sees in the "
               "image itself.",
               "- **mutual information**: predictive minus expected entropy — how much the passes disagree with each "
               "other, i.e. the model's own doubt.",
               "- **std of the predicted probability**: how much the winning class's probability moves between passes.",
-              "- **confidence**: 1 − predictive entropy / log K, from 0 (no idea) to 1 (sure).", "",
+              "",
               f"Files: `{FILES['per_image']}` (every image), `{FILES['cases']}` (flagged images, least "
               f"confident first), `{FILES['summary']}`, `{FILES['distributions']}`.", ""]
     return "\n".join(lines)

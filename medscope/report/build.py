@@ -548,7 +548,8 @@ def _uncertainty(layout: RunLayout, reader: _Reader, commands: Commands) -> Sect
         finite = {k: v for k, v in aurocs.items() if _finite(v)}
         section.data = {
             "summary": summary, "dropout": (summary.get("dropout") or {}).get("text"),
-            "error_auroc": list(aurocs.items()),
+            "error_auroc": [(k, v, (summary.get("error_auroc_interval") or {}).get(k) or {}) for k, v in aurocs.items()],
+            "threshold_choice": summary.get("threshold_choice") or {},
             "best_measure": max(finite, key=finite.get) if finite else None,
             "per_class": summary.get("per_class") or [],
         }
