@@ -403,7 +403,7 @@ def _finish(run, config: TrainConfig, info, data, device, spec, state, writer, s
     written.append(atomic.write_csv(layout.summary_csv, [summary], SUMMARY_COLUMNS))
 
     title = f"{run.name}"
-    written.append(plots.training_curves(layout.training_curves_png, state.history, title))
+    written.append(plots.training_curves(layout.training_curves_png, state.history, title, kept_epoch=state.best_epoch))
     if task(info.task).is_multilabel:
         matrix = np.sum([np.asarray(m) for m in test_metrics["confusion_matrix"].values()], axis=0)
         written.append(plots.confusion_matrix(layout.confusion_matrix_png, matrix, ["negative", "positive"],
@@ -478,7 +478,7 @@ def _prediction_grid(run, info, split, outputs, title, n: int = 32):
         names = [str(i) for i in range(probs.shape[1])]
         confidence = confidence.mean(axis=1)
     else:
-        names = [plots.short_name(name) for name in info.class_names]
+        names = list(info.class_names)  # whole: the grid wraps long names
     truth = [kind.label_text(row, names) for row in labels]
     shown = [kind.label_text(row, names) for row in pred]
     return plots.prediction_grid(run.layout.sample_predictions_png, images, truth, shown, confidence,
