@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -122,7 +123,8 @@ def run(args) -> int:
 
 def _interval_text(row: dict, key: str) -> str:
     low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
-    bounds = f" [{low:.3f}, {high:.3f}]" if low == low and high == high and low is not None else ""
+    defined = low is not None and high is not None and not (math.isnan(low) or math.isnan(high))
+    bounds = f" [{low:.3f}, {high:.3f}]" if defined else ""
     return f"{row[key]:.3f}{bounds}"
 
 

@@ -7,6 +7,7 @@ print the headline numbers.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -108,10 +109,11 @@ def run(args) -> int:
           f"the {record['n_confident']} with confidence >= {threshold:.3f} ({where}); {record['n_uncertain']} "
           f"flagged ({record['flagged_fraction']:.0%}): "
           + ", ".join(f"{row['name']} {row['n_flagged']}/{row['n']}" for row in record["per_class"]))
-    best = max((k for k, v in record["error_auroc"].items() if v == v), key=record["error_auroc"].get, default=None)
+    best = max((k for k, v in record["error_auroc"].items() if not math.isnan(v)), key=record["error_auroc"].get,
+               default=None)
     if best is not None:
         ci = record["error_auroc_interval"][best]
         print(f"errors are best singled out by {best.replace('_', ' ')}: AUROC {record['error_auroc'][best]:.3f}"
-              + (f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci["low"] == ci["low"] else ""))
+              + (f" [{ci['low']:.3f}, {ci['high']:.3f}]" if not math.isnan(ci["low"]) else ""))
     print(f"wrote {len(written)} files to {folder}")
     return 0
