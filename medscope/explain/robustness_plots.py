@@ -71,7 +71,7 @@ def balanced_accuracy_heatmap(path, rows: list[dict], title: str, chance: float)
             grid[i, severities.index(r["severity"]) + 1] = r["balanced_acc"]
             collapsed[i, severities.index(r["severity"]) + 1] = bool(r.get("collapsed"))
     low = chance if np.isfinite(chance) else 0.0
-    fig, ax = plt.subplots(figsize=(2.4 + 0.9 * (len(severities) + 1), 1.2 + 0.42 * len(grid)))
+    fig, ax = plt.subplots(figsize=(max(6.5, 2.4 + 0.9 * (len(severities) + 1)), 1.6 + 0.42 * len(grid)))
     image = ax.imshow(grid, cmap="viridis", vmin=low, vmax=1, aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
         if not np.isnan(value):
@@ -83,9 +83,13 @@ def balanced_accuracy_heatmap(path, rows: list[dict], title: str, chance: float)
     ax.set_xlabel("severity")
     ax.set_ylabel("perturbation")
     bar = fig.colorbar(image, ax=ax, fraction=0.05)
-    bar.set_label(f"balanced accuracy (scale starts at chance, {low:.2g})")
-    ax.set_title(title + ("\n† collapsed: one class for at least 95% of images" if collapsed.any() else ""),
-                 fontsize=9)
+    bar.set_label("balanced accuracy")
+    notes = [f"colour scale from chance ({low:.2g}) to 1"]
+    if collapsed.any():
+        notes.append("† collapsed: one class for at least 95% of images")
+    import textwrap
+
+    ax.set_title(textwrap.fill(title, 70) + "\n" + "; ".join(notes), fontsize=8)
     fig.tight_layout()
     return atomic.save_figure(path, fig)
 
