@@ -300,7 +300,8 @@ def test_map_arrays_and_summary_record():
     assert "layer_maps" not in arrays and str(arrays["method"]) == "Grad-CAM"
     summary = maps.summary_record(explained, method_label="Grad-CAM", layer="l", target="pred", split_name="test",
                                   n_figures=2, extra={"samples": 3})
-    assert list(summary)[:7] == ["method", "layer", "target", "split", "n_images", "n_figures", "samples"]
+    assert list(summary)[:9] == ["method", "layer", "target", "split", "n_images", "n_figures", "n_empty_maps",
+                                 "empty_map_ids", "samples"]
     assert summary["faithfulness"]["deletion_auc"] == pytest.approx(0.3)
     assert summary["faithfulness"]["fraction_deletion_below_random"] == 0.5
     assert summary["faithfulness"]["steps"] == 2
@@ -338,3 +339,33 @@ def test_gradcam_deletion_auc_is_below_the_random_baseline_on_a_trained_model(tr
     # measured: 0.62 vs 0.69, lower for 29 of 32 images (3 epochs: 0.59 vs 0.63, 23 of 32)
     assert fa.deletion.mean() < fa.random_deletion.mean() - 0.02
     assert (fa.deletion < fa.random_deletion).mean() >= 0.6
+
+
+# ------------------------------------------------------------------ which images are shown, and empty maps
+
+def test_the_stratified_pick_includes_every_class_present_right_and_wrong_most_confident_errors_first():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((100, 1), dtype=np.int64)
+    labels[:11] = 1  # 11% positive, as the held-out 3D set
+    p1 = np.clip(0.2 + 0.4 * labels[:, 0] + 0.45 * rng.random(100), 0, 1)  # some negatives predicted positive
+    probs = np.stack([1 - p1, p1], axis=1)
+    for n in (2, 4, 16):
+        ids = maps.stratified_ids(labels, probs, "binary-class", n)
+        assert len(ids) == n and set(labels[ids, 0]) == {0, 1}  # a random pick of 16 missed the positives
+    pred = (p1 > 0.5).astype(int)
+    wrong_negatives = np.flatnonzero((labels[:, 0] == 0) & (pred == 1))
+    most_confident_error = wrong_negatives[np.argmax(p1[wrong_negatives])]
+    assert most_confident_error in maps.stratified_ids(labels, probs, "binary-class", 4)
+    only = maps.stratified_ids(labels, probs, "binary-class", 5, classes=[1])
+    assert set(labels[only, 0]) == {1}
+
+
+def test_empty_maps_are_recognised():
+    assert explain_plots_module().is_empty_map(np.zeros((3, 4, 4)))
+    assert not explain_plots_module().is_empty_map(np.arange(8.0).reshape(2, 2, 2))
+
+
+def explain_plots_module():
+    from medscope.explain import plots
+
+    return plots

@@ -249,3 +249,20 @@ def test_uncertainty_chooses_its_threshold_on_the_validation_split_by_default(ru
         assert value != value or ci["low"] <= value <= ci["high"]
     out = capsys.readouterr().out
     assert "(chosen on val)" in out and "flagged (" in out
+
+
+def test_gradcam_shows_the_ids_asked_for_and_records_how_images_were_picked(run2d, capsys):
+    folder = RunLayout(run2d).gradcam_dir
+    assert run_explain("gradcam", "--run", str(run2d), "--ids", "7", "3", "150", "--steps", "0") == 0
+    with np.load(folder / maps.file_name("maps", "gradcam")) as npz:
+        assert npz["ids"].tolist() == [3, 7, 150]
+    summary = read_json(folder / maps.file_name("summary", "gradcam"))
+    assert summary["picked"] == "given (--ids)"
+    assert summary["n_empty_maps"] == len(summary["empty_map_ids"])
+    assert run_explain("gradcam", "--run", str(run2d), "--n", "4", "--steps", "0") == 0
+    summary = read_json(folder / maps.file_name("summary", "gradcam"))
+    assert summary["picked"].startswith("stratified: every true class present")
+    with np.load(folder / maps.file_name("maps", "gradcam")) as npz:
+        assert len(set(npz["labels"].reshape(-1).tolist())) == 2  # both classes among 4 images
+    assert run_explain("gradcam", "--run", str(run2d), "--ids", "999") == 2
+    assert "the test split has ids 0 to 155" in capsys.readouterr().err

@@ -17,11 +17,12 @@ import torch
 from medscope import atomic
 from medscope.app import cli
 from medscope.app.run_context import RunContext, add_run_arguments, open_run_from_args
+from medscope.errors import UsageError
 from medscope.explain import maps, saliency
 from medscope.explain import plots as explain_plots
 from medscope.explain.cam import CAM_METHODS, parse_target, resolve_layer
 from medscope.explain.faithfulness import faithfulness_text
-from medscope.explain.maps import Explained, choose_ids, explain_split
+from medscope.explain.maps import Explained, explain_split
 from medscope.progress import progress
 
 CREATED_BY = "explain.py"
@@ -31,8 +32,14 @@ CREATED_BY = "explain.py"
 
 def _add_selection_arguments(parser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--n", type=cli.positive_int, default=16, help="images to explain (default: 16)")
+    group.add_argument("--n", type=cli.positive_int, default=16,
+                        help="images to explain, picked per true class, wrong and right, the most confident errors "
+                             "first (default: 16)")
     group.add_argument("--all", action="store_true", help="explain the whole split")
+    group.add_argument("--ids", type=int, nargs="+", default=None, metavar="ID",
+                       help="explain these images (indices in the split)")
+    parser.add_argument("--class", dest="only_class", default=None, metavar="NAME|INDEX",
+                        help="pick the --n images from this true class only")
     parser.add_argument("--target", default="pred",
                         help="class to explain: pred (default), true, or a class index or name")
     parser.add_argument("--steps", type=cli.non_negative_int, default=20,
@@ -63,14 +70,36 @@ def add_saliency_arguments(parser) -> None:
 # --------------------------------------------------------------------------- commands
 
 def _target_and_ids(args, ctx: RunContext):
+    """The class explained, the image ids, and how they were picked (recorded in the summary)."""
     target = parse_target(args.target, ctx.info.class_names)
-    ids = choose_ids(len(ctx.split), None if args.all else args.n, args.seed)
-    return target, ids
+    n_split = len(ctx.split)
+    if args.ids:
+        bad = [i for i in args.ids if not 0 <= i < n_split]
+        if bad:
+            raise UsageError(f"--ids {' '.join(map(str, bad))}: the {ctx.split_name} split has ids 0 to {n_split - 1}")
+        return target, np.array(sorted(set(args.ids)), dtype=np.int64), "given (--ids)"
+    if args.all:
+        return target, np.arange(n_split), "the whole split (--all)"
+    from medscope.activations import collect_outputs
+
+    classes = None
+    if args.only_class is not None:
+        chosen = parse_target(args.only_class, ctx.info.class_names)
+        if not isinstance(chosen, int):
+            raise UsageError(f"--class {args.only_class!r}: name a class, e.g. 0 or {ctx.info.class_names[0]!r}")
+        classes = [chosen]
+    probabilities = collect_outputs(ctx.model, ctx.split, ctx.info.task, ctx.device, activations=False,
+                                    batch_size=args.batch_size)["probabilities"].numpy()
+    ids = maps.stratified_ids(ctx.split.labels.numpy(), probabilities, ctx.task, args.n, classes)
+    if not len(ids):
+        raise UsageError(f"--class {args.only_class}: no image of that class in the {ctx.split_name} split")
+    where = f"true class {ctx.info.class_names[classes[0]]}" if classes else "every true class present"
+    return target, ids, f"stratified: {where}, wrong and right in turn, the most confident errors first"
 
 
 def run_gradcam(args) -> int:
     ctx = open_run_from_args(args)
-    target, ids = _target_and_ids(args, ctx)
+    target, ids, picked = _target_and_ids(args, ctx)
     layer = resolve_layer(ctx.model, args.layer, ctx.input_shape, ctx.device)
     print(f"{args.method} of {len(ids)} {ctx.split_name} images of {ctx.run.name} at {layer} "
           f"(target: {target}) on {ctx.device}")
@@ -81,7 +110,7 @@ def run_gradcam(args) -> int:
     folder = ctx.run.layout.gradcam_dir
     label = maps.METHOD_LABELS[args.method]
     written = write_explanations(ctx, folder, maps.STEMS[args.method], explained, method_label=label, layer=layer,
-                                 target=target, max_figures=max(0, args.max_figures))
+                                 target=target, max_figures=max(0, args.max_figures), extra={"picked": picked})
     if explained.faithfulness is not None:
         print(faithfulness_text(label, explained.faithfulness))
     _record(ctx, folder, written)
@@ -90,7 +119,7 @@ def run_gradcam(args) -> int:
 
 def run_saliency(args) -> int:
     ctx = open_run_from_args(args)
-    target, ids = _target_and_ids(args, ctx)
+    target, ids, picked = _target_and_ids(args, ctx)
     methods = saliency.SALIENCY_METHODS if args.method == "both" else (args.method,)
     folder = ctx.run.layout.saliency_dir
     written = []
@@ -108,7 +137,8 @@ def run_saliency(args) -> int:
                                   batch_size=args.batch_size, target=target, steps=args.steps, seed=args.seed,
                                   progress=progress)
         written += write_explanations(ctx, folder, maps.STEMS[method], explained, method_label=label, layer=None,
-                                      target=target, max_figures=max(0, args.max_figures), extra=extra)
+                                      target=target, max_figures=max(0, args.max_figures),
+                                      extra=dict(extra, picked=picked))
         if explained.faithfulness is not None:
             print(faithfulness_text(label, explained.faithfulness))
     _record(ctx, folder, written)
@@ -141,6 +171,8 @@ def write_explanations(ctx: RunContext, folder: Path, stem: str, explained: Expl
     pred = task.predictions(explained.probabilities)
     titles = explain_plots.titles(explained.labels[shown], pred[shown], explained.probabilities[shown],
                                   explained.targets[shown], names, task)
+    titles = [f"id {image_id}: {text}" + ("\nEMPTY MAP" if explain_plots.is_empty_map(heat) else "")
+              for image_id, text, heat in zip(explained.ids[shown], titles, explained.maps[shown])]
     is_wrong = ~task.correct(explained.labels[shown], pred[shown])
     heading = f"{method_label}{f' at {layer}' if layer else ''} — {ctx.run.name} ({ctx.split_name})"
     if len(images):
@@ -151,7 +183,7 @@ def write_explanations(ctx: RunContext, folder: Path, stem: str, explained: Expl
             for i, image_id in enumerate(explained.ids[shown]):
                 written.append(explain_plots.volume_figure(
                     folder / maps.file_name("volume", stem, id=image_id), images[i], explained.maps[i],
-                    f"{titles[i]}\n{heading}, id {image_id}", is_wrong=bool(is_wrong[i])))
+                    f"{titles[i]}\n{heading}", is_wrong=bool(is_wrong[i])))
     if explained.faithfulness is not None:
         written.append(atomic.write_csv(folder / maps.file_name("metrics", stem),
                                         maps.metrics_rows(explained, task, names), maps.METRICS_COLUMNS))

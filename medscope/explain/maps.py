@@ -19,7 +19,12 @@ import torch
 
 from medscope.data import gather, normalize
 from medscope.explain.cam import select_targets
-from medscope.explain.faithfulness import Faithfulness, concat_faithfulness, faithfulness, faithfulness_summary
+from medscope.explain.faithfulness import (
+    Faithfulness,
+    concat_faithfulness,
+    faithfulness,
+    faithfulness_summary,
+)
 from medscope.tasks import Task
 from medscope.tasks import task as as_task
 
@@ -109,6 +114,58 @@ def explain_split(explain_batch, model, split, ids: np.ndarray, task: str | Task
         faithfulness=concat_faithfulness(parts) if parts else None)
 
 
+def stratified_ids(labels: np.ndarray, probabilities: np.ndarray, task: str | Task, n: int,
+                   classes: list[int] | None = None) -> np.ndarray:
+    """``n`` image ids that show every true class present, right and wrong, the most confident errors first.
+
+    Each class ``k`` (``classes``, default every class present; multi-label:
+    the images positive for label ``k``) queues its wrong and right
+    predictions alternately, each most confident first (so its most
+    confident error leads). One id is taken from each class in turn until
+    ``n`` are chosen (an id is taken once): every class is shown before any
+    gets a second image. Deterministic: no random draw, so a rare class is
+    never left out by chance.
+
+    >>> labels = np.array([[0], [0], [0], [0], [1], [1]])
+    >>> probs = np.array([[.9, .1], [.6, .4], [.2, .8], [.7, .3], [.3, .7], [.55, .45]])
+    >>> stratified_ids(labels, probs, "binary-class", 4).tolist()  # errors 2 (0.8) and 5 first, then the sure ones
+    [0, 2, 4, 5]
+    """
+    task = as_task(task)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    pred = task.predictions(probs)
+    confidence = task.predicted_probability(probs, pred)
+    if task.is_multilabel:
+        member = labels.astype(bool)  # (N, L)
+        right = np.all(pred == labels, axis=1)
+        confidence = confidence.mean(axis=1)
+    else:
+        truth = labels.reshape(-1).astype(np.int64)
+        member = truth[:, None] == np.arange(probs.shape[1])[None, :]
+        right = np.asarray(task.correct(labels, pred)).reshape(-1)
+    present = [k for k in range(member.shape[1]) if member[:, k].any()]
+    chosen_classes = present if classes is None else [k for k in classes if k in present]
+    queues = []  # per class: wrong and right alternately, each most confident first
+    for k in chosen_classes:
+        wrong, right_rows = (np.flatnonzero(member[:, k] & (right == ok)) for ok in (False, True))
+        wrong = list(wrong[np.argsort(-confidence[wrong], kind="stable")])
+        right_rows = list(right_rows[np.argsort(-confidence[right_rows], kind="stable")])
+        merged = [row for pair in zip(wrong, right_rows) for row in pair]
+        merged += wrong[len(right_rows):] + right_rows[len(wrong):]
+        queues.append(merged)
+    picked: list[int] = []
+    taken = set()
+    while len(picked) < n and any(queues):
+        for queue in queues:  # one image per class in turn, so every class is shown before any second one
+            while queue and queue[0] in taken:
+                queue.pop(0)
+            if queue and len(picked) < n:
+                taken.add(queue[0])
+                picked.append(int(queue.pop(0)))
+    return np.array(sorted(picked), dtype=np.int64)
+
+
 def choose_ids(n_total: int, n: int | None, seed: int) -> np.ndarray:
     """``n`` image ids of a split drawn with ``seed`` (sorted), or all of them when ``n`` is None.
 
@@ -171,8 +228,10 @@ def metrics_rows(explained: Explained, task: str | Task, class_names: list[str])
 def summary_record(explained: Explained, *, method_label: str, layer: str | None, target, split_name: str,
                    n_figures: int, extra: dict | None = None) -> dict:
     """``<stem>_summary.json``: what was explained and how, with the faithfulness means when measured."""
+    empty = [int(i) for i, m in zip(explained.ids, explained.maps) if float(m.max() - m.min()) <= 1e-8]
     summary = {"method": method_label, "layer": layer, "target": target, "split": split_name,
-               "n_images": int(len(explained.ids)), "n_figures": int(n_figures), **(extra or {})}
+               "n_images": int(len(explained.ids)), "n_figures": int(n_figures),
+               "n_empty_maps": len(empty), "empty_map_ids": empty, **(extra or {})}
     if explained.faithfulness is not None:
         summary["faithfulness"] = faithfulness_summary(explained.faithfulness)
     return summary

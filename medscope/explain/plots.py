@@ -107,10 +107,24 @@ def peak_location(heat: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(heat)), heat.shape))
 
 
+def is_empty_map(heat: np.ndarray) -> bool:
+    """A map with nothing to show: constant (all zero after the ReLU of Grad-CAM, typically).
+
+    >>> is_empty_map(np.zeros((4, 4))), is_empty_map(np.eye(4))
+    (True, False)
+    """
+    heat = np.asarray(heat)
+    return heat.size == 0 or float(heat.max() - heat.min()) <= 1e-8
+
+
 def volume_figure(path, volume: np.ndarray, heat: np.ndarray, title: str, *, is_wrong: bool = False,
                   montage: int = 12) -> Path:
-    """3D: axial, coronal and sagittal slices through the peak (image and overlay) + an axial montage."""
-    peak = peak_location(heat)
+    """3D: axial, coronal and sagittal slices through the peak (image and overlay) + an axial montage.
+
+    An empty map has no peak: the slices go through the middle and the title says "empty map".
+    """
+    empty = is_empty_map(heat)
+    peak = tuple(side // 2 for side in heat.shape) if empty else peak_location(heat)
     columns = 6
     montage_rows = int(np.ceil(montage / columns))
     fig, axes = plt.subplots(1 + montage_rows, columns, figsize=(1.9 * columns, 2.1 * (1 + montage_rows)),
@@ -128,8 +142,10 @@ def volume_figure(path, volume: np.ndarray, heat: np.ndarray, title: str, *, is_
     for k, d in enumerate(np.unique(np.linspace(0, depth - 1, montage).round().astype(int))):
         ax = axes[1 + k // columns, k % columns]
         overlay_heatmap(ax, _slice_image(volume, 0, d), heat[d])
-        ax.set_title(f"axial {d}" + (" (peak)" if d == peak[0] else ""), fontsize=7)
-    fig.suptitle(f"{title}\npeak at (d, h, w) = {peak}", fontsize=8, color="red" if is_wrong else "black")
+        ax.set_title(f"axial {d}" + (" (peak)" if d == peak[0] and not empty else ""), fontsize=7)
+    where = (f"EMPTY MAP (nothing highlighted): middle slices (d, h, w) = {peak}" if empty
+             else f"peak at (d, h, w) = {peak}")
+    fig.suptitle(f"{title}\n{where}", fontsize=8, color="red" if is_wrong else "black")
     fig.tight_layout()
     return atomic.save_figure(path, fig)
 
