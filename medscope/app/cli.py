@@ -35,8 +35,66 @@ def _interrupted_while_starting(previous):
     return hook
 
 
+def _in_import(frame) -> bool:
+    """Whether ``frame`` runs inside a module import (importlib's frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+_deferred = []  # the watcher thread of a Ctrl-C that arrived during an import, while it is pending
+
+
+def _interrupt_outside_imports(signum, frame):
+    """SIGINT handler: KeyboardInterrupt, but never in the middle of a module import.
+
+    A KeyboardInterrupt raised while a native extension initialises (torch,
+    ONNX and others call back into Python through pybind11 there) is turned into
+    a C++ exception that aborts the whole process. During an import the
+    interrupt is remembered, and a watcher raises it again in the main thread as
+    soon as the import is over; :func:`run` reports one still pending when the
+    work ends (see :func:`_take_deferred_interrupt`).
+    """
+    if not _in_import(frame):
+        _deferred.clear()
+        raise KeyboardInterrupt
+    if _deferred:
+        return
+    import _thread
+    import threading
+    import time
+
+    main = threading.main_thread().ident
+
+    def wait_for_the_import():
+        while _deferred and _in_import(sys._current_frames().get(main)):
+            time.sleep(0.02)
+        if _deferred:
+            _deferred.clear()
+            _thread.interrupt_main()  # runs this handler again, outside the import
+
+    _deferred.append(threading.Thread(target=wait_for_the_import, daemon=True))
+    _deferred[0].start()
+
+
+def _take_deferred_interrupt() -> bool:
+    """Whether a Ctrl-C is still waiting for an import to end; it is taken (the watcher stands down)."""
+    if not _deferred:
+        return False
+    _deferred.clear()
+    return True
+
+
 if not getattr(sys.excepthook, "quiet_interrupt", False):  # installed as early as the scripts can
     sys.excepthook = _interrupted_while_starting(sys.excepthook)
+    import signal as _signal
+    import threading as _threading
+
+    if _threading.current_thread() is _threading.main_thread() and \
+            _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        _signal.signal(_signal.SIGINT, _interrupt_outside_imports)
 
 import argparse
 import errno
@@ -85,8 +143,14 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     """
     previous = _handle_sigterm()
     try:
-        return main(argv) or EXIT_OK
+        code = main(argv) or EXIT_OK
+        if _take_deferred_interrupt():  # Ctrl-C came during an import and the work ended before it could land
+            raise KeyboardInterrupt
+        return code
     except UsageError as exc:
+        if _take_deferred_interrupt():
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RunFailed as exc:
