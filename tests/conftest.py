@@ -1,8 +1,9 @@
 """Shared fixtures: the real MedMNIST files and short real training runs.
 
-Runs are trained once per test session (session-scoped) into a temporary
-results folder and shared by every test that only reads them. Tests that
-modify a run copy it first with :func:`copy_run`.
+Runs are trained once per test session (session-scoped; once for all
+pytest-xdist workers, :func:`trained_once`) into a temporary results folder
+and shared by every test that only reads them. Tests that modify a run copy
+it first with :func:`copy_run`.
 """
 from __future__ import annotations
 
@@ -123,23 +124,57 @@ def interrupted_run(workdir: Path, medmnist_dir: Path, monkeypatch, epoch: int, 
     return run, folders
 
 
-@pytest.fixture(scope="session")
-def session_workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("session-runs")
+def xdist_worker(request) -> str:
+    """``gw0``, ``gw1``, ... under pytest-xdist; ``master`` without it (also with ``-p no:xdist``)."""
+    return getattr(request.config, "workerinput", {}).get("workerid", "master")
+
+
+def trained_once(tmp_path_factory, worker_id: str, name: str, medmnist_dir: Path, *args: str) -> Path:
+    """:func:`train_run` once per test session, however many pytest-xdist workers ask; each gets a private copy.
+
+    The first worker to ask trains into a folder beside the workers' own
+    (``<session basetemp>/shared-runs/<name>``) under a file lock; the others
+    wait for it and copy its results and TensorBoard folders. Paths recorded
+    in the copy's run.json are rewritten to the copy, so no test can reach
+    (and change) the shared original. Without xdist it simply trains.
+    """
+    import fcntl
+    import json
+
+    mine = tmp_path_factory.mktemp(name)
+    if worker_id == "master":
+        return train_run(mine, medmnist_dir, *args)
+    shared = tmp_path_factory.getbasetemp().parent / "shared-runs"
+    shared.mkdir(exist_ok=True)
+    original = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if training fails
+        if not (original / "complete").is_file():
+            shutil.rmtree(original, ignore_errors=True)
+            train_run(original, medmnist_dir, *args)
+            (original / "complete").touch()
+    for part in ("results", "runs"):
+        shutil.copytree(original / part, mine / part, symlinks=True)
+    (run,) = [p for p in (mine / "results").iterdir() if p.is_dir()]
+    run_json = RunLayout(run).run_json
+    text = run_json.read_text().replace(json.dumps(str(original))[1:-1], json.dumps(str(mine))[1:-1])
+    run_json.write_text(text)
+    return run
 
 
 @pytest.fixture(scope="session")
-def run_2d(session_workdir, medmnist_dir) -> Path:
+def run_2d(tmp_path_factory, request, medmnist_dir) -> Path:
     """breastmnist, ResNet-18, 2 short epochs: a real 2D run folder."""
-    return train_run(session_workdir, medmnist_dir, "--dataset", "breastmnist", "--model", "resnet18",
-                     "--epochs", "2", "--subset", "256", "--seed", "1")
+    return trained_once(tmp_path_factory, xdist_worker(request), "run_2d", medmnist_dir, "--dataset", "breastmnist",
+                        "--model", "resnet18", "--epochs", "2", "--subset", "256", "--seed", "1")
 
 
 @pytest.fixture(scope="session")
-def run_3d(session_workdir, medmnist_dir) -> Path:
+def run_3d(tmp_path_factory, request, medmnist_dir) -> Path:
     """adrenalmnist3d, 3D ResNet-18, 1 short epoch: a real 3D run folder."""
-    return train_run(session_workdir, medmnist_dir, "--dataset", "adrenalmnist3d", "--model", "resnet18",
-                     "--epochs", "1", "--subset", "96", "--batch-size", "32", "--seed", "1")
+    return trained_once(tmp_path_factory, xdist_worker(request), "run_3d", medmnist_dir, "--dataset", "adrenalmnist3d",
+                        "--model", "resnet18", "--epochs", "1", "--subset", "96", "--batch-size", "32",
+                        "--seed", "1")
 
 
 @pytest.fixture(scope="session")
