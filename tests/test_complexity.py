@@ -382,11 +382,19 @@ def test_lmc_uniform_histogram_has_zero_disequilibrium():
 
 
 def test_lmc_single_bin_has_zero_entropy():
-    res = lmc_complexity(np.full(100, 0.7), bins=16)  # constant: one bin
-    assert res.H == 0.0 and res.C == 0.0
-    assert res.D == pytest.approx(1.0 - 1.0 / 16)  # the maximum
+    res = lmc_complexity(np.r_[np.full(99, 0.7), 1.0], bins=16)  # all but one value in the first bin
+    assert res.H == pytest.approx(-(0.99 * np.log(0.99) + 0.01 * np.log(0.01)) / np.log(16))
+    assert res.D == pytest.approx((0.99 - 1 / 16) ** 2 + (0.01 - 1 / 16) ** 2 + 14 / 16 ** 2)
     res = lmc_complexity(np.random.default_rng(0).standard_normal(100), bins=1)
     assert (res.H, res.D, res.C) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("value", [1.0, 0.7])
+def test_lmc_and_sample_entropy_agree_that_a_constant_vector_is_undefined(value):
+    constant = np.full(100, value)  # numpy's std: 0 for 1.0, 2e-16 for 0.7 (antropy: nan, then 0)
+    lmc, sampen = lmc_complexity(constant, bins=16), sample_entropy(constant)
+    assert lmc.reason == sampen.reason == "constant vector (std = 0)"
+    assert np.isnan(lmc.H) and np.isnan(lmc.C) and np.isnan(sampen.value)
 
 
 def test_lmc_hand_example():

@@ -33,6 +33,7 @@ __all__ = [
 
 #: Default tolerance factor: ``r = R_FACTOR * std(x, ddof=0)``.
 R_FACTOR = 0.2
+CONSTANT_REASON = "constant vector (std = 0)"  # undefined for Sample Entropy and LMC alike
 
 # Event blocks this small are counted by direct comparison inside the
 # divide-and-conquer of the 3-D count (cheaper than the counter there).
@@ -766,8 +767,10 @@ def sample_entropy(
 
     Undefined results (``value = nan``), checked in this order:
     ``"contains NaN"``, ``"contains inf"``, ``"too short: N=3 < m+2=4"``
-    (fewer than two templates), ``"constant vector (std = 0)"`` (default
-    ``r`` would be 0; with an explicit ``r`` a constant vector gives 0),
+    (fewer than two templates), ``"constant vector (std = 0)"`` (all values
+    equal: the default ``r`` would be 0, or a rounding error of the std;
+    :func:`lmc_complexity` gives the same reason; with an explicit ``r`` a
+    constant vector gives 0),
     ``"std overflows float64"``, ``"no m-matches (B = 0)"``,
     ``"no (m+1)-matches (A = 0)"`` (SampEn would be +inf; a common finite
     bound is ``-ln(2 / ((N-m-1) * (N-m)))``).
@@ -827,8 +830,10 @@ def sample_entropy(
     if r is None:
         with np.errstate(over="ignore", invalid="ignore"):
             r = float(R_FACTOR * np.std(x, ddof=0))  # the expression antropy uses
-        if r == 0.0:
-            return undefined("constant vector (std = 0)", rr=0.0)
+        # max == min, not std == 0: numpy's std of np.full(100, 0.7) is 2e-16, and antropy then gives 0
+        # where for np.full(100, 1.0) it gives nan; every constant vector is undefined here
+        if r == 0.0 or x.min() == x.max():
+            return undefined(CONSTANT_REASON, rr=0.0)
         if not math.isfinite(r):
             return undefined("std overflows float64", rr=r)
 
@@ -984,9 +989,12 @@ def lmc_complexity(
         C = H \cdot D.
 
     A uniform histogram gives ``D = 0`` and ``C = 0``; all values in one bin
-    (e.g. a constant vector, whose range ``numpy`` widens to
-    ``[v - 0.5, v + 0.5]``) give ``H = 0`` and ``C = 0``. With ``B = 1``,
-    ``H`` is defined as 0. The default fixed B = 64 keeps ``H``, ``D`` and
+    give ``H = 0`` and ``C = 0``. With ``B = 1``, ``H`` is defined as 0. A
+    constant vector has no range to bin (``numpy`` would invent
+    ``[v - 0.5, v + 0.5]``, in the units of ``x``): it is undefined, with the
+    reason :func:`sample_entropy` gives it too, ``"constant vector (std = 0)"``,
+    so the two measures agree on what such a tensor (a freshly initialised
+    batch-norm weight) is. The default fixed B = 64 keeps ``H``, ``D`` and
     ``C`` comparable across layers of different sizes; rule-based bins adapt
     to N but make values depend on N. Empty input or NaN/inf values give
     ``nan`` with a ``reason``.
@@ -1006,6 +1014,8 @@ def lmc_complexity(
     >>> res = lmc_complexity(np.array([0.0, 0.0, 0.0, 1.0]), bins=2)
     >>> round(res.H, 4), round(res.D, 4), round(res.C, 4)
     (0.8113, 0.125, 0.1014)
+    >>> lmc_complexity(np.ones(10)).reason
+    'constant vector (std = 0)'
     """
     x = _as_vector(x)
     n = int(x.size)
@@ -1024,6 +1034,8 @@ def lmc_complexity(
         n_bins = int(bins)
     lo = float(x.min())
     hi = float(x.max())
+    if lo == hi:
+        return LMCResult(nan, nan, nan, 0, lo, hi, CONSTANT_REASON)
     counts, _ = np.histogram(x, bins=n_bins, range=(lo, hi))
     p = counts.astype(np.float64) / n
     nz = p[p > 0]
