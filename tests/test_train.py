@@ -114,6 +114,24 @@ def test_tensorboard_events_hold_the_logged_scalars(run_2d):
     assert logged == [float(np.float32(float(r["val_auc"]))) for r in epochs]
 
 
+def test_tensorboard_shows_the_figures_and_the_metrics_table_of_the_run(run_2d):
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = RunLayout(run_2d).tensorboard_dir(run_2d.parent.parent / "runs")
+    acc = EventAccumulator(str(tb), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    layout, epochs = RunLayout(run_2d), len(_csv(RunLayout(run_2d).history_csv))
+    for path in (layout.training_curves_png, layout.confusion_matrix_png, layout.sample_predictions_png):
+        (image,) = acc.Images(f"figures/{path.stem}")
+        assert image.step == epochs and (image.width, image.height) == Image.open(path).size
+    (text,) = acc.Tensors("metrics/test/text_summary")
+    table = text.tensor_proto.string_val[0].decode()
+    metrics = json.loads(layout.metrics_json.read_text())
+    auc = metrics["test"]["intervals"]["auc"]
+    assert f"| AUC | {metrics['test']['auc']:.3f} | [{auc['low']:.3f}, {auc['high']:.3f}] | 0.901 |" in table
+
+
 def test_3d_run_folder_is_complete(run_3d):
     for path in _run_files(run_3d):
         assert path.is_file(), path

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medscope import atomic, checkpoints, plots
+from medscope import atomic, board, checkpoints, plots
 from medscope.activations import collect_outputs
 from medscope.baselines import reference_baseline
 from medscope.data import DatasetInfo, Split, load_dataset, subset
@@ -413,6 +413,10 @@ def _finish(run, config: TrainConfig, info, data, device, spec, state, writer, s
                                               names, f"test — {title}"))
     written.append(_prediction_grid(run, info, data["test"], test_out, title))
 
+    # the figures and the metrics table in TensorBoard too, at the last epoch, beside the curves
+    board.log_figures(writer, [layout.training_curves_png, layout.confusion_matrix_png, layout.sample_predictions_png],
+                      state.epoch)
+    writer.add_text(board.METRICS_TAG, board.metrics_table(test_metrics, metrics["baseline"]), state.epoch)
     _log_final(writer, config, summary, model)
     written += [layout.history_csv, layout.best_pt, layout.last_pt]
     run.update(status="completed", finished=now_iso(), epochs_completed=state.epoch,
