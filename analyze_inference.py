@@ -84,6 +84,15 @@ def main(argv=None) -> int:
     files = inference.write_analysis(analysis, inference.output_dir(run.layout, analysis.split), title=run.name)
     run.add_artifacts([f.relative_to(run.path) for f in files], created_by="analyze_inference.py")
     _report(run, analysis, files)
+    if analysis.split == "test":  # TensorBoard shows the test figures, beside train.py's
+        from medscope import board
+        from medscope.analysis.inference_plots import RELIABILITY_DIAGRAM_PNG, ROC_PR_PNG
+
+        warning = board.log_run_figures(run, args.runs_dir, [f for f in files if f.name in (ROC_PR_PNG,
+                                                                                          RELIABILITY_DIAGRAM_PNG)],
+                                        script="analyze_inference")
+        if warning:
+            print(warning, file=sys.stderr)
     return 0
 
 

@@ -28,6 +28,8 @@ TABLES = {
     inference.CHANNELS_CSV: ["layer", "channel", "class", "value"],
     inference.RELIABILITY_CSV: ["label", "bin", "lower", "upper", "count", "confidence", "accuracy", "gap"],
     inference.EMBEDDING_CSV: ["row", "index", "label", "prediction", "correct", "pca_1", "pca_2", "tsne_1", "tsne_2"],
+    inference.OPERATING_POINTS_CSV: ["label", "positives", "negatives", "prevalence", "auc", "average_precision",
+                                     "tpr", "fpr", "precision", "recall"],
 }
 LAST_PT, BEST_PT, OUTPUTS_PT = (getattr(RunLayout(Path()), name).name
                                 for name in ("last_pt", "best_pt", "inference_outputs"))
@@ -84,10 +86,11 @@ def check_folder(run: Path, folder: Path, blocks: list[str], n: int, class_names
     for name, columns in TABLES.items():
         header, _ = read_csv(folder / name)
         assert header == (columns or summary_columns(len(class_names))), name
+    errors = min(inference.N_ERRORS, sum(r["correct"] == "0" for r in read_csv(folder / inference.EMBEDDING_CSV)[1]))
     for name in FIGURE_SIZES:
         path = folder / name
         assert path.stat().st_size > 10_000, f"{name} looks empty"
-        assert png_size(path) == figure_pixels(name), name
+        assert png_size(path) == figure_pixels(name, n_errors=errors), name  # confident errors: rows that hold one
 
     _, summary = read_csv(folder / inference.SUMMARY_CSV)
     assert [r["layer"] for r in summary] == blocks  # one row per block, network order
@@ -97,6 +100,7 @@ def check_folder(run: Path, folder: Path, blocks: list[str], n: int, class_names
         assert int(row["samples"]) == n
         assert float(row["mean"]) >= 0 and float(row["std"]) >= 0  # ReLU outputs
         assert 0 <= float(row["min_channel_mean"]) <= float(row["mean"]) <= float(row["max_channel_mean"])
+        assert 0 <= float(row["q10"]) <= float(row["median"]) <= float(row["q90"])  # the whiskers never go below 0
         assert 0 <= float(row["dead_fraction"]) <= 1
         assert int(row["dead_channels"]) == round(float(row["dead_fraction"]) * int(row["channels"]))
         for k in range(len(class_names)):
@@ -122,6 +126,11 @@ def check_folder(run: Path, folder: Path, blocks: list[str], n: int, class_names
     assert len(points) == n and all(p["tsne_1"] != "" for p in points)  # n < 2000: t-SNE on every point
     wrong = sum(p["correct"] == "0" for p in points)
     assert wrong / n == pytest.approx(1 - calib["accuracy"])
+
+    _, (operating,) = read_csv(folder / inference.OPERATING_POINTS_CSV)  # binary: the positive class against the rest
+    assert operating["label"] == class_names[1] and int(operating["positives"]) + int(operating["negatives"]) == n
+    # with the test split's AUC: what train.py reported (medmnist.Evaluator's number)
+    assert float(operating["auc"]) == pytest.approx(run_json(run)["metrics"]["test_auc"], abs=1e-6)
 
     recorded = {a["path"] for a in run_json(run)["artifacts"] if a["created_by"] == "analyze_inference.py"}
     expected = {str((folder / name).relative_to(run)) for name in [*TABLES, *FIGURE_SIZES, inference.CALIBRATION_JSON]}
@@ -258,4 +267,4 @@ def test_other_task_types(flag, n_labels, channels, multilabel, tmp_path, capsys
     else:
         assert list(calib["per_label"]) == ["all"] and sum(int(b["count"]) for b in bins) == 40
     for name in FIGURE_SIZES:
-        assert png_size(folder / name) == figure_pixels(name)
+        assert png_size(folder / name)[0] == figure_pixels(name)[0], name

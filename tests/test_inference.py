@@ -266,8 +266,8 @@ def test_write_analysis_writes_the_folder_it_names(multiclass_analysis, tmp_path
     assert files[0] == layout.inference_summary_csv
     expected = [inference.SUMMARY_CSV, inference.CHANNELS_CSV, inference.CALIBRATION_JSON, inference.RELIABILITY_CSV,
                 iplots.LAYER_MEAN_ACTIVATION_PNG, iplots.NEURON_HEATMAP_CLASSES_PNG, iplots.NEURON_HEATMAP_SAMPLES_PNG,
-                inference.EMBEDDING_CSV, iplots.EMBEDDING_2D_PNG, iplots.RELIABILITY_DIAGRAM_PNG,
-                iplots.CONFIDENT_ERRORS_PNG]
+                inference.EMBEDDING_CSV, iplots.EMBEDDING_2D_PNG, inference.OPERATING_POINTS_CSV, iplots.ROC_PR_PNG,
+                iplots.RELIABILITY_DIAGRAM_PNG, iplots.CONFIDENT_ERRORS_PNG]
     assert [f.name for f in files] == expected and all(f.parent == layout.inference_dir for f in files)
     assert sorted(p.name for p in layout.inference_dir.iterdir()) == sorted(expected)
     assert {*iplots.FIGURE_SIZES} == {name for name in expected if name.endswith(".png")}

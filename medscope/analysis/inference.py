@@ -9,7 +9,7 @@ The module reads top to bottom as ``analyze_inference.py`` runs:
 
 1. pure functions on numpy arrays: calibration (its measures are those of
    :mod:`medscope.metrics`), activation statistics, confident errors and 2D
-   projections;
+   projections (ROC and precision–recall curves: :mod:`medscope.analysis.curves`);
 2. the outputs of a run: read ``inference_outputs.pt`` and check it, or
    recompute the outputs of a split with ``best.pt``;
 3. :func:`analyze`: every number of the analysis from an outputs dict, as
@@ -42,6 +42,7 @@ from medscope import tasks
 from medscope.errors import UsageError
 from medscope.metrics import (CALIBRATION_BINS, brier_score, expected_calibration_error, predicted_confidence,
                               reliability_bins)
+from medscope.analysis.curves import OPERATING_POINT_COLUMNS, operating_point_rows, roc_pr_curves
 from medscope.runs import RunLayout
 
 # The files of an inference/ folder (inference/<split>/ for the train and val
@@ -52,6 +53,7 @@ CHANNELS_CSV = "inference_channels.csv"
 CALIBRATION_JSON = "inference_calibration.json"
 RELIABILITY_CSV = "inference_reliability.csv"
 EMBEDDING_CSV = "inference_embedding_2d.csv"
+OPERATING_POINTS_CSV = "inference_operating_points.csv"
 
 DEFAULT_BINS = CALIBRATION_BINS
 DEAD_THRESHOLD = 1e-8
@@ -177,8 +179,8 @@ def class_selectivity(activations, membership) -> np.ndarray:
     return np.where(std > 0, z, 0.0)
 
 
-SUMMARY_COLUMNS = ["layer", "position", "channels", "samples", "mean", "std", "min_channel_mean",
-                   "max_channel_mean", "dead_channels", "dead_fraction"]
+SUMMARY_COLUMNS = ["layer", "position", "channels", "samples", "mean", "std", "q10", "median", "q90",
+                   "min_channel_mean", "max_channel_mean", "dead_channels", "dead_fraction"]
 CHANNEL_COLUMNS = ["layer", "channel", "class", "value"]
 
 
@@ -192,6 +194,9 @@ def layer_summary(layer_names, activations: dict, membership, threshold: float =
 
     * ``mean``, ``std``: mean and population std of ``a[i, c]`` over all
       samples and channels of the block;
+    * ``q10``, ``median``, ``q90``: its 10th, 50th and 90th percentiles
+      (numpy's linear interpolation), which stay >= 0 after a ReLU where
+      ``mean - std`` does not;
     * ``min_channel_mean`` / ``max_channel_mean``: extremes over channels of
       ``mean_i a[i, c]``;
     * ``dead_channels`` / ``dead_fraction``: count and fraction of channels
@@ -207,6 +212,7 @@ def layer_summary(layer_names, activations: dict, membership, threshold: float =
         dead = dead_channels(acts, threshold)
         row = {"layer": name, "position": position, "channels": acts.shape[1], "samples": acts.shape[0],
                "mean": float(acts.mean()), "std": float(acts.std()),
+               **dict(zip(("q10", "median", "q90"), map(float, np.quantile(acts, [0.1, 0.5, 0.9])))),
                "min_channel_mean": float(channel_mean.min()), "max_channel_mean": float(channel_mean.max()),
                "dead_channels": int(dead.sum()), "dead_fraction": float(dead.mean())}
         for k, value in enumerate(class_channel_means(acts, member).mean(axis=1)):
@@ -479,6 +485,7 @@ class Analysis:
     embedding: list  # rows of inference_embedding_2d.csv
     wrong: np.ndarray  # (N,) bool; multi-label: at least one wrong label
     confident: ConfidentErrors
+    curves: list = field(default_factory=list)  # medscope.analysis.curves.roc_pr_curves()
     seconds: dict = field(default_factory=dict)
 
     @property
@@ -522,6 +529,7 @@ def analyze(outputs: dict, info, split_images, *, n_bins: int = DEFAULT_BINS, de
     summary = layer_summary(layer_names, acts, member, dead_threshold)
     channels = channel_rows(layer_names, acts, member, names)
     calib = calibration(kind.name, probs, labels, names, n_bins)
+    curves = roc_pr_curves(kind.name, probs, labels, names)
     seconds["tables"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -553,7 +561,7 @@ def analyze(outputs: dict, info, split_images, *, n_bins: int = DEFAULT_BINS, de
         group_names=names + (["none"] if kind.is_multilabel else []),
         last_block=last[sample_order][:, channel_order], last_block_groups=groups[sample_order],
         projection=projection, embedding=embedding_rows(indices, projection, label_text, pred_text, wrong),
-        wrong=wrong, confident=confident, seconds=seconds)
+        wrong=wrong, confident=confident, curves=curves, seconds=seconds)
 
 
 RELIABILITY_COLUMNS = ["label", "bin", "lower", "upper", "count", "confidence", "accuracy", "gap"]
@@ -643,6 +651,12 @@ def write_analysis(analysis: Analysis, out_dir: Path, *, title: str) -> list[Pat
     files.append(iplots.embedding_map(out_dir / iplots.EMBEDDING_2D_PNG, analysis.projection, analysis.groups,
                                       analysis.group_names, analysis.wrong,
                                       f"penultimate embeddings ({split}{colour}) — {title}"))
+    files.append(atomic.write_csv(out_dir / OPERATING_POINTS_CSV, _blank_nan(operating_point_rows(analysis.curves)),
+                                  OPERATING_POINT_COLUMNS))
+    against = (f"the positive class, {analysis.curves[0]['label']}," if len(analysis.curves) == 1
+               else "each class against the rest")
+    files.append(iplots.roc_pr_curves(out_dir / iplots.ROC_PR_PNG, analysis.curves,
+                                      f"ROC and precision–recall of {against} ({split}, n={n}) — {title}"))
     files.append(iplots.reliability_diagram(out_dir / iplots.RELIABILITY_DIAGRAM_PNG, calib,
                                             f"reliability ({split}, n={n}) — {title}"))
     errors = analysis.confident

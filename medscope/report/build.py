@@ -397,6 +397,10 @@ def _classes(layout: RunLayout, info: dict, metrics: dict | None, reader: _Reade
     figures = _figure(layout.confusion_matrix_png, "Confusion matrix (test)",
                       "Rows are the true classes, columns the predicted ones; the diagonal holds the right answers. "
                       "Look for a class the model rarely predicts, or two classes it confuses.")
+    figures += _figure(analysis_file(layout, "inference_dir", "roc_pr_png"), "ROC and precision–recall curves (test)",
+                       "Each class against the rest; the dot is where the model's own decision sits. The "
+                       "precision–recall panel is the one to read for a rare class: its dotted line is the "
+                       "precision of a random model (the prevalence).")
     figures += _figure(layout.sample_predictions_png, "Sample test predictions",
                        "An evenly spaced sample of test images with the true label, the prediction and its "
                        "confidence; wrong predictions are marked. Look at what the wrong ones have in common.")

@@ -16,6 +16,7 @@ ANALYSIS_FILES = {
         "calibration_json": "inference_calibration.json",
         "reliability_png": "reliability_diagram.png",
         "confident_errors_png": "confident_errors.png",
+        "roc_pr_png": "roc_pr_curves.png",
         "embedding_png": "embedding_2d.png",
         "layer_activation_png": "layer_mean_activation.png",
         "neuron_classes_png": "neuron_heatmap_classes.png",
