@@ -61,8 +61,8 @@ class _Stem3d(nn.Sequential):
     This is ResNet's own /4 stem with a 3x3x3 kernel in place of r3d_18's
     3x7x7 one: layer1 sees 7^3 (28^3 input) or 16^3 (64^3). r3d_18's stem
     (stride 1x2x2) would keep a 28^3 volume at 28x14x14, about 10x the compute
-    of this stem's layers on a CPU. At 28^3, layer4 is 1 voxel; Grad-CAM then
-    picks layer3 (2^3) automatically.
+    of this stem's layers on a CPU. At 28^3, layer1 is 7^3 and layer4 1 voxel;
+    Grad-CAM explains layer1 (the deepest block at least 7 voxels a side).
     """
 
     def __init__(self, in_channels: int, size: int):

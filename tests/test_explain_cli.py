@@ -84,7 +84,7 @@ def test_gradcam_2d_writes_maps_metrics_and_figures(run2d, capsys):
     assert code == 0, capsys.readouterr().err
     with np.load(folder / maps.file_name("maps", "gradcam")) as npz:
         assert npz["maps"].shape == (5, 28, 28) and np.isfinite(npz["maps"]).all()
-        assert npz["layer_maps"].shape == (5, 4, 4) and str(npz["layer"]) == "backbone.layer4.1"
+        assert npz["layer_maps"].shape == (5, 7, 7) and str(npz["layer"]) == "backbone.layer3.1"
         assert npz["ids"].shape == (5,) and len(set(npz["ids"].tolist())) == 5
         np.testing.assert_allclose(npz["probabilities"].sum(axis=1), 1, atol=1e-5)
         assert np.array_equal(npz["targets"], npz["predictions"])  # default target: the prediction
@@ -100,16 +100,16 @@ def test_gradcam_2d_writes_maps_metrics_and_figures(run2d, capsys):
     assert page(1).is_file() and not page(2).exists()
     assert page(2).relative_to(run2d).as_posix() not in artifacts(run2d)
     summary = read_json(folder / maps.file_name("summary", "gradcam"))
-    assert summary["layer"] == "backbone.layer4.1" and summary["n_images"] == 5
+    assert summary["layer"] == "backbone.layer3.1" and summary["n_images"] == 5
     assert_recorded(run2d, folder)
 
 
 def test_gradcam_plus_plus_with_a_chosen_layer_and_class(run2d, capsys):
     code = run_explain("gradcam", "--run", str(run2d), "--n", "2", "--steps", "0", "--method", "gradcam++",
-                       "--layer", "backbone.layer3.1", "--target", "malignant")
+                       "--layer", "backbone.layer4.1", "--target", "malignant")
     assert code == 0, capsys.readouterr().err
     with np.load(RunLayout(run2d).gradcam_dir / maps.file_name("maps", "gradcampp")) as npz:
-        assert npz["layer_maps"].shape == (2, 7, 7) and npz["targets"].tolist() == [0, 0]
+        assert npz["layer_maps"].shape == (2, 4, 4) and npz["targets"].tolist() == [0, 0]
         assert str(npz["method"]) == "Grad-CAM++"
 
 

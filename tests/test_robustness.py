@@ -263,7 +263,7 @@ def test_a_3d_sweep_shows_middle_slices(run3d, capsys):
     check_sweep(run3d, ["motion_blur"], [3], 6, 1)
     folder = RunLayout(run3d).robustness_dir
     info = json.loads((folder / FILES["summary"]).read_text())
-    assert info["saliency"]["layer"] == "backbone.layer3.1"  # at 28^3 layer4 is a single voxel
+    assert info["saliency"]["layer"] == "backbone.layer1.1"  # 7x7x7 at 28^3
     assert info["perturbations"]["motion_blur"]["parameters"] == [3.5]
     assert "the middle axial, coronal and sagittal slices" in (folder / FILES["report"]).read_text()
 

@@ -8,6 +8,7 @@ and print where they went.
 """
 from __future__ import annotations
 
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from medscope.errors import UsageError
 from medscope.explain import maps, saliency
 from medscope.explain import plots as explain_plots
 from medscope.explain.cam import CAM_METHODS, parse_target, resolve_layer
-from medscope.explain.faithfulness import faithfulness_text
+from medscope.explain.faithfulness import DELETION_BASELINES, faithfulness_text
 from medscope.explain.maps import Explained, explain_split
 from medscope.progress import progress
 
@@ -44,6 +45,10 @@ def _add_selection_arguments(parser) -> None:
                         help="class to explain: pred (default), true, or a class index or name")
     parser.add_argument("--steps", type=cli.non_negative_int, default=20,
                         help="steps of the deletion/insertion curves; 0 skips the faithfulness metrics (default: 20)")
+    parser.add_argument("--deletion-baseline", choices=("auto", *DELETION_BASELINES), default="auto",
+                        help="what deleted pixels become: auto (default: the background where the images lie on a "
+                             "flat one, else a blurred copy), background (the median border value of the split's "
+                             "images), blur, or grey (mid-grey, which adds signal to images on a black background)")
     parser.add_argument("--max-figures", type=int, default=64, metavar="N",
                         help="draw figures for at most N images (maps and metrics cover all; default: 64)")
 
@@ -54,7 +59,7 @@ def add_gradcam_arguments(parser) -> None:
     parser.add_argument("--method", choices=tuple(CAM_METHODS), default="gradcam",
                         help="gradcam (default) or gradcam++")
     parser.add_argument("--layer", default=None, metavar="NAME",
-                        help="layer to explain (default: the last block whose output is larger than 1 pixel)")
+                        help="layer to explain (default: the deepest block whose output is at least 7 pixels a side)")
 
 
 def add_saliency_arguments(parser) -> None:
@@ -106,7 +111,8 @@ def run_gradcam(args) -> int:
 
     with CAM_METHODS[args.method](ctx.model, layer) as cam:
         explained = explain_split(cam, ctx.model, ctx.split, ids, ctx.task, ctx.device, batch_size=args.batch_size,
-                                  target=target, steps=args.steps, seed=args.seed, progress=progress)
+                                  target=target, steps=args.steps, seed=args.seed,
+                                  deletion_baseline=args.deletion_baseline, progress=progress)
     folder = ctx.run.layout.gradcam_dir
     label = maps.METHOD_LABELS[args.method]
     written = write_explanations(ctx, folder, maps.STEMS[args.method], explained, method_label=label, layer=layer,
@@ -114,6 +120,7 @@ def run_gradcam(args) -> int:
     if explained.faithfulness is not None:
         print(faithfulness_text(label, explained.faithfulness))
     _record(ctx, folder, written)
+    _log_first_figure(args, ctx, written, maps.STEMS[args.method])
     return 0
 
 
@@ -135,7 +142,7 @@ def run_saliency(args) -> int:
         print(f"{label} of {len(ids)} {ctx.split_name} images of {ctx.run.name} (target: {target}) on {ctx.device}")
         explained = explain_split(explain_batch, ctx.model, ctx.split, ids, ctx.task, ctx.device,
                                   batch_size=args.batch_size, target=target, steps=args.steps, seed=args.seed,
-                                  progress=progress)
+                                  deletion_baseline=args.deletion_baseline, progress=progress)
         written += write_explanations(ctx, folder, maps.STEMS[method], explained, method_label=label, layer=None,
                                       target=target, max_figures=max(0, args.max_figures),
                                       extra=dict(extra, picked=picked))
@@ -143,6 +150,17 @@ def run_saliency(args) -> int:
             print(faithfulness_text(label, explained.faithfulness))
     _record(ctx, folder, written)
     return 0
+
+
+def _log_first_figure(args, ctx: RunContext, written: list[Path], stem: str) -> None:
+    """The first page (2D) or volume (3D) of a method into the run's TensorBoard folder."""
+    from medscope import board
+
+    first = [p for p in written if maps.figure_pattern(stem).match(p.name) and p.suffix == ".png"
+             and "faithfulness" not in p.name][:1]
+    warning = board.log_run_figures(ctx.run, args.runs_dir, first, script=f"explain_{stem}")
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- files

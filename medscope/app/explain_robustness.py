@@ -49,7 +49,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--saliency", choices=robustness.SALIENCY_METHODS, default="gradcam",
                         help="saliency map whose shift is measured: gradcam (default) or gradient (vanilla)")
     parser.add_argument("--layer", default=None, metavar="NAME",
-                        help="Grad-CAM layer (default: the last block whose output is larger than 1 pixel)")
+                        help="Grad-CAM layer (default: the deepest block whose output is at least 7 pixels a side)")
     parser.add_argument("--n-saliency", type=cli.non_negative_int, default=100, metavar="N",
                         help="images (seeded) whose saliency shift is measured; 0 skips it (default: 100)")
     parser.add_argument("--n-examples", type=cli.non_negative_int, default=3, metavar="N",

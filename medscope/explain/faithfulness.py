@@ -100,9 +100,94 @@ def curve_auc(curves: np.ndarray, pixels: int) -> np.ndarray:
     return np.trapezoid(curves, fractions, axis=1)
 
 
-def deletion_baseline(x: torch.Tensor) -> torch.Tensor:
-    """What deleted pixels become: 0 in the model's input range, i.e. mid-grey (uint8 127.5)."""
-    return torch.zeros_like(x)
+BASELINE_WORDS = {"background": "the background", "blur": "a blurred copy", "grey": "mid-grey"}
+DELETION_BASELINES = {  # "auto" (explain.py's default) picks one with choose_deletion_baseline
+    "background": "deleted pixels set to the background: the median of the split's border pixels, per channel",
+    "blur": "deleted pixels replaced by the image blurred with a Gaussian, sigma = smallest side / 10",
+    "grey": "deleted pixels set to mid-grey (0 in the model's input range)",
+}
+
+
+UNIFORM_BORDER_SHARE = 0.9  # "the images have a background": this share of border pixels equals their median
+UNIFORM_BORDER_TOLERANCE = 2 * 2.0 / 255.0  # "equals": within 2 grey levels of 255, in the model's input range
+
+
+def border_values(x: torch.Tensor) -> torch.Tensor:
+    """The border pixels (voxels) of a batch ``(N, C, *spatial)``, per channel: (C, N * border size).
+
+    The border is every pixel on the outermost row or column (2D) or face (3D) of each image.
+    """
+    n, c, *spatial = x.shape
+    border = torch.zeros(spatial, dtype=torch.bool, device=x.device)
+    for axis, length in enumerate(spatial):
+        edge = [slice(None)] * len(spatial)
+        for position in (0, length - 1):
+            edge[axis] = position
+            border[tuple(edge)] = True
+    return x.movedim(1, 0)[:, :, border].reshape(c, -1)
+
+
+def background_value(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel median of the border pixels (voxels) of a batch ``(N, C, *spatial)``: (C,), in the units of ``x``.
+
+    Medical images framed by a background (the empty space around a
+    segmented organ, the black surround of an ultrasound fan) show it on
+    their border, so the border median is what "nothing there" looks like in
+    this data. A constant such as mid-grey is not: on 0/255 masks it adds a
+    grey block, i.e. signal.
+
+    >>> x = torch.zeros(2, 1, 5, 5); x[:, :, 1:4, 1:4] = 1.0
+    >>> background_value(x).tolist()
+    [0.0]
+    """
+    return border_values(x).float().median(dim=1).values.to(x.dtype)
+
+
+def uniform_border_share(x: torch.Tensor) -> float:
+    """Share of border pixels within :data:`UNIFORM_BORDER_TOLERANCE` of their channel's median (x in [-1, 1]).
+
+    Near 1 for masks and images on a flat background; a few per cent for
+    crops whose anatomy runs to the edge (28 px chest X-rays: 3%).
+    """
+    values = border_values(x).float()
+    median = values.median(dim=1, keepdim=True).values
+    return float(((values - median).abs() <= UNIFORM_BORDER_TOLERANCE).float().mean())
+
+
+def choose_deletion_baseline(x: torch.Tensor) -> tuple[str, str]:
+    """``("background", why)`` when the images have a flat background, else ``("blur", why)``.
+
+    Deleting a pixel should remove what it shows and add nothing. Where the
+    images lie on a flat background, setting it to that background does; on
+    crops with anatomy up to the edge there is no such value (any constant
+    paints a flat patch, which on a chest X-ray reads as an opacity), and a
+    blurred copy removes the detail while keeping the local intensity (RISE's
+    choice for natural images). ``x``: a sample of the split, in the model's
+    input range.
+    """
+    share = uniform_border_share(x)
+    if share >= UNIFORM_BORDER_SHARE:
+        return "background", (f"{share:.0%} of the images' border pixels are one value (a flat background, "
+                              f"at least {UNIFORM_BORDER_SHARE:.0%})")
+    return "blur", (f"only {share:.0%} of the images' border pixels are one value (anatomy up to the edge, "
+                    f"no flat background; {UNIFORM_BORDER_SHARE:.0%} needed)")
+
+
+def deletion_canvas(x: torch.Tensor, baseline: str = "background", background: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """What deleted pixels become (see :data:`DELETION_BASELINES`).
+
+    ``background``: the per-channel value of :func:`background_value`, best
+    measured on the whole split; by default on ``x`` itself.
+    """
+    if baseline == "background":
+        value = background_value(x) if background is None else background.to(device=x.device, dtype=x.dtype)
+        return value.view(1, -1, *([1] * (x.ndim - 2))).expand_as(x)
+    if baseline == "blur":
+        return insertion_canvas(x)
+    if baseline == "grey":
+        return torch.zeros_like(x)
+    raise ValueError(f"unknown deletion baseline {baseline!r}; expected one of {', '.join(DELETION_BASELINES)}")
 
 
 def insertion_canvas(x: torch.Tensor) -> torch.Tensor:
@@ -120,15 +205,26 @@ class Faithfulness:
     random_insertion: np.ndarray
     curves: dict  # name -> mean curve over images
     fractions: np.ndarray
+    baseline: str = "background"  # what deleted pixels became (DELETION_BASELINES)
+    background: np.ndarray | None = None  # (C,) the background value, in the model's input range
+    baseline_reason: str | None = None  # why this baseline (choose_deletion_baseline), or None: given
 
 
 def faithfulness(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, task: str | Task,
-                 *, steps: int = 20, generator: torch.Generator | None = None, chunk: int = 256) -> Faithfulness:
-    """Deletion and insertion AUC of ``maps`` and of a random pixel order, for one batch."""
+                 *, steps: int = 20, generator: torch.Generator | None = None, chunk: int = 256,
+                 baseline: str = "background", background: torch.Tensor | None = None) -> Faithfulness:
+    """Deletion and insertion AUC of ``maps`` and of a random pixel order, for one batch.
+
+    ``baseline`` and ``background``: what deleted pixels become (:func:`deletion_canvas`;
+    ``"auto"``: :func:`choose_deletion_baseline` on ``x``).
+    """
     n = x.shape[0]
     pixels = math.prod(x.shape[2:])
     orders = {"map": salience_order(maps, generator), "random": random_order(n, pixels, generator)}
-    canvases = {"deletion": deletion_baseline(x), "insertion": insertion_canvas(x)}
+    reason = None
+    if baseline == "auto":
+        baseline, reason = choose_deletion_baseline(x)
+    canvases = {"deletion": deletion_canvas(x, baseline, background), "insertion": insertion_canvas(x)}
     aucs, curves = {}, {}
     for order_name, order in orders.items():
         for mode, canvas in canvases.items():
@@ -138,7 +234,8 @@ def faithfulness(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, targets:
             aucs[key] = curve_auc(curve, pixels)
             curves[key] = curve
     return Faithfulness(aucs["deletion"], aucs["insertion"], aucs["random_deletion"], aucs["random_insertion"],
-                        curves, step_counts(pixels, steps) / pixels)
+                        curves, step_counts(pixels, steps) / pixels, baseline,
+                        None if background is None else background.float().cpu().numpy(), reason)
 
 
 def concat_faithfulness(parts: list[Faithfulness]) -> Faithfulness:
@@ -146,28 +243,81 @@ def concat_faithfulness(parts: list[Faithfulness]) -> Faithfulness:
     return Faithfulness(*(np.concatenate([getattr(p, k) for p in parts]) for k in
                           ("deletion", "insertion", "random_deletion", "random_insertion")),
                         {k: np.concatenate([p.curves[k] for p in parts]) for k in parts[0].curves},
-                        parts[0].fractions)
+                        parts[0].fractions, parts[0].baseline, parts[0].background, parts[0].baseline_reason)
 
 
-def faithfulness_summary(fa: Faithfulness) -> dict:
+def gains_over_random(fa: Faithfulness, *, n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """How much better than a random pixel order the maps are, with bootstrap intervals over images.
+
+    Per image, the deletion gain is ``random deletion AUC - deletion AUC`` and
+    the insertion gain ``insertion AUC - random insertion AUC`` (both in units
+    of target-class probability; positive when the map beats the random order).
+    The estimates are their means over images, with percentile bootstrap
+    intervals that resample images (the two gains from the same resamples).
+
+    Returns
+    -------
+    dict
+        ``{"deletion_gain": {...}, "insertion_gain": {...}}``, each with
+        ``estimate``, ``low``, ``high`` (as :func:`medscope.stats.bootstrap.bootstrap_statistic`).
+    """
+    from medscope.stats.bootstrap import bootstrap_statistic
+
+    deletion_gain = fa.random_deletion - fa.deletion
+    insertion_gain = fa.insertion - fa.random_insertion
+    return bootstrap_statistic(
+        lambda d, i: {"deletion_gain": d.mean(axis=1), "insertion_gain": i.mean(axis=1)},
+        [deletion_gain, insertion_gain], n_resamples=n_resamples, seed=seed, level=level, batched=True)
+
+
+def verdict(gain: dict) -> str:
+    """``better than``, ``worse than`` or ``no different from`` a random order, by where the interval lies.
+
+    >>> verdict({"low": 0.01, "high": 0.2}), verdict({"low": -0.1, "high": 0.2})
+    ('better than', 'no different from')
+    """
+    if gain["low"] > 0:
+        return "better than"
+    if gain["high"] < 0:
+        return "worse than"
+    return "no different from"
+
+
+def faithfulness_summary(fa: Faithfulness, *, n_resamples: int = 2000, seed: int = 0) -> dict:
     """The dataset-level numbers of a :class:`Faithfulness`, and how the curves were made, for a summary file.
 
-    Means over images of each AUC, and the fraction of images whose map beats
-    the random order (deletion AUC below it, insertion AUC above it).
+    Means over images of each AUC, the fraction of images whose map beats
+    the random order (deletion AUC below it, insertion AUC above it), and the
+    mean gains over the random order with 95% bootstrap intervals
+    (:func:`gains_over_random`).
     """
-    return {
+    summary = {
         "steps": int(len(fa.fractions) - 1),
-        "deletion_baseline": "deleted pixels set to 0 in the model's input range (mid-grey)",
+        "deletion_baseline": fa.baseline,
+        "deletion_baseline_meaning": DELETION_BASELINES[fa.baseline],
+        "deletion_baseline_reason": fa.baseline_reason or "given (--deletion-baseline)",
         "insertion_canvas": "the image blurred with a Gaussian, sigma = smallest side / 10",
         "deletion_auc": float(fa.deletion.mean()), "random_deletion_auc": float(fa.random_deletion.mean()),
         "insertion_auc": float(fa.insertion.mean()), "random_insertion_auc": float(fa.random_insertion.mean()),
         "fraction_deletion_below_random": float((fa.deletion < fa.random_deletion).mean()),
         "fraction_insertion_above_random": float((fa.insertion > fa.random_insertion).mean()),
     }
+    if fa.background is not None:
+        summary["background_uint8"] = [round(float(v), 2) for v in (fa.background + 1.0) * 127.5]
+    for name, gain in gains_over_random(fa, n_resamples=n_resamples, seed=seed).items():
+        summary[name] = gain["estimate"]
+        summary[f"{name}_low"], summary[f"{name}_high"] = gain["low"], gain["high"]
+        summary[f"{name}_verdict"] = verdict(gain)
+    return summary
 
 
-def faithfulness_text(label: str, fa: Faithfulness) -> str:
-    """One line: the mean deletion and insertion AUCs of ``label``'s maps against the random order."""
-    return (f"{label}: deletion AUC {fa.deletion.mean():.3f} (random order {fa.random_deletion.mean():.3f}, "
-            f"lower is better); insertion AUC {fa.insertion.mean():.3f} "
-            f"(random order {fa.random_insertion.mean():.3f}, higher is better)")
+def faithfulness_text(label: str, fa: Faithfulness, *, n_resamples: int = 2000, seed: int = 0) -> str:
+    """Two lines: the mean deletion and insertion AUCs of ``label``'s maps against the random order, with intervals."""
+    gains = gains_over_random(fa, n_resamples=n_resamples, seed=seed)
+    deletion, insertion = gains["deletion_gain"], gains["insertion_gain"]
+    return (f"{label}: deletion AUC {fa.deletion.mean():.3f} against {fa.random_deletion.mean():.3f} for a random "
+            f"order (lower is better; deleted pixels become {BASELINE_WORDS[fa.baseline]}): {deletion['estimate']:+.3f} "
+            f"[{deletion['low']:+.3f}, {deletion['high']:+.3f}], {verdict(deletion)} random at 95%\n"
+            f"{' ' * len(label)}  insertion AUC {fa.insertion.mean():.3f} against {fa.random_insertion.mean():.3f} "
+            f"(higher is better): {insertion['estimate']:+.3f} [{insertion['low']:+.3f}, {insertion['high']:+.3f}], "
+            f"{verdict(insertion)} random at 95%")

@@ -21,6 +21,8 @@ from medscope.data import gather, normalize
 from medscope.explain.cam import select_targets
 from medscope.explain.faithfulness import (
     Faithfulness,
+    background_value,
+    choose_deletion_baseline,
     concat_faithfulness,
     faithfulness,
     faithfulness_summary,
@@ -80,11 +82,16 @@ class Explained:
 
 
 def explain_split(explain_batch, model, split, ids: np.ndarray, task: str | Task, device, *, batch_size: int = 32,
-                  target="pred", steps: int | None = 20, seed: int = 0, progress=None) -> Explained:
+                  target="pred", steps: int | None = 20, seed: int = 0, deletion_baseline: str = "auto",
+                  progress=None) -> Explained:
     """Run ``explain_batch(x, targets) -> MapBatch`` over ``split[ids]`` in batches.
 
     With ``steps``, the deletion/insertion faithfulness of the maps is measured
-    too (random orders drawn from ``seed``). ``progress``: a wrapper such as
+    too (random orders drawn from ``seed``); deleted pixels become
+    ``deletion_baseline``: ``"auto"`` chooses the background or a blurred
+    copy from the split's images (:func:`~medscope.explain.faithfulness.choose_deletion_baseline`),
+    and the background is measured on the split (:func:`split_background`).
+    ``progress``: a wrapper such as
     :func:`medscope.progress.progress` that draws a bar over the batches.
     """
     task = as_task(task)
@@ -92,6 +99,12 @@ def explain_split(explain_batch, model, split, ids: np.ndarray, task: str | Task
     generator = torch.Generator().manual_seed(seed)
     maps, layer_maps, probs, targets, parts = [], [], [], [], []
     ids_t = torch.as_tensor(ids, dtype=torch.long)
+    background = reason = None
+    if steps and deletion_baseline in ("auto", "background"):
+        sample = split_sample(split)
+        if deletion_baseline == "auto":
+            deletion_baseline, reason = choose_deletion_baseline(sample)
+        background = background_value(sample) if deletion_baseline == "background" else None
     starts = range(0, len(ids_t), batch_size)
     for start in (progress(starts, desc="explaining", unit="batch") if progress else starts):
         index = ids_t[start:start + batch_size]
@@ -105,13 +118,31 @@ def explain_split(explain_batch, model, split, ids: np.ndarray, task: str | Task
         targets.append(out.targets)
         if steps:
             parts.append(faithfulness(model, x, out.maps, out.targets, task, steps=steps, generator=generator,
-                                      chunk=max(64, 4 * batch_size)))
+                                      chunk=max(64, 4 * batch_size), baseline=deletion_baseline,
+                                      background=background))
+    for part in parts:
+        part.baseline_reason = reason
     return Explained(
         ids=np.asarray(ids, dtype=np.int64), maps=torch.cat(maps).numpy(),
         probabilities=torch.cat(probs).numpy(), targets=torch.cat(targets).numpy(),
         labels=split.labels[ids_t].numpy(),
         layer_maps=torch.cat(layer_maps).numpy() if layer_maps else None,
         faithfulness=concat_faithfulness(parts) if parts else None)
+
+
+BACKGROUND_IMAGES = 512  # images whose borders decide the baseline: the median is stable long before
+
+
+def split_sample(split) -> torch.Tensor:
+    """Up to :data:`BACKGROUND_IMAGES` evenly spaced images of a split in the model's input range (no labels)."""
+    index = torch.linspace(0, len(split) - 1, min(len(split), BACKGROUND_IMAGES)).round().long().unique()
+    images, _ = gather(split, index, torch.device("cpu"))
+    return normalize(images)
+
+
+def split_background(split) -> torch.Tensor:
+    """The background of a split's images in the model's input range, per channel (:func:`background_value`)."""
+    return background_value(split_sample(split))
 
 
 def stratified_ids(labels: np.ndarray, probabilities: np.ndarray, task: str | Task, n: int,
