@@ -13,6 +13,18 @@ import numpy as np  # noqa: E402
 from medscope import atomic  # noqa: E402
 
 
+def wrap_name(name: str, width: int = 16) -> str:
+    """A name on lines of about ``width`` characters, whole: figures wrap names, they never cut them.
+
+    >>> print(wrap_name("normal, benign and malignant", 16))
+    normal, benign
+    and malignant
+    """
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(name), width, break_long_words=False, break_on_hyphens=False)) or str(name)
+
+
 def training_curves(path, history: list[dict], title: str, kept_epoch: int | None = None):
     """Loss, AUC, ACC (train and val) and learning rate per epoch.
 
@@ -53,12 +65,10 @@ def training_curves(path, history: list[dict], title: str, kept_epoch: int | Non
 
 def confusion_matrix(path, matrix, class_names: list[str], title: str):
     """The counts, and beside them the row-normalized matrix (recall per true class), class names whole."""
-    import textwrap
-
     matrix = np.asarray(matrix)
     k = len(class_names)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    names = [textwrap.fill(name, 16) for name in class_names]  # wrapped, never cut
+    names = [wrap_name(name) for name in class_names]
     side = 1.6 + 0.75 * k
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.2, side + 0.6))
     panels = ((matrix, "counts", lambda v: str(int(v))), (rates, "share of each true class (rows sum to 1)",

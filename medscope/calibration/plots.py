@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medscope import atomic
-from medscope.plots import plt
+from medscope.plots import plt, wrap_name
 
 STATE_TITLES = {"before": "before temperature scaling", "after": "after temperature scaling"}
 METHOD_LABELS = {"lac": "LAC", "aps": "APS", "lac_class_conditional": "LAC, class-conditional",
@@ -40,10 +40,6 @@ def interval_label(entry: dict, digits: int = 3) -> str:
     if "bias_corrected" in entry:  # a basic-bootstrap interval is around the bias-corrected value
         return f"{number(entry['estimate'])}, bias-corrected {number(entry['bias_corrected'])} {interval}"
     return f"{number(entry['estimate'])} {interval}"
-
-
-def _short(name: str, limit: int = 16) -> str:
-    return name if len(name) <= limit else name[:limit - 1] + "…"
 
 
 def reliability_diagram(path, result: dict, title: str) -> Path:
@@ -183,7 +179,7 @@ def conformal_coverage(path, result: dict, title: str) -> Path:
                label=f"{METHOD_LABELS.get(method['name'], method['name'])} (overall {interval_label(overall)})")
     target = conformal["target_coverage"]
     ax.axhline(target, color="tab:red", ls="--", lw=1.3, label=f"target 1 - alpha = {target:g}")
-    ax.set_xticks(x, [_short(name) for name in names], rotation=30 if len(names) > 4 else 0,
+    ax.set_xticks(x, [wrap_name(name, 14) for name in names], rotation=30 if len(names) > 4 else 0,
                   ha="right" if len(names) > 4 else "center")
     ax.set_xlabel("true label" if per_label else "true class")
     ax.set_ylabel("coverage on test (set holds the true " + ("value)" if per_label else "class)"))

@@ -14,16 +14,15 @@ from typing import Callable
 import numpy as np
 
 from medscope import atomic
-from medscope.plots import display_image, plt
+from medscope.plots import display_image, plt, wrap_name
 from medscope.tasks import Task
 from medscope.tasks import task as as_task
 
-HEATMAP_CMAP = "jet"
-OVERLAY_ALPHA = 0.45
-
-
-def _short(name: str, limit: int = 14) -> str:
-    return name if len(name) <= limit else name[:limit - 1] + "…"
+# perceptually uniform and monotone in lightness (jet is neither: its bright bands in the middle read as
+# peaks that are not there), and legible in grey print
+HEATMAP_CMAP = "inferno"
+OVERLAY_ALPHA = 0.5
+MAP_SCALE_LABEL = "map value (each map scaled to [0, 1])"
 
 
 def titles(labels, predictions, probabilities, targets, class_names, task: str | Task) -> list[str]:
@@ -40,13 +39,13 @@ def titles(labels, predictions, probabilities, targets, class_names, task: str |
             true = ",".join(str(j) for j in np.flatnonzero(labels[i])) or "none"
             pred = ",".join(str(j) for j in np.flatnonzero(predictions[i])) or "none"
             prob = float(probabilities[i][targets[i]])
-            text = f"true: {true}\npred: {pred}\nmap: {_short(class_names[targets[i]])} {prob:.2f}"
+            text = f"true: {true}\npred: {pred}\nmap: {wrap_name(class_names[targets[i]])} {prob:.2f}"
         else:
             true, pred = int(np.asarray(labels[i]).reshape(-1)[0]), int(predictions[i])
             prob = float(probabilities[i][pred])
-            text = f"true: {_short(class_names[true])}\npred: {_short(class_names[pred])} {prob:.2f}"
+            text = f"true: {wrap_name(class_names[true])}\npred: {wrap_name(class_names[pred])} {prob:.2f}"
             if int(targets[i]) != pred:
-                text += f"\nmap for: {_short(class_names[int(targets[i])])}"
+                text += f"\nmap for: {wrap_name(class_names[int(targets[i])])}"
         out.append(text)
     return out
 
@@ -61,10 +60,30 @@ def show_image(ax, image: np.ndarray, *, frame: bool = False) -> None:
         ax.axis("off")
 
 
-def overlay_heatmap(ax, image: np.ndarray, heat: np.ndarray, *, frame: bool = False) -> None:
-    """``heat`` in [0, 1] drawn over ``image`` in the heat map colours of every explain figure."""
+def draw_heatmap(ax, heat: np.ndarray, *, alpha: float | None = None):
+    """``heat`` in [0, 1] in the colours of every explain figure, pixel for pixel; returns the image artist.
+
+    Nearest-neighbour drawing: a 28 px saliency map is a per-pixel quantity,
+    and smoothing it on screen would show structure the method did not find.
+    """
+    return ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=alpha, interpolation="nearest")
+
+
+def overlay_heatmap(ax, image: np.ndarray, heat: np.ndarray, *, frame: bool = False):
+    """``heat`` drawn over ``image``; returns the heat map's artist."""
     show_image(ax, image, frame=frame)
-    ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA, interpolation="bilinear")
+    return draw_heatmap(ax, heat, alpha=OVERLAY_ALPHA)
+
+
+def add_map_colorbar(fig, axes) -> None:
+    """One colour bar for every map of a figure (opaque, as the heatmap panels show it), with what its values mean."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    scale = ScalarMappable(norm=Normalize(0, 1), cmap=HEATMAP_CMAP)
+    bar = fig.colorbar(scale, ax=axes, fraction=0.02, pad=0.01)
+    bar.set_label(MAP_SCALE_LABEL, fontsize=7)
+    bar.ax.tick_params(labelsize=6)
 
 
 def heatmap_pages(folder, page_name: Callable[[int], str], images: np.ndarray, maps: np.ndarray,
@@ -86,12 +105,13 @@ def heatmap_pages(folder, page_name: Callable[[int], str], images: np.ndarray, m
             image = display_image(images[i])
             show_image(ax_image, image)
             ax_image.set_title(image_titles[i], fontsize=7, color="red" if is_wrong[i] else "black")
-            ax_heat.imshow(maps[i], cmap=HEATMAP_CMAP, vmin=0, vmax=1, interpolation="bilinear")
-            ax_heat.set_title("heatmap", fontsize=7)
+            draw_heatmap(ax_heat, maps[i])
+            ax_heat.set_title("heatmap" + (" (empty)" if is_empty_map(maps[i]) else ""), fontsize=7)
             overlay_heatmap(ax_overlay, image, maps[i])
             ax_overlay.set_title("overlay", fontsize=7)
         fig.suptitle(f"{heading} — page {page + 1}/{pages}", fontsize=9)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 0.94, 1))
+        add_map_colorbar(fig, axes.ravel().tolist())
         written.append(atomic.save_figure(folder / page_name(page + 1), fig))
     return written
 
@@ -146,7 +166,8 @@ def volume_figure(path, volume: np.ndarray, heat: np.ndarray, title: str, *, is_
     where = (f"EMPTY MAP (nothing highlighted): middle slices (d, h, w) = {peak}" if empty
              else f"peak at (d, h, w) = {peak}")
     fig.suptitle(f"{title}\n{where}", fontsize=8, color="red" if is_wrong else "black")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    add_map_colorbar(fig, axes.ravel().tolist())
     return atomic.save_figure(path, fig)
 
 
@@ -189,26 +210,46 @@ def accuracy_coverage(path, coverage: np.ndarray, accuracy: np.ndarray, *, thres
     return atomic.save_figure(path, fig)
 
 
+MEASURE_AXIS_LABELS = {  # what each measure is, in its units (the x axis of its histogram)
+    "confidence": "confidence: mean probability of the predicted class",
+    "normalised_entropy": "normalised entropy H / log K (0 certain, 1 uniform)",
+    "predictive_entropy": "predictive entropy H(mean p), nats",
+    "expected_entropy": "expected entropy, mean of H(p_t), nats",
+    "mutual_information": "mutual information, nats",
+    "std_predicted_probability": "std over passes of the predicted probability",
+}
+
+
 def uncertainty_distributions(path, measures: dict[str, np.ndarray], correct: np.ndarray, title: str) -> Path:
-    """One histogram per measure, correct and wrong predictions overlaid (each as a density)."""
+    """One histogram per measure, correct and wrong predictions overlaid (each as a density).
+
+    Each panel's x axis names the measure and its units; one legend for the
+    figure sits below the panels, covering no bar.
+    """
     names = list(measures)
     columns = min(3, len(names))
     rows = int(np.ceil(len(names) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.1 * rows + 0.7), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
     correct = np.asarray(correct, dtype=bool)
+    groups = ((correct, "correct", "tab:green"), (~correct, "wrong", "tab:red"))
     for ax, name in zip(axes.ravel(), names):
         values = np.asarray(measures[name], dtype=np.float64)
         lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
         bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 25)
-        for mask, label, color in ((correct, "correct", "tab:green"), (~correct, "wrong", "tab:red")):
+        for mask, label, color in groups:
             if mask.any():
-                ax.hist(values[mask], bins=bins, density=True, alpha=0.55, color=color,
-                        label=f"{label} (n={int(mask.sum())}, mean {values[mask].mean():.3f})")
-        ax.set_title(name.replace("_", " "), fontsize=9)
-        ax.legend(fontsize=7, loc="upper right")
+                ax.hist(values[mask], bins=bins, density=True, alpha=0.55, color=color)
+                ax.axvline(values[mask].mean(), color=color, lw=1.2, ls="--")
+        ax.set_xlabel(MEASURE_AXIS_LABELS.get(name, name.replace("_", " ")), fontsize=8)
+        ax.set_ylabel("density (per group)", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=color, alpha=0.55) for mask, _, color in groups if mask.any()]
+    labels = [f"{label} predictions (n={int(mask.sum())}); dashed: their mean" for mask, label, _ in groups
+              if mask.any()]
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     return atomic.save_figure(path, fig)

@@ -31,7 +31,6 @@ from scipy.special import entr
 
 from medscope.data import batches, gather, normalize
 from medscope.errors import UsageError
-from medscope.metrics import error_auroc
 from medscope.report_text import number_text, percent_text
 from medscope.tasks import Task
 from medscope.tasks import task as as_task
