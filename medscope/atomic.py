@@ -156,12 +156,41 @@ def _free_bytes(folder: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
+VECTOR_FORMATS = ("pdf", "svg")
+_vector_copies: tuple[str, ...] = ()  # formats every PNG figure is also saved in (set by the --figure-format flag)
+
+
+def also_save_figures_as(*formats: str) -> None:
+    """Every later :func:`save_figure` of a PNG also writes a vector copy in each of ``formats`` beside it.
+
+    ``also_save_figures_as("pdf")`` makes ``confusion_matrix.png`` come with
+    ``confusion_matrix.pdf`` (fonts as text, lines as paths: for a paper);
+    ``also_save_figures_as()`` goes back to PNG only. The PNG stays: the
+    report page and TensorBoard show it.
+    """
+    global _vector_copies
+    unknown = [f for f in formats if f not in VECTOR_FORMATS]
+    if unknown:
+        raise ValueError(f"figure formats {unknown}: expected any of {', '.join(VECTOR_FORMATS)}")
+    _vector_copies = tuple(formats)
+
+
 def save_figure(path, fig, dpi: int = 150, *, tight: bool = True) -> Path:
-    """Save and close ``fig``; ``tight=False`` keeps the exact figsize x dpi pixel size."""
+    """Save and close ``fig``; ``tight=False`` keeps the exact figsize x dpi pixel size.
+
+    A PNG also gets the vector copies :func:`also_save_figures_as` asked for, each written atomically.
+    """
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
+    kind = path.suffix.lstrip(".") or "png"
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None, format=kind)
+        if kind == "png":
+            for vector in _vector_copies:
+                with atomic_path(path.with_suffix(f".{vector}")) as tmp:
+                    fig.savefig(tmp, bbox_inches="tight" if tight else None, format=vector)
+    finally:
+        plt.close(fig)
     return path

@@ -43,3 +43,35 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
     removed = atomic.remove_stale_temporaries(tmp_path)
     assert set(removed) == {stale_file, stale_dir}
     assert live.exists() and ordinary.exists() and not stale_file.exists() and not stale_dir.exists()
+
+
+def test_a_figure_format_adds_a_vector_copy_beside_every_png_and_png_alone_is_the_default(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medscope.app import cli
+
+    def draw(name):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        return atomic.save_figure(tmp_path / name, fig)
+
+    parser = cli.ArgumentParser()
+    cli.add_common_args(parser, run_arg=None)
+    try:
+        parser.parse_args(["--figure-format", "pdf"])
+        draw("curves.png")
+        assert (tmp_path / "curves.pdf").read_bytes().startswith(b"%PDF")
+        parser.parse_args(["--figure-format", "svg"])
+        draw("roc.png")
+        assert b"<svg" in (tmp_path / "roc.svg").read_bytes() and not (tmp_path / "roc.pdf").exists()
+        parser.parse_args([])
+        draw("plain.png")
+        assert sorted(p.name for p in tmp_path.glob("plain.*")) == ["plain.png"]
+        assert not list(tmp_path.glob(".*.tmp"))
+    finally:
+        atomic.also_save_figures_as()
+    with pytest.raises(cli.UsageError, match="figure-format"):
+        parser.parse_args(["--figure-format", "eps"])

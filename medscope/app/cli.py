@@ -132,6 +132,15 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse API
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        figure_format = getattr(parsed, "figure_format", None)
+        if figure_format is not None:  # every figure this command saves; png alone unless asked
+            from medscope import atomic
+
+            atomic.also_save_figures_as(*(() if figure_format == "png" else (figure_format,)))
+        return parsed
+
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)`` and map its outcome to an exit code: the one error boundary of a script.
@@ -238,6 +247,9 @@ def add_common_args(parser: argparse.ArgumentParser, *, run_arg: str | None = "o
                             help="run names or paths (default: the newest run)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--figure-format", choices=("png", "pdf", "svg"), default="png",
+                        help="png (default), or pdf / svg: every figure also as a vector file beside its PNG, "
+                             "for a paper")
 
 
 def _integer_at_least(text: str, minimum: int, expected: str) -> int:
