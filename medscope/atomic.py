@@ -6,7 +6,10 @@ half of one (os.replace is atomic on POSIX and Windows within one folder).
 Temporary names carry the writer's process id (``.<name>.<pid>.<random>.tmp``):
 a process killed outright (SIGKILL, power loss) cannot remove its own, so
 :func:`remove_stale_temporaries` lets the next writer of a folder remove those
-whose process is gone, and never one that is still being written.
+whose process is gone, and never one that is still being written. A process
+that is interrupted (Ctrl-C, SIGTERM) removes its own at its error boundary
+(:func:`remove_own_temporaries`): each temporary is recorded *before* it is
+created, so a signal landing between creating it and guarding it cannot leak it.
 """
 from __future__ import annotations
 
@@ -18,27 +21,55 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
 TMP_SUFFIX = ".tmp"
 _TMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .<name>.<pid>.<random>.tmp, and temporary folders alike
 
 
+_own: set[Path] = set()  # temporaries this process made and has not yet renamed or removed
+
+
+def _new_temporary_name(parent: Path, stem: str) -> Path:
+    """``parent/.<stem>.<pid>.<random>.tmp``, recorded in :data:`_own` before anything is created."""
+    while True:
+        path = parent / f".{stem}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+        if not os.path.lexists(path):
+            _own.add(path)
+            return path
+
+
 def temporary_dir(parent: str | os.PathLike, prefix: str) -> Path:
     """A new hidden folder in ``parent`` named like the temporary files (removable when stale)."""
-    Path(parent).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{prefix}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=parent))
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    path = _new_temporary_name(parent, prefix)
+    os.mkdir(path, 0o700)
+    return path
+
+
+def remove_own_temporaries() -> list[Path]:
+    """Remove every temporary file and folder this process made and did not finish.
+
+    The error boundary calls it when the work ends early (Ctrl-C, SIGTERM, an
+    error): a signal can land between the moment a temporary is created and the
+    ``try`` that would remove it. Returns what was removed.
+    """
+    removed = []
+    for path in sorted(_own, key=lambda p: -len(p.parts)):  # files inside a staging folder first
+        _own.discard(path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(path)
+    return removed
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
@@ -70,15 +101,16 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+    tmp = _new_temporary_name(path.parent, path.name)
     try:
-        yield Path(tmp)
+        # O_EXCL: never another's file; 0o666 less the umask, as open() would (results are meant to be shared)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
+        _own.discard(tmp)
 
 
 def write_bytes(path, data: bytes) -> Path:

@@ -27,6 +27,29 @@ def test_temporaries_name_their_process(tmp_path):
     assert folder.name.startswith(f".export.{os.getpid()}.") and folder.is_dir()
 
 
+def test_a_written_file_has_the_permissions_open_would_give_it(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        written = atomic.write_text(tmp_path / "summary.csv", "a\n")
+    finally:
+        os.umask(mask)
+    assert written.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_interrupt_between_creating_a_temporary_and_guarding_it_leaves_nothing(tmp_path):
+    """A signal can land after a temporary exists and before the ``try`` that would remove it;
+    every temporary is recorded before it is created, and the error boundary removes what is left."""
+    from medscope.app import cli
+
+    def main(argv):
+        atomic.temporary_dir(tmp_path, "comparison")  # a staging folder, not yet guarded
+        atomic.atomic_path(tmp_path / "metrics.json").__enter__()  # a temporary file whose guard never runs
+        raise KeyboardInterrupt
+
+    assert cli.run(main, []) == cli.EXIT_INTERRUPTED
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True).stdout)

@@ -22,6 +22,9 @@ def _interrupted_while_starting(previous):
 
     def hook(kind, value, tb):
         if issubclass(kind, KeyboardInterrupt):
+            atomic = sys.modules.get("medscope.atomic")
+            if atomic is not None:  # a second Ctrl-C that escaped run(): its half-written files go too
+                atomic.remove_own_temporaries()
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
@@ -104,6 +107,7 @@ import threading
 import traceback
 from typing import Callable, Sequence
 
+from medscope import atomic
 from medscope.devices import resolve_device
 from medscope.errors import RunFailed, Terminated, UsageError
 from medscope.progress import progress
@@ -136,8 +140,6 @@ class ArgumentParser(argparse.ArgumentParser):
         parsed = super().parse_args(args, namespace)
         figure_format = getattr(parsed, "figure_format", None)
         if figure_format is not None:  # every figure this command saves; png alone unless asked
-            from medscope import atomic
-
             atomic.also_save_figures_as(*(() if figure_format == "png" else (figure_format,)))
         return parsed
 
@@ -184,6 +186,8 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
         traceback.print_exc()
         return EXIT_FAILURE
     finally:
+        # a signal can land between creating a temporary and the ``try`` that removes it
+        atomic.remove_own_temporaries()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -220,7 +224,7 @@ def resolve_run(results_dir, spec):
     """:func:`medscope.runs.resolve_run` for a command: it removes the temporaries that killed
     processes left in the run, and says on stderr when the run did not complete (a stopped,
     killed or still running run is analysed, but its results are not final)."""
-    from medscope import atomic, runs
+    from medscope import runs
 
     run = runs.resolve_run(results_dir, spec)
     atomic.remove_stale_temporaries(run.path)  # what a killed process of an earlier step left behind
