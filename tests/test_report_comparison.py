@@ -12,14 +12,13 @@ import html
 import html.parser
 import re
 import types
-from pathlib import Path
 
 import markupsafe
 import pytest
 
 import report
 from medscope.app import cli
-from medscope.compare import paths, select, tables
+from medscope.compare import paths, tables
 from medscope.compare import report as compare_report
 from medscope.compare.scores import load_run_scores
 from medscope.compare.study import write_study
