@@ -61,15 +61,16 @@ TUNED: dict[str, Recipe] = {
 }
 
 
-def general_epochs(n_train: int) -> int:
-    """Epochs that show the model about ``IMAGE_BUDGET`` images, clamped to [MIN_EPOCHS, MAX_EPOCHS].
+def general_epochs(n_train: int, image_budget: int = IMAGE_BUDGET) -> int:
+    """Epochs that show the model about ``image_budget`` images, clamped to [MIN_EPOCHS, MAX_EPOCHS].
 
-    ``epochs = clamp(round(IMAGE_BUDGET / n_train), 3, 15)``
+    ``epochs = clamp(round(image_budget / n_train), 3, 15)``; ``image_budget`` is
+    ``IMAGE_BUDGET`` in every run (bench/lodo_general_rule.py tries others).
 
-    >>> general_epochs(546), general_epochs(100_000), general_epochs(10)
-    (15, 3, 15)
+    >>> general_epochs(546), general_epochs(100_000), general_epochs(10), general_epochs(1188, 4000)
+    (15, 3, 15, 3)
     """
-    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(IMAGE_BUDGET / max(n_train, 1)))))
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(image_budget / max(n_train, 1)))))
 
 
 def default_recipe(flag: str, model: str = "resnet18", size: int = 28, n_train: int | None = None,
