@@ -3,7 +3,7 @@
     MEDMNIST_DIR=../shared/medmnist OMP_NUM_THREADS=1 python bench/selection_study.py \
         --dataset adrenalmnist3d --seeds 0 1 2 [--ema 0.9 0.95 0.98] [--epochs 12] [--out study/]
 
-Trains ResNet-18 with the dataset's default recipe (medscope/recipes.py) the
+Trains ResNet-18 with the dataset's default recipe (medscope/train/recipes.py) the
 way train.py does (same seeding, optimizer, schedule and augmentation), but
 evaluates the validation *and test* splits after every epoch, for the trained
 weights and for exponential moving averages of them (``--ema``, BatchNorm

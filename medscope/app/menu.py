@@ -237,7 +237,7 @@ def model_choices(session: "Session", answers: dict) -> Choices:
 
 
 def train_recipe(session: "Session", answers: dict):
-    """The recipe train.py would use for the answers so far (medscope/recipes.py)."""
+    """The recipe train.py would use for the answers so far (medscope/train/recipes.py)."""
     from medscope import data
     from medscope.train import recipes
 
