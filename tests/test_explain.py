@@ -84,7 +84,9 @@ def test_maps_equal_pytorch_grad_cam_on_the_3d_run_for_every_target(trained_3d, 
         ours = explainer(x, targets)
     reference = reference_layer_maps(method, model, layer, x, targets, monkeypatch)
     assert reference.shape == ours.layer_maps.shape == (len(x), 7, 7, 7)
-    np.testing.assert_allclose(ours.layer_maps.numpy(), reference, atol=1e-5, rtol=0)
+    # maps in [0, 1]; the two gradients sum 64 channels over 7^3 voxels in float32 in different orders
+    # (autograd.grad of one layer vs backward through the whole net): up to 4e-5 apart, seen in CI
+    np.testing.assert_allclose(ours.layer_maps.numpy(), reference, atol=1e-4, rtol=0)
 
 
 def test_maps_equal_pytorch_grad_cam_on_a_seeded_3d_model_at_a_deeper_layer(trained_3d, monkeypatch):
