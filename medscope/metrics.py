@@ -278,6 +278,50 @@ def majority_accuracy(task: str, y_true) -> float:
     return float(counts.max() / counts.sum()) if counts.size else float("nan")
 
 
+COLLAPSE_SHARE = 0.95  # predictions this concentrated on one class, while the truth is not: "collapsed"
+
+
+def top_class_share(task, predictions) -> float:
+    """Share of the most common prediction (multi-label: mean over labels of the larger side).
+
+    >>> top_class_share("binary-class", np.array([[1], [1], [1], [0]]))
+    0.75
+    """
+    pred = np.asarray(predictions)
+    if not len(pred):
+        return float("nan")
+    if tasks.task(task).is_multilabel:
+        positive = pred.astype(bool).mean(axis=0)
+        return float(np.mean(np.maximum(positive, 1 - positive)))
+    _, counts = np.unique(pred.reshape(-1), return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def collapse(task, labels, probabilities) -> dict:
+    """Whether a model answers (nearly) one class whatever the image: its most common prediction
+    covers at least :data:`COLLAPSE_SHARE` of the images while the truth's majority class does not.
+
+    Returns ``{"collapsed", "top_class_share", "top_class", "majority_rate"}`` (``top_class``: the
+    index of the class answered most; None for multi-label).
+
+    >>> labels = np.array([[0]] * 80 + [[1]] * 20)
+    >>> collapse("binary-class", labels, np.tile([0.9, 0.1], (100, 1)))["collapsed"]
+    True
+    >>> collapse("binary-class", labels, np.vstack([np.tile([0.9, 0.1], (80, 1)), np.tile([0.2, 0.8], (20, 1))]))["collapsed"]
+    False
+    """
+    kind = tasks.task(task)
+    pred = predictions(kind.name, np.asarray(probabilities))
+    share = top_class_share(kind, pred)
+    majority = majority_accuracy(kind.name, labels) if len(labels) else float("nan")
+    top = None
+    if not kind.is_multilabel and len(pred):
+        values, counts = np.unique(np.asarray(pred).reshape(-1), return_counts=True)
+        top = int(values[counts.argmax()])
+    return {"collapsed": bool(share >= COLLAPSE_SHARE > majority), "top_class_share": share, "top_class": top,
+            "majority_rate": majority}
+
+
 # --------------------------------------------------------------------------- robustness and uncertainty
 # Balanced accuracy (robustness sweeps) and the error AUROC of an uncertainty score (MC dropout).
 

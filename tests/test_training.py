@@ -120,3 +120,60 @@ def test_precise_bn_reads_every_image_of_a_small_split_and_evenly_spaced_ones_of
     spaced = loop.precise_bn_indices(100_000)
     assert len(spaced) == loop.PRECISE_BN_IMAGES and spaced[0] == 0 and spaced[-1] < 100_000
     assert torch.all(spaced[1:] > spaced[:-1])
+
+
+# ------------------------------------------------------------------ non-finite steps are skipped
+
+def _tiny_epoch(monkeypatch, bad_steps, n=64, batch=16):
+    """One epoch of a small linear model on random images; the steps in ``bad_steps`` get a NaN loss."""
+    from medscope.train import augment
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 255, (n, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.randint(0, 2, (n, 1))
+    split = data.Split(images, labels)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    optimizer = loop.make_optimizer(model, "adamw", 1e-2, 0.0)
+    scheduler = loop.make_scheduler(optimizer, n // batch, 0, "constant")
+    calls = {"n": 0}
+    real_loss = loop.loss_fn
+
+    def loss_with_nan(task, logits, target, smoothing):
+        calls["n"] += 1
+        value = real_loss(task, logits, target, smoothing)
+        return value * float("nan") if calls["n"] in bad_steps else value
+
+    monkeypatch.setattr(loop, "loss_fn", loss_with_nan)
+    cfg = loop.EpochConfig(task="binary-class", num_classes=2, batch_size=batch,
+                           augment=augment.make_config("breastmnist", "none", 2))
+    return model, lambda: loop.train_one_epoch(model, split, cfg, optimizer, scheduler, None, torch.device("cpu"),
+                                               torch.Generator().manual_seed(0))
+
+
+def test_a_step_with_a_nan_loss_is_skipped_and_the_weights_stay_finite(monkeypatch):
+    model, epoch = _tiny_epoch(monkeypatch, bad_steps={2})
+    result = epoch()
+    assert result["skipped_steps"] == 1 and result["images"] == 48  # three of four batches counted
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert math.isfinite(result["loss"])
+
+
+def test_an_epoch_with_more_non_finite_steps_than_it_tolerates_is_unstable(monkeypatch):
+    model, epoch = _tiny_epoch(monkeypatch, bad_steps={1, 2, 3, 4}, n=160)
+    with pytest.raises(loop.UnstableEpoch) as caught:
+        epoch()
+    assert caught.value.skipped == loop.max_skipped(10) + 1 == 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_non_finite_gradient_skips_the_optimizer_step():
+    model = torch.nn.Linear(3, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = loop.make_optimizer(model, "adamw", 0.1, 0.0)
+    loss = (model(torch.ones(1, 3)) * torch.tensor(float("inf"))).sum() * 0 + model.weight.sum() * float("inf")
+    assert not loop._backward_and_step(model, loss, optimizer, None, 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    loss = model(torch.ones(1, 3)).sum()
+    optimizer.zero_grad()
+    assert loop._backward_and_step(model, loss, optimizer, None, 1.0)  # clipped and taken
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
