@@ -25,7 +25,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medscope.app import cli
+from medscope.app import cli  # first: a Ctrl-C during the imports is one line
+
+# isort: split
+from medscope import limits
 
 
 def bins_arg(text: str):
@@ -35,17 +38,10 @@ def bins_arg(text: str):
     if text.lower() in BIN_RULES:
         return text.lower()
     try:
-        return cli.positive_int(text)
+        return cli.int_in_range(1, limits.HISTOGRAM_BINS_MAX)(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or one of {', '.join(BIN_RULES)}, "
-                                         f"got {text!r}") from None
-
-
-def positive_float(text: str) -> float:
-    value = cli.non_negative_float(text)
-    if value == 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {limits.HISTOGRAM_BINS_MAX} or one of "
+                                         f"{', '.join(BIN_RULES)}, got {text[:40]!r}") from None
 
 
 def get_args_parser() -> cli.ArgumentParser:
@@ -56,20 +52,24 @@ def get_args_parser() -> cli.ArgumentParser:
                                 description="LMC complexity and exact Sample Entropy of every layer's weights.",
                                 epilog="Writes <results-dir>/<run>/complexity/ per run and, for several runs, "
                                        "<results-dir>/complexity_comparison_<YYYYMMDD-HHMMSS>.png and .csv.")
-    parser.add_argument("--m", type=cli.positive_int, default=2,
-                        help="Sample Entropy embedding dimension (default: 2; m > 2 counts in O(N^2))")
-    parser.add_argument("--r-factor", type=positive_float, default=R_FACTOR,
-                        help=f"Sample Entropy tolerance r = FACTOR * std of the tensor's weights "
-                             f"(default: {R_FACTOR})")
+    parser.add_argument("--m", type=cli.int_in_range(1, limits.SAMPEN_M_MAX), default=2,
+                        help=f"Sample Entropy embedding dimension, 1 to {limits.SAMPEN_M_MAX} (default: 2; m > 2 "
+                             "counts in O(N^2))")
+    parser.add_argument("--r-factor", type=cli.float_in_range(0, limits.R_FACTOR_MAX, include_low=False),
+                        default=R_FACTOR,
+                        help=f"Sample Entropy tolerance r = FACTOR * std of the tensor's weights, FACTOR in "
+                             f"(0, {limits.R_FACTOR_MAX:g}] (default: {R_FACTOR})")
     parser.add_argument("--bins", type=bins_arg, default=LMC_DEFAULT_BINS,
-                        help=f"LMC histogram: number of equal-width bins over [min, max], or a rule "
-                             f"fd / sturges / sqrt (default: {LMC_DEFAULT_BINS})")
+                        help=f"LMC histogram: number of equal-width bins over [min, max], at most "
+                             f"{limits.HISTOGRAM_BINS_MAX}, or a rule fd / sturges / sqrt "
+                             f"(default: {LMC_DEFAULT_BINS})")
     parser.add_argument("--include-bias", action="store_true", help="also analyse the biases of those layers")
     parser.add_argument("--compare-init", action="store_true",
                         help="also analyse the initial weights (rebuilt from the run's seed), side by side")
     parser.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint (default: best)")
-    parser.add_argument("--workers", type=cli.positive_int, default=default_workers(),
-                        help=f"tensors analysed in parallel threads (default here: {default_workers()})")
+    parser.add_argument("--workers", type=cli.int_in_range(1, limits.WORKERS_MAX), default=default_workers(),
+                        help=f"tensors analysed in parallel threads, at most {limits.WORKERS_MAX} "
+                             f"(default here: {default_workers()})")
     cli.add_common_args(parser, run_arg="many")
     return parser
 
@@ -99,8 +99,9 @@ def main(argv=None) -> int:
                 bar.update()
 
             result = weights.analyze_run(plan, settings, workers=args.workers, on_done=done)
-        files = weights.write_run(result)
-        plan.run.add_artifacts([f.relative_to(plan.run.path) for f in files], created_by="analyze_complexity.py")
+        with plan.run.staged_folder(plan.run.layout.complexity_dir, created_by="analyze_complexity.py") as staged:
+            written = weights.write_run(result, staged.path)
+        files = [staged.final_path(p) for p in written]
         results.append(result)
         _report(result, files)
     if len(results) > 1:

@@ -15,7 +15,10 @@ import argparse
 import sys
 import time
 
-from medscope.app import cli
+from medscope.app import cli  # first: a Ctrl-C during the imports is one line
+
+# isort: split
+from medscope import limits
 
 
 def error_count(text: str) -> int:
@@ -33,15 +36,19 @@ def get_args_parser() -> cli.ArgumentParser:
     parser.add_argument("--split", choices=("train", "val", "test"), default=None,
                         help="recompute the outputs on this split with best.pt (default: the stored test "
                              "outputs, recomputed only when inference_outputs.pt is missing)")
-    parser.add_argument("--bins", type=cli.positive_int, default=15,
-                        help="equal-width confidence bins for ECE and the reliability diagram (default: 15)")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=256, help="batch size when recomputing")
-    parser.add_argument("--tsne-points", type=cli.positive_int, default=2000,
-                        help="t-SNE runs on a seeded random subsample of at most this many points (default: 2000)")
+    parser.add_argument("--bins", type=cli.int_in_range(1, limits.BINS_MAX), default=15,
+                        help=f"equal-width confidence bins for ECE and the reliability diagram, at most "
+                             f"{limits.BINS_MAX} (default: 15)")
+    parser.add_argument("--batch-size", type=cli.int_in_range(1, limits.BATCH_SIZE_MAX), default=256,
+                        help=f"batch size when recomputing, at most {limits.BATCH_SIZE_MAX} (default: 256)")
+    parser.add_argument("--tsne-points", type=cli.int_in_range(1, limits.TSNE_POINTS_MAX), default=2000,
+                        help="t-SNE runs on a seeded random subsample of at most this many points, at most "
+                             f"{limits.TSNE_POINTS_MAX} (default: 2000)")
     parser.add_argument("--errors", type=error_count, default=16,
                         help="how many of the most confident errors to show (default: 16, at most 24)")
     parser.add_argument("--dead-threshold", type=cli.non_negative_float, default=1e-8,
-                        help="a channel is dead when its mean activation is <= this for every sample")
+                        help="a channel is dead when its mean activation is <= this (a finite number >= 0) for "
+                             "every sample (default: 1e-8)")
     cli.add_common_args(parser, run_arg="one")
     return parser
 
@@ -81,16 +88,17 @@ def main(argv=None) -> int:
         outputs, info, split_data.images, n_bins=args.bins, dead_threshold=args.dead_threshold,
         tsne_points=args.tsne_points, n_errors=args.errors, seed=args.seed,
         source="recomputed" if recompute else "stored")
-    files = inference.write_analysis(analysis, inference.output_dir(run.layout, analysis.split), title=run.name)
-    run.add_artifacts([f.relative_to(run.path) for f in files], created_by="analyze_inference.py")
+    with run.staged_folder(inference.output_dir(run.layout, analysis.split), created_by="analyze_inference.py",
+                           keep=inference.other_splits_files(analysis.split)) as staged:
+        written = inference.write_analysis(analysis, staged.path, title=run.name)
+    files = [staged.final_path(p) for p in written]
     _report(run, analysis, files)
     if analysis.split == "test":  # TensorBoard shows the test figures, beside train.py's
         from medscope import board
         from medscope.analysis.inference_plots import RELIABILITY_DIAGRAM_PNG, ROC_PR_PNG
 
-        warning = board.log_run_figures(run, args.runs_dir, [f for f in files if f.name in (ROC_PR_PNG,
-                                                                                          RELIABILITY_DIAGRAM_PNG)],
-                                        script="analyze_inference")
+        shown = [f for f in files if f.name in (ROC_PR_PNG, RELIABILITY_DIAGRAM_PNG)]
+        warning = board.log_run_figures(run, cli.given_runs_dir(args), shown, script="analyze_inference")
         if warning:
             print(warning, file=sys.stderr)
     return 0

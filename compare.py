@@ -23,7 +23,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medscope.app import cli
+from medscope.app import cli  # first: a Ctrl-C during the imports is one line
+
+# isort: split
+from medscope import limits
 
 
 def level_arg(text: str) -> float:
@@ -53,8 +56,9 @@ def get_args_parser() -> cli.ArgumentParser:
                         "(default: test)")
     parser.add_argument("--baseline", metavar="RUN", default=None,
                         help="test every other run (and seed group) against this run instead of all pairs")
-    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=2000, metavar="N",
-                        help="bootstrap resamples (default: 2000; 0: no bootstrap intervals or tests)")
+    parser.add_argument("--bootstrap", type=cli.int_in_range(0, limits.RESAMPLES_MAX), default=2000, metavar="N",
+                        help=f"bootstrap resamples, at most {limits.RESAMPLES_MAX} (default: 2000; 0: no bootstrap "
+                             "intervals or tests)")
     parser.add_argument("--level", type=level_arg, default=0.95, help="confidence level (default: 0.95)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output folder (default: <results-dir>/comparisons/<YYYYMMDD-HHMMSS>_<name>/); "

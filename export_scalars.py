@@ -33,16 +33,17 @@ def main(argv=None) -> int:
     from medscope import runs
     from medscope.analysis import scalars
 
+    runs_dir = cli.given_runs_dir(args)  # None: each run's own TensorBoard folder, as run.json records it
     if args.all:
         if args.run:
             raise cli.UsageError("--run and --all exclude each other: name runs, or export all of them")
         for run in runs.list_runs(args.results_dir):
             try:
-                logdir = scalars.tensorboard_logdir(run, args.runs_dir)
+                logdir = scalars.tensorboard_logdir(run, runs_dir)
             except cli.UsageError:
                 continue  # read_all skips it and says so
             _check_events(logdir, args.best_effort)
-        collected = scalars.read_all(args.results_dir, args.runs_dir)
+        collected = scalars.read_all(args.results_dir, runs_dir)
         for line in collected.skipped:
             print(line, file=sys.stderr)
         layout = runs.ResultsLayout(args.results_dir)
@@ -56,9 +57,9 @@ def main(argv=None) -> int:
     # resolve every name before writing anything: a typo in the third name writes nothing
     selected = [cli.resolve_run(args.results_dir, spec) for spec in (args.run or [None])]
     for run in selected:
-        _check_events(scalars.tensorboard_logdir(run, args.runs_dir), args.best_effort)
+        _check_events(scalars.tensorboard_logdir(run, runs_dir), args.best_effort)
     for run in dict.fromkeys(selected):
-        points = scalars.read_run(run, args.runs_dir)
+        points = scalars.read_run(run, runs_dir)
         files = scalars.write_tables(points, run.layout.tensorboard_scalars_csv,
                                      run.layout.tensorboard_scalars_wide_csv)
         run.add_artifacts([f.relative_to(run.path) for f in files], created_by="export_scalars.py")

@@ -22,7 +22,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medscope.app import cli
+from medscope.app import cli  # first: a Ctrl-C during the imports is one line
+
+# isort: split
+from medscope import limits
 
 
 def get_args_parser() -> cli.ArgumentParser:
@@ -41,12 +44,13 @@ def get_args_parser() -> cli.ArgumentParser:
                         help="comparison pages: metric of the tests and the forest plot (default: auc)")
     parser.add_argument("--baseline", metavar="RUN", default=None,
                         help="comparison pages: test every other run against this run instead of all pairs")
-    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=2000, metavar="N",
-                        help="comparison pages: bootstrap resamples (default: 2000)")
+    parser.add_argument("--bootstrap", type=cli.int_in_range(0, limits.RESAMPLES_MAX), default=2000, metavar="N",
+                        help=f"comparison pages: bootstrap resamples, at most {limits.RESAMPLES_MAX} (default: 2000)")
     parser.add_argument("--level", type=level_arg, default=0.95,
                         help="comparison pages: confidence level (default: 0.95)")
-    parser.add_argument("--max-width", type=cli.positive_int, default=MAX_WIDTH, metavar="PX",
-                        help=f"largest width of an embedded figure in pixels (default: {MAX_WIDTH})")
+    parser.add_argument("--max-width", type=cli.int_in_range(1, limits.FIGURE_WIDTH_MAX), default=MAX_WIDTH,
+                        metavar="PX", help=f"largest width of an embedded figure in pixels, at most "
+                                           f"{limits.FIGURE_WIDTH_MAX} (default: {MAX_WIDTH})")
     cli.add_common_args(parser, run_arg="one")
     return parser
 

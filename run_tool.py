@@ -16,7 +16,10 @@ import signal
 import sys
 from pathlib import Path
 
-from medscope.app import cli
+from medscope.app import cli  # first: a Ctrl-C during the imports is one line
+
+# isort: split
+from medscope import limits
 
 
 def get_args_parser() -> cli.ArgumentParser:
@@ -29,13 +32,17 @@ def get_args_parser() -> cli.ArgumentParser:
                         help="with --pipeline: the MedMNIST flag to train on")
     parser.add_argument("--size", type=int, default=None, help="with --pipeline: image size (default: 28)")
     parser.add_argument("--model", default=None, help="with --pipeline: resnet18 or cnn (default: resnet18)")
-    parser.add_argument("--epochs", type=cli.positive_int, default=None,
-                        help="with --pipeline: epochs (default: train.py's, by 2D/3D)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+    parser.add_argument("--epochs", type=cli.int_in_range(1, limits.EPOCHS_MAX), default=None,
+                        help=f"with --pipeline: epochs, at most {limits.EPOCHS_MAX} (default: train.py's, by 2D/3D)")
+    parser.add_argument("--seeds", type=cli.int_in_range(0, limits.SEED_MAX), nargs="+", default=None, metavar="SEED",
                         help="with --pipeline: one run per seed, each analysed, then compared (compare.py and "
                              "a comparison page) as one study")
-    parser.add_argument("--subset", type=cli.positive_int, default=None, metavar="N",
-                        help="train on a random N-image subset (quick runs; in the menu: the default answer)")
+    parser.add_argument("--subset", type=cli.int_in_range(1, limits.IMAGES_MAX), default=None, metavar="N",
+                        help=f"train on a random N-image subset, at most {limits.IMAGES_MAX} (quick runs; in the "
+                             "menu: the default answer)")
+    parser.add_argument("--quick", action="store_true",
+                        help="with --pipeline: every analysis on a few images with few resamples, to see the whole "
+                             "pipeline work in minutes (its numbers are not for reading)")
     cli.add_common_args(parser, run_arg=None)
     return parser
 

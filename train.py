@@ -7,6 +7,9 @@
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -15,13 +18,16 @@ import sys
 from medscope.app import cli  # first: a Ctrl-C during the slow imports below is one line, not a traceback
 
 # isort: split
-from medscope import data, runs
+from medscope import data, limits, runs
 from medscope.models import MODELS
 from medscope.train import config, distributed, recipes
 from medscope.train.augment import LEVELS, SAFE_FLIPS
 from medscope.train.loop import OPTIMIZERS, SCHEDULES, SELECTIONS
 
 SCRIPT = "train.py"  # recorded in run.json as the creator of the files training writes
+# What --resume accepts beside the run: the total epochs, and where and how to run; the rest is the run's own
+RESUME_FLAGS = ("--epochs", "--data-dir", "--results-dir", "--runs-dir", "--device", "--workers", "--memmap",
+                "--dist-timeout", "--figure-format")
 
 
 def get_args_parser() -> cli.ArgumentParser:
@@ -33,32 +39,40 @@ def get_args_parser() -> cli.ArgumentParser:
                         help=f"one or more of {', '.join(MODELS)} (default: resnet18)")
     # Flags whose default is None take the run's recipe (medscope/train/recipes.py): tuned values for
     # the datasets it lists, the general rule otherwise. run.json records what was used.
-    parser.add_argument("--epochs", type=cli.positive_int, default=None,
-                        help=f"epochs (default: the recipe's: 6 for breastmnist, 2 for pneumoniamnist, 12 for "
+    parser.add_argument("--epochs", type=cli.int_in_range(1, limits.EPOCHS_MAX), default=None,
+                        help=f"epochs, at most {limits.EPOCHS_MAX} (default: the recipe's: 6 for breastmnist, "
+                             f"2 for pneumoniamnist, 12 for "
                              f"adrenalmnist3d; otherwise about {recipes.IMAGE_BUDGET} training images' worth, "
                              f"{recipes.MIN_EPOCHS} to {recipes.MAX_EPOCHS})")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=None,
-                        help="global batch (default: the recipe's, 64 unless tuned); under torchrun each of N "
+    parser.add_argument("--batch-size", type=cli.int_in_range(1, limits.BATCH_SIZE_MAX), default=None,
+                        help=f"global batch, at most {limits.BATCH_SIZE_MAX} (default: the recipe's, 64 unless "
+                             "tuned); under torchrun each of N "
                              "processes takes 1/N of it, so the learning rate and schedule do not depend on N")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    parser.add_argument("--lr", type=cli.non_negative_float, default=None,
-                        help="peak learning rate (default: the recipe's; 2e-3 AdamW, 0.05 SGD unless tuned)")
-    parser.add_argument("--weight-decay", type=cli.non_negative_float, default=5e-4)
+    parser.add_argument("--lr", type=cli.float_in_range(0, limits.LR_MAX, include_low=False), default=None,
+                        help=f"peak learning rate, in (0, {limits.LR_MAX:g}] (default: the recipe's; 2e-3 AdamW, "
+                             "0.05 SGD unless tuned)")
+    parser.add_argument("--weight-decay", type=cli.float_in_range(0, limits.WEIGHT_DECAY_MAX), default=5e-4,
+                        help=f"in [0, {limits.WEIGHT_DECAY_MAX:g}] (default: 5e-4)")
     parser.add_argument("--schedule", choices=SCHEDULES, default="cosine")
-    parser.add_argument("--warmup-epochs", type=cli.non_negative_float, default=1.0)
+    parser.add_argument("--warmup-epochs", type=cli.float_in_range(0, limits.EPOCHS_MAX), default=1.0,
+                        help=f"epochs of linear warm-up, in [0, {limits.EPOCHS_MAX}] (default: 1)")
     parser.add_argument("--label-smoothing", type=cli.probability, default=None,
                         help="label smoothing (default: the recipe's, 0 unless tuned)")
-    parser.add_argument("--mixup", type=cli.non_negative_float, default=0.0, metavar="ALPHA",
-                        help="MixUp Beta(alpha, alpha); 0 disables (default)")
-    parser.add_argument("--clip-grad", type=cli.non_negative_float, default=0.0, metavar="NORM",
-                        help="clip the gradient norm; 0 disables (default)")
+    parser.add_argument("--mixup", type=cli.float_in_range(0, limits.MIXUP_MAX), default=0.0, metavar="ALPHA",
+                        help=f"MixUp Beta(alpha, alpha), alpha in [0, {limits.MIXUP_MAX:g}]; 0 disables (default)")
+    parser.add_argument("--clip-grad", type=cli.float_in_range(0, limits.CLIP_GRAD_MAX), default=0.0,
+                        metavar="NORM", help=f"clip the gradient norm, in [0, {limits.CLIP_GRAD_MAX:g}]; 0 disables "
+                                             "(default)")
     parser.add_argument("--dropout", type=cli.probability, default=0.2, help="dropout before the classifier")
     parser.add_argument("--select", choices=SELECTIONS, default=None,
                         help="the epoch whose weights become the run's model (best.pt) and give its test "
-                             "metrics: best = highest validation AUC, last = the final epoch "
+                             "metrics: best = highest validation AUC among the epochs whose validation predictions are not all one "
+                             "class (collapsed), last = the final epoch "
                              "(default: the recipe's; last for adrenalmnist3d, best otherwise)")
-    parser.add_argument("--patience", type=cli.non_negative_int, default=0,
-                        help="stop after this many epochs without a better validation AUC; 0 never stops early")
+    parser.add_argument("--patience", type=cli.int_in_range(0, limits.EPOCHS_MAX), default=0,
+                        help=f"stop after this many epochs without a better validation AUC, at most "
+                             f"{limits.EPOCHS_MAX}; 0 never stops early (default)")
     parser.add_argument("--augment", choices=LEVELS, default=None,
                         help="batch augmentation; flips only where the anatomy allows "
                              "(default: the recipe's, light unless tuned)")
@@ -80,22 +94,32 @@ def get_args_parser() -> cli.ArgumentParser:
     parser.add_argument("--deterministic", action="store_true", help="ask for deterministic GPU kernels")
     parser.add_argument("--skip-md5", action="store_true",
                         help="do not check the file's MD5 (for locally generated or modified files)")
-    parser.add_argument("--subset", type=cli.positive_int, default=None, metavar="N",
-                        help="train on a random N-image subset of the training split (quick experiments, tests)")
+    parser.add_argument("--subset", type=cli.int_in_range(1, limits.IMAGES_MAX), default=None, metavar="N",
+                        help="train on a random N-image subset of the training split (quick experiments, tests; "
+                             f"at most {limits.IMAGES_MAX})")
     parser.add_argument("--run-name", default=None, help="name of the run folder (one dataset x model only)")
-    parser.add_argument("--resume", default=None, metavar="RUN", help="continue an interrupted run")
-    parser.add_argument("--workers", type=cli.non_negative_int, default=0, metavar="N",
-                        help="read the next batches in N background processes (default: 0, read when needed)")
+    parser.add_argument("--resume", default=None, metavar="RUN",
+                        help="continue an interrupted run with its recorded settings; it accepts only "
+                             f"{', '.join(RESUME_FLAGS)}: --epochs N trains on to N epochs in all (the learning-"
+                             "rate schedule becomes that of N epochs from the step reached; a completed run is "
+                             "final), --runs-dir gets the TensorBoard events from here on (the earlier ones are "
+                             "copied there); any other training flag is refused")
+    parser.add_argument("--workers", type=cli.int_in_range(0, limits.WORKERS_MAX), default=0, metavar="N",
+                        help=f"read the next batches in N background processes, at most {limits.WORKERS_MAX} "
+                             "(default: 0, read when needed)")
     parser.add_argument("--memmap", choices=config.MEMMAP, default="auto",
                         help="memory-map the image splits instead of loading them into RAM (default: auto, "
                              "when a split is over a quarter of the available RAM)")
-    parser.add_argument("--dist-timeout", type=cli.positive_float, default=distributed.DEFAULT_TIMEOUT_S,
-                        metavar="SECONDS", help="under torchrun: how long a process waits for the others before "
-                                                f"failing (default: {distributed.DEFAULT_TIMEOUT_S:.0f})")
-    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=2000, metavar="N",
+    parser.add_argument("--dist-timeout", type=cli.float_in_range(0, limits.DIST_TIMEOUT_MAX, include_low=False),
+                        default=distributed.DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help="under torchrun: how long a process waits for the others before failing, at most "
+                             f"{limits.DIST_TIMEOUT_MAX:.0f} (default: {distributed.DEFAULT_TIMEOUT_S:.0f})")
+    parser.add_argument("--bootstrap", type=cli.int_in_range(0, limits.RESAMPLES_MAX), default=2000, metavar="N",
                         help="resamples for the 95%% intervals of the final metrics (stratified bootstrap; "
-                             "DeLong's interval for a binary AUC besides); 0: no bootstrap (default: 2000)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                             "DeLong's interval for a binary AUC besides), at most "
+                             f"{limits.RESAMPLES_MAX}; 0: no bootstrap (default: 2000)")
+    parser.add_argument("--seeds", type=cli.int_in_range(0, limits.SEED_MAX), nargs="+", default=None,
+                        metavar="SEED",
                         help="train one run per seed (for every dataset x model) and write a study of them "
                              "to results/studies/: mean, sd and intervals across seeds (replaces --seed)")
     cli.add_common_args(parser, run_arg=None)
@@ -105,6 +129,8 @@ def get_args_parser() -> cli.ArgumentParser:
 def main(argv=None) -> int:
     """Train every --dataset x --model, or continue the run of --resume; 0 when all finished."""
     args = get_args_parser().parse_args(argv)
+    if args.resume:
+        _check_resume_flags(argv, args)
     if args.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
     import torch
@@ -127,6 +153,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def _check_resume_flags(argv, args) -> None:
+    """--resume continues a run with its own settings: a flag it would not use is refused, not ignored."""
+    parser = get_args_parser()
+    options = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # parsed again, the namespace holds only the flags given
+    given = [options[dest] for dest in vars(parser.parse_args(argv)) if dest in options]
+    refused = [flag for flag in given if flag not in RESUME_FLAGS and flag != "--resume"]
+    if refused:
+        raise cli.UsageError(f"--resume continues {args.resume} with its recorded settings and does not take "
+                             f"{', '.join(refused)}; it accepts {', '.join(RESUME_FLAGS)} (train a new run to "
+                             "change anything else)")
+
+
 def build_configs(args, ctx=distributed.SINGLE) -> list[config.TrainConfig]:
     """The requested config of every dataset x model (x seed), what the flags leave unset to the recipe."""
     command = (f"{distributed.command_prefix(ctx)} {SCRIPT} " + " ".join(sys.argv[1:])
@@ -139,7 +179,7 @@ def build_configs(args, ctx=distributed.SINGLE) -> list[config.TrainConfig]:
         raise cli.UsageError("--run-name names one run; --seeds trains several (leave --run-name out)")
     if len(set(args.seeds)) != len(args.seeds):
         raise cli.UsageError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
-    return [config.replace(c, seed=seed) for c in planned for seed in args.seeds]
+    return [dataclasses.replace(c, seed=seed) for c in planned for seed in args.seeds]
 
 
 def train(args, ctx) -> None:
@@ -162,24 +202,40 @@ def train(args, ctx) -> None:
             config.check_batch(cfg.batch_size, ctx.world_size)
             run = distributed.on_main(ctx, lambda: runs.create_run(
                 cfg.results_dir, cfg.runs_dir, f"{flag}{info.size}_{cfg.model}", cfg.run_name))
-            say(f"run {run.name}: {flag} ({info.task}, {len(dataset['train'])} train images, "
-                f"{info.size}px {'3D' if info.is_3d else '2D'}) with {cfg.model} on {ctx.describe()}")
-            say(f"  {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
-                f"augment {cfg.augment}, label smoothing {cfg.label_smoothing:g}, keeps the "
-                f"{'last epoch' if cfg.select == 'last' else 'best epoch by validation AUC'} "
-                f"({cfg.recipe} recipe where not given: {recipe.reason})")
             try:
-                summary = experiment.train_run(run, cfg, info, dataset, ctx.device, created_by=SCRIPT, dist=ctx,
-                                               workers=args.workers)
-            except cli.UsageError:
+                with runs.training_lock(run) if ctx.is_main else contextlib.nullcontext():
+                    say(f"run {run.name}: {flag} ({info.task}, {len(dataset['train'])} train images, "
+                        f"{info.size}px {'3D' if info.is_3d else '2D'}) with {cfg.model} on {ctx.describe()}")
+                    say(f"  {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
+                        f"augment {cfg.augment}, label smoothing {cfg.label_smoothing:g}, keeps the "
+                        f"{'last epoch' if cfg.select == 'last' else 'best epoch by validation AUC'} "
+                        f"({cfg.recipe} recipe where not given: {recipe.reason})")
+                    summary = experiment.train_run(run, cfg, info, dataset, ctx.device, created_by=SCRIPT,
+                                                   dist=ctx, workers=args.workers)
+            except BaseException as exc:
                 if ctx.is_main:
-                    runs.discard_run(run, cfg.runs_dir)  # bad input found late: leave nothing behind
+                    _settle_unsaved_run(run, cfg.runs_dir, exc)
                 raise
             if ctx.is_main:
                 _report(run, summary)
                 trained.append((cfg.model, run))
     if args.seeds and len(args.seeds) > 1 and ctx.is_main:
         _write_studies(args, trained)
+
+
+def _settle_unsaved_run(run, runs_dir, exc: BaseException) -> None:
+    """A new run whose training ended early, before any epoch was saved, holds nothing of value: an error
+    (bad input found late, a full disk, a bug) removes it, so that no folder is left saying "created";
+    Ctrl-C, SIGTERM and a diverging loss are recorded in it (run.json says how it stopped)."""
+    layout = run.layout
+    if layout.last_pt.is_file() or layout.best_pt.is_file():
+        return  # epochs are saved: train_run recorded how it stopped, and it can be resumed
+    if not isinstance(exc, (KeyboardInterrupt, cli.RunFailed)):
+        runs.discard_run(run, runs_dir)
+        return
+    with contextlib.suppress(OSError, cli.UsageError):
+        if run.info().get("status") == "created":  # stopped before training began
+            run.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", epochs_completed=0)
 
 
 def _write_studies(args, trained) -> None:
@@ -199,21 +255,38 @@ def _write_studies(args, trained) -> None:
 
 def resume(args, ctx) -> None:
     from medscope.train import experiment
-    from medscope.train.resume import open_checkpoint, resumed_config
+    from medscope.train.resume import carry_events, checkpoint_config, open_checkpoint, resumed_config
 
     say = print if ctx.is_main else _silent
-    # only rank 0 reads the results folder; the others get the checkpoint from it
-    run, checkpoint = distributed.on_main(ctx, lambda: open_checkpoint(args.results_dir, args.resume))
-    cfg = resumed_config(checkpoint, ctx.world_size)
-    info = data.dataset_info(cfg.dataset, cfg.size)
-    data_dir = runs.data_dir_for(info.file_name, args.data_dir, cfg.data_dir)
-    dataset = experiment.load_data(info, data_dir, cfg, memmap=args.memmap, dist=ctx)
-    if cfg.world_size != ctx.world_size:
-        say(f"note: {run.name} was trained by {cfg.world_size} process(es) and resumes on {ctx.world_size}; "
-            "the epochs from here differ from an uninterrupted run's")
-    say(f"resuming {run.name} after epoch {checkpoint['epoch']}/{cfg.epochs} on {ctx.describe()}")
-    summary = experiment.train_run(run, cfg, info, dataset, ctx.device, created_by=SCRIPT, resume=checkpoint,
-                                   dist=ctx, workers=args.workers)
+    with contextlib.ExitStack() as locks:  # rank 0 holds the run's training lock until training ends
+        # only rank 0 reads the results folder; the others get the checkpoint from it
+        run, checkpoint = distributed.on_main(
+            ctx, lambda: open_checkpoint(args.results_dir, args.resume, locks, epochs=args.epochs))
+        started = checkpoint_config(checkpoint)
+        done = checkpoint["epoch"]
+        # the folders of now, not those of the start: the run may have moved, and a --runs-dir given is obeyed
+        # (left out, the events go on in the run's own TensorBoard folder)
+        cfg = resumed_config(checkpoint, ctx.world_size, epochs=args.epochs, results_dir=str(run.path.parent),
+                             runs_dir=cli.given_runs_dir(args))
+        info = data.dataset_info(cfg.dataset, cfg.size)
+        data_dir = runs.data_dir_for(info.file_name, args.data_dir, cfg.data_dir)
+        dataset = experiment.load_data(info, data_dir, cfg, memmap=args.memmap, dist=ctx)
+        note = distributed.on_main(ctx, lambda: carry_events(run, started.runs_dir, cfg.runs_dir))
+        if note:
+            say(note)
+        if cfg.world_size != ctx.world_size:
+            say(f"note: {run.name} was trained by {cfg.world_size} process(es) and resumes on {ctx.world_size}; "
+                "the epochs from here differ from an uninterrupted run's")
+        if cfg.epochs != started.epochs:
+            say(f"note: {run.name} now trains to {cfg.epochs} epochs instead of {started.epochs}; its "
+                f"{cfg.schedule} learning-rate schedule is that of {cfg.epochs} epochs from here on")
+            if ctx.is_main:
+                extended = list(run.info().get("epochs_changed") or [])
+                run.update(epochs_changed=[*extended, {"from": started.epochs, "to": cfg.epochs,
+                                                       "after_epoch": done, "at": runs.now_iso()}])
+        say(f"resuming {run.name} after epoch {done}/{cfg.epochs} on {ctx.describe()}")
+        summary = experiment.train_run(run, cfg, info, dataset, ctx.device, created_by=SCRIPT, resume=checkpoint,
+                                       dist=ctx, workers=args.workers)
     if ctx.is_main:
         _report(run, summary)
 
@@ -234,6 +307,13 @@ def _report(run, summary: dict) -> None:
     if majority is not None and majority > 0.6:  # imbalanced: ACC alone can flatter a majority guess
         print(f"balanced accuracy {summary['test_balanced_acc']:.3f}{_interval(summary, 'test_balanced_acc')}; "
               f"always answering the majority class would score ACC {majority:.3f}")
+    if summary.get("collapsed"):
+        print(f"warning: the model answers one class: {summary['test_top_class']!s} for "
+              f"{summary['test_top_class_share']:.0%} of the test images (collapsed; its AUC may still rank them). "
+              "Train longer or choose the last epoch (--select last)")
+    if summary.get("skipped_steps") or summary.get("rollbacks"):
+        print(f"stability: {summary['skipped_steps']} step(s) skipped for a non-finite loss or gradient, "
+              f"{summary['rollbacks']} rollback(s) with a lower learning rate (run.json: stability)")
     print(f"model of epoch {summary['best_epoch']}/{summary['epochs_run']}, {summary['wall_seconds']:.0f}s")
 
 

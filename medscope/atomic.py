@@ -10,6 +10,10 @@ whose process is gone, and never one that is still being written. A process
 that is interrupted (Ctrl-C, SIGTERM) removes its own at its error boundary
 (:func:`remove_own_temporaries`): each temporary is recorded *before* it is
 created, so a signal landing between creating it and guarding it cannot leak it.
+
+A folder is written as a whole the same way (:func:`staged_folder`): every
+file goes into a hidden staging folder beside it, which is renamed into place
+when complete, so an analysis folder always holds one call's output.
 """
 from __future__ import annotations
 
@@ -43,12 +47,15 @@ def _new_temporary_name(parent: Path, stem: str) -> Path:
             return path
 
 
-def temporary_dir(parent: str | os.PathLike, prefix: str) -> Path:
-    """A new hidden folder in ``parent`` named like the temporary files (removable when stale)."""
+def temporary_dir(parent: str | os.PathLike, prefix: str, mode: int = 0o700) -> Path:
+    """A new hidden folder in ``parent`` named like the temporary files (removable when stale).
+
+    ``mode`` (less the umask): private by default; 0o777 for a folder that becomes a result.
+    """
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
     path = _new_temporary_name(parent, prefix)
-    os.mkdir(path, 0o700)
+    os.mkdir(path, mode)
     return path
 
 
@@ -113,6 +120,129 @@ def atomic_path(path: str | os.PathLike):
         _own.discard(tmp)
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C and SIGTERM for the duration; one that arrived is delivered on exit.
+
+    Python runs signal handlers in the main thread whichever thread the signal
+    reached, so swapping the handlers (not the thread's signal mask) is what
+    keeps a few renames together. Outside the main thread nothing is held.
+    """
+    import signal
+
+    arrived: list[int] = []
+    try:
+        previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(arrived):
+            signal.raise_signal(s)  # its own handler runs now (KeyboardInterrupt, Terminated)
+
+
+class StagedFolder:
+    """A folder being written as a whole: write into :attr:`path`; it replaces :attr:`final` when complete."""
+
+    def __init__(self, final: Path, path: Path):
+        self.final = final  # where the folder will be
+        self.path = path  # the staging folder, a hidden sibling of ``final``
+        self.files: list[Path] = []  # once in place: every file of the folder, at its final path
+        self.written: list[Path] = []  # ... of which those this call wrote (the others were carried over)
+
+    def final_path(self, staged) -> Path:
+        """Where a file written into the staging folder will be once the folder is in place."""
+        return self.final / Path(staged).relative_to(self.path)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _carry_over(old: Path, staging: Path, keep) -> list[Path]:
+    """Hard-link the files of ``old`` that ``keep(relative path)`` names into ``staging`` (copy where links fail)."""
+    kept = []
+    for relative in _files_under(old):
+        if any(part.startswith(".") for part in relative.parts) or not keep(relative):
+            continue  # another writer's temporaries never travel
+        target = staging / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(old / relative, target)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            shutil.copy2(old / relative, target)
+        kept.append(relative)
+    return kept
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | os.PathLike, *, keep=None, commit=None):
+    """Write the folder ``final`` as a whole: the previous folder or the new one, never a mix of both.
+
+    Yields a :class:`StagedFolder`; write every file into its ``path`` (a new
+    hidden sibling ``.<name>.<pid>.<random>.tmp`` of ``final``). When the block
+    ends normally the staging folder is renamed onto ``final`` (the previous
+    folder is renamed aside first and removed after) and ``commit(written, kept)``
+    is called with the files now in place (final paths): those written by the
+    block, and those carried over. ``keep(relative path) -> bool`` names files
+    of the previous folder to carry over (hard links; the previous folder stays
+    intact until the swap), e.g. the other methods' results that share a folder.
+
+    The swap and ``commit`` run with Ctrl-C and SIGTERM held; if ``commit``
+    fails (a full disk while recording), the previous folder is put back. An
+    error or a signal inside the block leaves the previous folder untouched and
+    removes the staging folder; one of a killed process is removed by the next
+    command on the run (:func:`remove_stale_temporaries`).
+    """
+    final = Path(final)
+    staging = temporary_dir(final.parent, final.name, 0o777)  # as mkdir would make it: it becomes the result
+    staged = StagedFolder(final, staging)
+    try:
+        kept = _carry_over(final, staging, keep) if keep is not None and final.is_dir() else []
+        yield staged
+        kept_set = set(kept)
+        relative = _files_under(staging)
+        written = [final / r for r in relative if r not in kept_set]
+        with _signals_held():
+            _swap_into_place(staging, final, commit, written, [final / r for r in kept])
+        staged.files, staged.written = [final / r for r in relative], written
+    finally:
+        if os.path.lexists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        _own.discard(staging)
+
+
+def _swap_into_place(staging: Path, final: Path, commit, written: list[Path], kept: list[Path]) -> None:
+    """Rename ``staging`` onto ``final`` and ``commit``; on any failure the previous ``final`` is put back."""
+    previous = None
+    if os.path.lexists(final):
+        previous = _new_temporary_name(final.parent, final.name)
+        os.rename(final, previous)
+    try:
+        os.rename(staging, final)
+        try:
+            if commit is not None:
+                commit(written, kept)
+        except BaseException:
+            os.rename(final, staging)  # removed by the caller's cleanup
+            raise
+    except BaseException:
+        if previous is not None:
+            os.rename(previous, final)
+            _own.discard(previous)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+        _own.discard(previous)
+
+
 def write_bytes(path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -140,8 +270,39 @@ def _json_safe(value):
     return value
 
 
+def json_bytes(obj, *, compact: bool = False) -> bytes:
+    """``obj`` as the JSON text medscope writes (NaN and inf as null); ``compact`` without indentation."""
+    text = (json.dumps(_json_safe(obj), separators=(",", ":"), allow_nan=False) if compact
+            else json.dumps(_json_safe(obj), indent=2, allow_nan=False))
+    return (text + "\n").encode("utf-8")
+
+
 def write_json(path, obj) -> Path:
-    return write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n")
+    return write_bytes(path, json_bytes(obj))
+
+
+def overwrite_in_place(path, data: bytes) -> Path:
+    """Write ``data`` over the existing file ``path``, in the room it already takes on disk.
+
+    The last resort where a temporary file cannot be made because the disk is
+    full (run.json must still say that training failed): the bytes go into the
+    file's own blocks, so no new block is needed, and the file is then cut to
+    their length. Not atomic, unlike every other write here. Raises ENOSPC,
+    leaving the file as it was, when ``data`` needs more room than the file has.
+    """
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        stats = os.fstat(fd)
+        room = max(stats.st_size, getattr(stats, "st_blocks", 0) * 512)
+        if len(data) > room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], written)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+    return Path(path)
 
 
 def write_csv(path, rows: Iterable[Mapping], columns: Sequence[str]) -> Path:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medscope.runs import DEFAULT_RUNS_DIR
+
 FIGURE_TAG = "figures/{stem}"
 METRICS_TAG = "metrics/test"
 EVENT_FILE_MARK = ".medscope-"  # event files of the analysis scripts end with .medscope-<script>
@@ -98,18 +100,29 @@ def log_to_run_folder(tensorboard_dir, *, figures=(), text: dict[str, str] | Non
     return None
 
 
-def run_tensorboard_dir(run, runs_dir) -> Path:
-    """The TensorBoard folder of ``run``: ``<runs_dir>/<run name>``, or where train.py recorded it when only
-    that one exists (a run trained with another ``--runs-dir``)."""
-    here = run.layout.tensorboard_dir(runs_dir)
-    recorded = run.info().get("tensorboard_dir")
-    if not here.is_dir() and recorded and Path(recorded).is_dir():
-        return Path(recorded)
-    return here
+def run_tensorboard_dir(run, runs_dir=None) -> Path:
+    """The TensorBoard folder of ``run``.
+
+    ``<runs_dir>/<run name>`` when ``runs_dir`` is given (the user named it).
+    Otherwise the folder train.py wrote the run's events into, as run.json
+    records it (``tensorboard_dir``, else ``<config runs_dir>/<run name>``),
+    whatever the working folder: a ``runs/<run name>`` there may belong to
+    another run of the same name (another results folder). When neither exists
+    any more: ``runs/<run name>``, the default of DESIGN.md.
+    """
+    if runs_dir is not None:
+        return run.layout.tensorboard_dir(runs_dir)
+    info = run.info()
+    recorded = [Path(info["tensorboard_dir"])] if info.get("tensorboard_dir") else []
+    config_runs_dir = (info.get("config") or {}).get("runs_dir")
+    if config_runs_dir:
+        recorded.append(run.layout.tensorboard_dir(config_runs_dir))
+    return next((folder for folder in recorded if folder.is_dir()), run.layout.tensorboard_dir(DEFAULT_RUNS_DIR))
 
 
 def log_run_figures(run, runs_dir, figures, *, script: str) -> str | None:
-    """An analysis script's PNG figures into the run's TensorBoard folder, at the run's last epoch."""
+    """An analysis script's PNG figures into the run's TensorBoard folder (:func:`run_tensorboard_dir`; ``runs_dir``
+    None: the one run.json records), at the run's last epoch."""
     step = int(run.info().get("epochs_completed") or 0)
     pngs = [path for path in figures if Path(path).suffix == ".png"]
     if not pngs:

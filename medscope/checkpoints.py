@@ -6,8 +6,6 @@ someone else, and unpickling arbitrary objects would run their code.
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -28,10 +26,15 @@ def load(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise UsageError(f"{path} not found; the run has no saved weights (was training interrupted "
                          "before the first epoch ended?)")
+    if path.stat().st_size == 0:  # what a disk that filled up, or a copy that broke off, leaves
+        raise UsageError(f"{path} is empty (0 bytes), not a checkpoint; the file was damaged")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise UsageError(f"{path} is not a readable medscope checkpoint ({str(exc).splitlines()[0]})") from None
+    except (OSError, MemoryError):
+        raise  # the disk or the machine, not the file: the error boundary says which
+    except Exception as exc:  # noqa: BLE001 - torch reports a damaged file in many ways (an empty one: IndexError)
+        raise UsageError(f"{path} is not a readable medscope checkpoint "
+                         f"({_first_line(exc) or type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "spec" not in checkpoint:
         raise UsageError(f"{path} is not a medscope checkpoint (no model state or spec)")
     check_spec(checkpoint["spec"], path)
@@ -39,6 +42,11 @@ def load(path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"{path}: the model state is not a dict of tensors")
     return checkpoint
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def model_from_checkpoint(checkpoint: dict, device="cpu") -> torch.nn.Module:

@@ -312,21 +312,31 @@ def load_split(info: DatasetInfo, data_dir, split: str, *, check_md5: bool = Tru
     if not mmap:
         images, labels = load_arrays(path, info, split)
         return _to_split(images, labels, info, memmapped=False)
-    images, labels = _extract_npy(path, info, split)
+    images, labels = _extract_npy(path, info, split, headers[f"{split}_images"])
     return _to_split(images, labels, info, memmapped=True)
 
 
-def _extract_npy(path: Path, info: DatasetInfo, split: str):
-    """Extract a split's images to an .npy file once, then memory-map it."""
+def _extract_npy(path: Path, info: DatasetInfo, split: str, header: tuple[tuple, np.dtype]):
+    """Extract a split's images to an .npy file once, then memory-map it.
+
+    A cached file that does not hold exactly the array ``header`` declares
+    (truncated, replaced, damaged header) is extracted again: the cache is
+    medscope's own, so repairing it is better than refusing to train.
+    """
     stat = path.stat()
     folder = cache_dir() / "mmap" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
     npy = folder / f"{split}_images.npy"
+    if npy.is_file() and not _cached_array_intact(npy, header):
+        npy.unlink()
     if not npy.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(path) as zf, atomic.atomic_path(npy) as tmp:
             with zf.open(f"{split}_images.npy") as src, open(tmp, "wb") as dst:
                 while block := src.read(1 << 24):  # streamed: never the whole split in RAM
                     dst.write(block)
+        if not _cached_array_intact(npy, header):
+            raise UsageError(f"{npy}: the extracted {split} images do not match {path}'s header; "
+                             f"delete {folder} and try again")
     images = np.load(npy, mmap_mode="c")  # copy-on-write: torch wants a writable array
     with np.load(path, allow_pickle=False) as archive:
         labels = archive[f"{split}_labels"]
@@ -336,6 +346,22 @@ def _extract_npy(path: Path, info: DatasetInfo, split: str):
                          "not a MedMNIST file")
     _check_labels(path, info, split, labels)
     return images, labels
+
+
+def _cached_array_intact(npy: Path, header: tuple[tuple, np.dtype]) -> bool:
+    """Whether ``npy`` declares the shape and dtype of ``header`` and is exactly as long as that array needs."""
+    shape, dtype = header
+    try:
+        with open(npy, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            found_shape, fortran, found_dtype = read(fh, max_header_size=100_000)
+            data_start = fh.tell()
+        size = npy.stat().st_size
+    except (OSError, ValueError, EOFError):
+        return False
+    return (tuple(found_shape) == tuple(shape) and np.dtype(found_dtype) == dtype and not fortran
+            and size == data_start + _declared_bytes(header))
 
 
 def _existing_parent(path: Path) -> Path:

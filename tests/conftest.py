@@ -50,6 +50,18 @@ def medmnist_dir() -> Path:
     return _medmnist_dir()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def away_from_the_users_folders(tmp_path_factory) -> Path:
+    """Every test process works in an empty folder of its own: a script a test calls without
+    --results-dir or --runs-dir (their defaults are results/ and runs/ of the working folder) writes
+    there, never into the results/ and runs/ of the folder pytest was started from."""
+    previous = os.getcwd()
+    folder = tmp_path_factory.mktemp("cwd")
+    os.chdir(folder)
+    yield folder
+    os.chdir(previous)
+
+
 def pytest_configure(config):
     """Keep the MD5 memo and memory-map cache out of the user's home; find (or fetch) the real files."""
     import tempfile
@@ -193,7 +205,8 @@ def reported_run(run_2d, tmp_path_factory, medmnist_dir):
 
     run = copy_run(run_2d, tmp_path_factory.mktemp("report"))
     results = str(run.parent)
-    common = ["--run", run.name, "--results-dir", results, "--data-dir", str(medmnist_dir), "--device", "cpu"]
+    common = ["--run", run.name, "--results-dir", results, "--runs-dir", str(run.parent.parent / "runs"),
+              "--data-dir", str(medmnist_dir), "--device", "cpu"]
     assert analyze_inference.main([*common, "--tsne-points", "200"]) == 0
     assert explain.main(["gradcam", *common, "--n", "12", "--steps", "5"]) == 0
     assert explain.main(["uncertainty", *common, "--passes", "5"]) == 0
@@ -237,3 +250,13 @@ def write_fake_medmnist(path: Path, *, n_channels: int, size: int, n_labels: int
         arrays[f"{split}_labels"] = labels
     np.savez_compressed(path, **arrays)
     return path
+
+
+# The files that take minutes of one worker each start first: under ``--dist loadfile`` a worker
+# takes a whole file, and a long file handed out last keeps the suite waiting for it alone.
+LONG_FILES = ("test_readme_commands.py", "test_hostile.py", "test_menu.py", "test_report.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    order = {name: rank for rank, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: order.get(item.path.name, len(LONG_FILES)))  # stable: the rest keep their order

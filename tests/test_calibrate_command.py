@@ -211,7 +211,7 @@ def test_3d_run_works(run3d, capsys):
     (["--sensitivity", "0"], "expected a number in (0, 1]"),
     (["--bins", "0"], "positive integer"),
     (["--bootstrap", "-3"], "positive integer"),
-    (["--seed", "-1"], "--seed must be a non-negative integer"),
+    (["--seed", "-1"], "--seed: expected an integer >= 0, at most 4294967295, got -1"),
 ])
 def test_bad_values_are_one_line_and_exit_2_with_nothing_written(run2d, capsys, argv, message):
     assert calibrate("--run", str(run2d), *argv) == 2

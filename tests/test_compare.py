@@ -255,7 +255,7 @@ def test_the_output_folder_holds_every_file_and_the_markdown_names_them(full, na
     for name in (paths.MD, paths.CSV, paths.TESTS_CSV, paths.JSON, paths.forest_png("auc")):
         assert (out / name).is_file(), name
     text = (out / paths.MD).read_text()
-    assert all(f"`{n}`" in text for n in names) and "ResNet-18 (28)" in text and "Holm" in text
+    assert all(f"| {n} |" in text for n in names) and "ResNet-18 (28)" in text and "Holm" in text
     assert "forest_auc.png" in text and SOURCE in text
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
 

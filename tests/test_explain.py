@@ -464,7 +464,12 @@ def test_3d_gradcam_at_the_default_layer_points_inside_the_adrenal_volumes(train
     with cam.GradCAM(model, layer) as explainer:
         result = maps.explain_split(explainer, model, split, ids, info.task, torch.device("cpu"), batch_size=16,
                                     steps=10)
-    assert corner_share(result.maps) == 0.0
+    # Not exactly 0: run_3d is trained once per session by whichever process asks first, and its 1-epoch weights
+    # depend on that process's thread count (float summation order; 1 vs 2 threads gave validation AUC 0.57 vs
+    # 0.70), so a near-chance model's peak may land on one of the 8 corner cells of the 7^3 layer by chance
+    # (1 map in 31 seen in the full suite). What is robust is the difference the layer makes: at layer3.1
+    # (2x2x2, every cell a corner) 20-32% of the peaks are on a volume corner, here at most 1 in 32 was seen.
+    assert corner_share(result.maps) <= 0.1
     fa = result.faithfulness
     assert fa.deletion.shape == fa.random_deletion.shape == fa.insertion.shape == (32,)
     assert fa.baseline == "background" and "flat background" in fa.baseline_reason  # adrenal volumes are masks

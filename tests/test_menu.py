@@ -448,6 +448,23 @@ def test_pipeline_trains_then_runs_every_available_script_on_the_new_run(lab, ca
     assert f"$ {menu.Session(script_dir=lab.script_dir).command_line('explain', calls[3][1])}" in out
 
 
+def test_quick_pipeline_hands_each_step_its_quick_flags(lab, capsys):
+    """(The stand-ins refuse flags they do not know; the real scripts' parsers take these:
+    tests/test_readme_commands.py runs the real quick pipeline.)"""
+    args = run_tool.get_args_parser().parse_args(
+        ["--pipeline", "--dataset", "breastmnist", "--model", "cnn", "--epochs", "1", "--subset", "16", "--quick",
+         "--results-dir", str(lab.results), "--runs-dir", str(lab.runs), "--device", "cpu"])
+    menu.main(args, script_dir=lab.script_dir)
+    shown = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("$ python ")]
+    steps = {Path(words[2]).stem + (f" {words[3]}" if words[2].endswith("explain.py") else ""): words[3:]
+             for words in shown}
+    assert set(steps) == {"train", "export_scalars", "analyze_inference", "explain gradcam", "explain saliency",
+                          "quantize", "report"}
+    for step, argv in steps.items():
+        quick = list(menu.QUICK_ARGS.get(step, ()))
+        assert argv[len(argv) - len(quick):] == quick, step
+
+
 def test_pipeline_with_several_seeds_analyses_each_run_then_compares_the_study(lab, capsys):
     for script in ("compare", "report"):
         (lab.script_dir / f"{script}.py").unlink(missing_ok=True)
@@ -499,7 +516,8 @@ def test_bad_pipeline_flags_are_usage_errors(lab):
              ("--pipeline",): "--pipeline needs --dataset",
              ("--pipeline", "--dataset", "lungmnist"): "--dataset lungmnist: choose one of: pathmnist",
              ("--pipeline", "--dataset", "breastmnist", "--model", "vit"): "--model vit: choose one of: resnet18, cnn",
-             ("--pipeline", "--dataset", "adrenalmnist3d", "--size", "128"): "--size 128: choose one of: 28, 64"}
+             ("--pipeline", "--dataset", "adrenalmnist3d", "--size", "128"): "--size 128: choose one of: 28, 64",
+             ("--quick",): "--quick: only with --pipeline"}
     for argv, message in cases.items():
         with pytest.raises(menu.cli.UsageError, match=message):
             menu.main(parse([*argv, "--results-dir", str(lab.results)]), script_dir=lab.script_dir)

@@ -24,6 +24,7 @@ from medscope.report.images import embed_image
 from medscope.report.layout import RunLayout
 from medscope.report.model_card import model_card, model_card_markdown
 from medscope.report.text import duration_text, number_text
+from medscope.report_text import markdown_text
 from medscope.runs import Run
 from medscope.train.config import with_recipe
 from tests.conftest import copy_run, one_line_error
@@ -31,6 +32,12 @@ from tests.conftest import copy_run, one_line_error
 MAX_BYTES = 10_000_000
 MAX_BUILD_SECONDS = 5.0
 ALLOWED_LINKS = {"https://doi.org/10.1038/s41597-022-01721-8", "https://doi.org/10.1145/3287560.3287596"}
+
+
+def record(run, *paths) -> None:
+    """Record files a test put into an analysis folder, as the command that writes the folder would: the report
+    shows only the analysis files run.json records."""
+    Run(run).add_artifacts(paths, created_by="test")
 
 
 def shown(value, digits: int = 3) -> str:
@@ -180,6 +187,7 @@ def test_3d_volume_figures_with_confident_errors_come_first(reported_run, tmp_pa
         Image.new("RGB", (30, 10), "grey").save(folder / f"gradcam_volume_{image_id:05d}.png")
     np.savez_compressed(folder / "gradcam_maps.npz", ids=ids, labels=np.array([[0], [1], [0]]),
                         predictions=np.array([1, 0, 0]), probabilities=np.array([[0.3, 0.7], [0.9, 0.1], [0.8, 0.2]]))
+    record(run, *folder.glob("gradcam_volume_*.png"))
     (method,) = build_run_report(run).section("explanations").data["methods"]
     assert [f.path.name for f in method["gallery"]] == ["gradcam_volume_00008.png", "gradcam_volume_00003.png",
                                                       "gradcam_volume_00021.png"]
@@ -198,6 +206,7 @@ def test_calibration_folder_is_shown_when_present(reported_run, tmp_path):
                        "per_class": [1, 2], "fit": {"split": "val", "n": 78}})
     atomic.write_text(folder / "calibration_report.md", "# Calibration\n\nECE fell from 0.21 to 0.04 <b>.\n")
     Image.new("RGB", (40, 30), "white").save(folder / "reliability_after.png")
+    record(run, *folder.iterdir())
     assert report.main(["--run", str(run), "--results-dir", str(tmp_path / "results")]) == 0
     page = (run / "report.html").read_text()
     section = page[page.index('<section id="calibration"'):page.index('<section id="explanations"')]
@@ -232,6 +241,7 @@ def test_robustness_summary_is_told_worst_first(reported_run, tmp_path):
                                  "balanced_acc_high": 0.82, "majority_rate": 0.73, "ece": 0.05},
                        "clean_matches_run_metrics": True,
                        "perturbations": {"gaussian_noise": {"description": "additive Gaussian noise"}}})
+    record(run, *(run / "robustness").iterdir())
     built = build_run_report(run)
     data = built.section("robustness").data
     assert [r["perturbation"] for r in data["rows"]] == ["gaussian_noise", "jpeg", "gamma"]
@@ -269,6 +279,7 @@ def test_export_report_becomes_a_table(reported_run, tmp_path):
                                         "passed": True, "argmax_agreement": 1.0},
                        "test": {"n_images": 156, "n_split": 156}, "environment": {"cpu": "a test CPU"},
                        "targets": {"notes": ["INT8 dynamic is slower than FP32 here"]}})
+    record(run, run / "export" / "export_report.json")
     assert report.main(["--run", str(run), "--results-dir", str(tmp_path / "results")]) == 0
     page = (run / "report.html").read_text()
     section = page[page.index('<section id="export"'):page.index('<section id="model-card"')]
@@ -358,7 +369,7 @@ def test_model_card_files_say_what_the_page_says(reported_run):
                               "reproduce"]
     page = html.unescape(reported_run.html)
     for line in card["caveats"] + card["intended_use"]["out_of_scope"]:
-        assert line in markdown and line in page
+        assert markdown_text(line) in markdown and line in page  # Markdown-escaped in the card (brackets)
     assert card["reproduce"]["command"] in markdown and card["reproduce"]["command"] in page
     assert card["training_data"]["license"] == "CC BY 4.0" and "Scientific Data" in card["training_data"]["citation"]
     assert "not a medical device" in markdown

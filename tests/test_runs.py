@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from medscope import runs
+from medscope import atomic, runs
 from medscope.errors import UsageError
 from medscope.runs import ResultsLayout, RunLayout
 
@@ -103,6 +103,27 @@ def test_run_json_updates_and_artifact_records(tmp_path):
     run.remove_artifacts([run.path / "gradcam" / "a.png"])
     assert not (run.path / "gradcam" / "a.png").exists()
     assert [a["path"] for a in run.info()["artifacts"]] == ["metrics.json"]
+
+
+def test_a_staged_analysis_folder_is_recorded_exactly_as_it_is(tmp_path):
+    """Once in place, run.json records exactly the folder's files: the old call's records go, a carried-over
+    file keeps its own, and other folders (a nested analysis of another split, too) are left alone."""
+    run = runs.create_run(tmp_path / "results", tmp_path / "runs", "x")
+    folder = run.layout.inference_dir
+    with run.staged_folder(folder, created_by="first") as staged:
+        for name in ("summary.csv", "errors_old.png", "val/summary.csv"):
+            atomic.write_text(staged.path / name, name)
+    run.add_artifacts(["metrics.json", "inference_other/a.csv"], created_by="train.py")
+    carried = {a["path"]: a for a in run.info()["artifacts"]}["inference/val/summary.csv"]
+    with run.staged_folder(folder, created_by="second", keep=lambda relative: relative.parts[0] == "val") as staged:
+        atomic.write_text(staged.path / "summary.csv", "new")
+    records = {a["path"]: a for a in run.info()["artifacts"]}
+    assert sorted(records) == ["inference/summary.csv", "inference/val/summary.csv", "inference_other/a.csv",
+                               "metrics.json"]
+    assert records["inference/summary.csv"]["created_by"] == "second"
+    assert records["inference/val/summary.csv"] == carried
+    assert sorted(p.relative_to(run.path).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "inference/summary.csv", "inference/val/summary.csv"]
 
 
 def test_unreadable_run_json_is_a_usage_error(tmp_path):

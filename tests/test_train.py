@@ -14,6 +14,7 @@ import train
 from medscope import data
 from medscope.app import cli
 from medscope.runs import RunLayout
+from medscope.train.experiment import SELECTED_BY
 from medscope.train import loop
 from tests.conftest import (
     ROOT,
@@ -222,8 +223,9 @@ def test_the_run_keeps_the_epoch_of_highest_validation_auc_or_the_last_one(tmp_p
     best_history, last_history = _csv(RunLayout(best).history_csv), _csv(RunLayout(last).history_csv)
     assert [r["val_auc"] for r in best_history] == [r["val_auc"] for r in last_history]
     val_auc = [float(r["val_auc"]) for r in best_history]
-    first_highest = val_auc.index(max(val_auc)) + 1
-    for run, epoch, rule in ((best, first_highest, "highest validation AUC"), (last, 3, "last epoch")):
+    candidates = [auc if r["val_collapsed"] == "0" else -1 for auc, r in zip(val_auc, best_history)]
+    first_highest = candidates.index(max(candidates)) + 1
+    for run, epoch, rule in ((best, first_highest, SELECTED_BY["best"]), (last, 3, "last epoch")):
         metrics = json.loads(RunLayout(run).metrics_json.read_text())
         assert (metrics["best_epoch"], metrics["selected_by"]) == (epoch, rule)
         kept = torch.load(RunLayout(run).best_pt, weights_only=True)
@@ -253,7 +255,8 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, medmnist_dir,
 
 def test_a_finished_run_is_not_resumed(tmp_path, run_2d, capsys):
     run = copy_run(run_2d, tmp_path)
-    code = cli.run(train.main, ["--resume", run.name, "--results-dir", str(run.parent)])
+    code = cli.run(train.main, ["--resume", run.name, "--results-dir", str(run.parent),
+                                "--runs-dir", str(tmp_path / "runs")])
     assert code == 2
     one_line_error(capsys, f"{run.name} already finished all 2 epochs")
 
@@ -264,15 +267,17 @@ def test_a_checkpoint_whose_config_is_damaged_is_not_resumed(tmp_path, run_2d, c
     checkpoint = torch.load(last, weights_only=True)
     checkpoint["config"]["lr"] = "fast"
     torch.save(checkpoint, last)
-    assert cli.run(train.main, ["--resume", run.name, "--results-dir", str(run.parent)]) == 2
-    one_line_error(capsys, f"{last}: --lr 'fast': expected a finite number >= 0")
+    folders = ["--results-dir", str(run.parent), "--runs-dir", str(tmp_path / "runs")]
+    assert cli.run(train.main, ["--resume", run.name, *folders]) == 2
+    one_line_error(capsys, f"{last}: --lr 'fast': expected a finite number in (0, 10]")
     del checkpoint["optimizer"]
     torch.save(checkpoint, last)
-    assert cli.run(train.main, ["--resume", run.name, "--results-dir", str(run.parent)]) == 2
+    assert cli.run(train.main, ["--resume", run.name, *folders]) == 2
     one_line_error(capsys, "cannot resume training: it lacks optimizer")
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, medmnist_dir, monkeypatch, capsys):
+    """Every step from epoch 2 on is NaN: its steps are skipped, three rollbacks do not help, the run fails."""
     real_loss = loop.loss_fn
     calls = {"n": 0}
 
@@ -289,7 +294,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, medmnist_
                                 "--results-dir", str(results), "--runs-dir", str(tmp_path / "runs")])
     assert code == cli.EXIT_FAILURE
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "loss is nan" in err[0] and "epoch 2" in err[0]
+    assert len(err) == 1 and "non-finite loss" in err[0] and "after 3 rollbacks" in err[0] and "epoch 2" in err[0]
     (run,) = list(results.iterdir())
     assert json.loads(RunLayout(run).run_json.read_text())["status"] == "failed"
     assert torch.load(RunLayout(run).last_pt, weights_only=True)["epoch"] == 1
@@ -327,11 +332,11 @@ def _assert_bad_input(proc, tmp_path, needle):
     (["--resume", "0099_nope"], "no run named"),
     (["--dataset", "breastmnist", "--model", "cnn", "--pretrained"], "resnet18 only"),
     (["--dataset", "breastmnist", "--weights", "/no/such/file.pth"], "file not found"),
-    (["--dataset", "breastmnist", "--lr", "inf"], "--lr: expected a finite number >= 0, got inf"),
+    (["--dataset", "breastmnist", "--lr", "inf"], "--lr: expected a number in (0, 10], got inf"),
     (["--dataset", "breastmnist", "--patience", "-1"], "integer >= 0"),
-    (["--dataset", "breastmnist", "--warmup-epochs", "inf"], "--warmup-epochs: expected a finite number >= 0"),
-    (["--dataset", "breastmnist", "--mixup", "inf"], "--mixup: expected a finite number >= 0"),
-    (["--dataset", "breastmnist", "--seed", "1e23"], "--seed: invalid int value: '1e23'"),
+    (["--dataset", "breastmnist", "--warmup-epochs", "inf"], "--warmup-epochs: expected a number in [0, 10000]"),
+    (["--dataset", "breastmnist", "--mixup", "inf"], "--mixup: expected a number in [0, 100], got inf"),
+    (["--dataset", "breastmnist", "--seed", "1e23"], "--seed: expected an integer >= 0, at most 4294967295, got 1e23"),
     (["--dataset", "breastmnist", "--run-name", "x\n"], "use letters, digits"),
     (["--dataset", "breastmnist", "--recipe", "tuned", "--model", "cnn"], "--recipe tuned: the tuned recipe"),
     (["--dataset", "breastmnist", "pneumoniamnist", "--run-name", "one"], "names one run"),
@@ -367,7 +372,7 @@ def test_offline_missing_file_names_path_and_url(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(data.urllib.request, "urlopen", offline)
     code = cli.run(train.main, ["--dataset", "breastmnist", "--data-dir", str(tmp_path / "empty"),
-                                "--results-dir", str(tmp_path / "results")])
+                                "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert str(tmp_path / "empty" / "breastmnist.npz") in err[0] and "zenodo.org" in err[0]
@@ -384,3 +389,95 @@ def test_a_used_run_name_is_refused(tmp_path, medmnist_dir):
 def test_help_exits_0():
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--dataset" in proc.stdout
+
+
+# ------------------------------------------------------------------ a run that meets non-finite steps
+
+def _failing_steps(monkeypatch, failures: int):
+    """Make the first ``failures`` optimizer steps of the run meet a non-finite gradient."""
+    from medscope.train import loop
+
+    real = loop._backward_and_step
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            return False
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_backward_and_step", flaky)
+
+
+def _train(tmp_path, medmnist_dir, *extra):
+    import train
+    from medscope.app import cli
+
+    return cli.run(train.main, ["--dataset", "breastmnist", "--model", "cnn", "--subset", "64", "--epochs", "2",
+                                "--batch-size", "16", "--bootstrap", "0", "--device", "cpu",
+                                "--data-dir", str(medmnist_dir), "--results-dir", str(tmp_path / "results"),
+                                "--runs-dir", str(tmp_path / "runs"), *extra])
+
+
+def test_an_unstable_epoch_rolls_back_with_half_the_learning_rate_and_the_run_completes(tmp_path, medmnist_dir,
+                                                                                       monkeypatch, capsys):
+    from medscope import runs
+
+    _failing_steps(monkeypatch, 4)  # epoch 1 has 4 steps, tolerates 3 skipped: rolled back once, then clean
+    assert _train(tmp_path, medmnist_dir) == 0
+    out = capsys.readouterr().out
+    assert "back to the weights of epoch 0 with the learning rate x0.5 (rollback 1 of at most 3)" in out
+    assert "stability: 0 step(s) skipped for a non-finite loss or gradient, 1 rollback(s)" in out
+    (run,) = runs.list_runs(tmp_path / "results")
+    info = run.info()
+    assert info["status"] == "completed"
+    assert info["stability"]["lr_scale"] == 0.5 and len(info["stability"]["rollbacks"]) == 1
+    assert info["stability"]["rollbacks"][0]["epoch"] == 1 and info["stability"]["rollbacks"][0]["to_epoch"] == 0
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert metrics["stability"]["rollbacks"] == info["stability"]["rollbacks"]
+
+
+def test_a_few_non_finite_steps_are_skipped_counted_and_recorded(tmp_path, medmnist_dir, monkeypatch, capsys):
+    from medscope import runs
+
+    _failing_steps(monkeypatch, 2)
+    assert _train(tmp_path, medmnist_dir) == 0
+    assert "(2 non-finite step(s) skipped)" in capsys.readouterr().out
+    (run,) = runs.list_runs(tmp_path / "results")
+    assert run.info()["stability"] == {"skipped_steps": 2, "rollbacks": [], "lr_scale": 1.0}
+    history = (run.path / "history.csv").read_text().splitlines()
+    assert history[0].endswith(",skipped_steps,val_collapsed")
+    assert [row.split(",")[-2] for row in history[1:]] == ["2", "0"]
+
+
+def test_a_run_that_cannot_recover_ends_failed_after_three_rollbacks(tmp_path, medmnist_dir, monkeypatch, capsys):
+    from medscope import runs
+    from medscope.app import cli
+
+    _failing_steps(monkeypatch, 10**9)
+    assert _train(tmp_path, medmnist_dir) == cli.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "after 3 rollbacks with a lower learning rate" in err and err.count("\n") == 1
+    (run,) = runs.list_runs(tmp_path / "results")
+    assert run.info()["status"] == "failed" and len(run.info()["stability"]["rollbacks"]) == 3
+
+
+def test_an_epoch_whose_validation_predictions_are_one_class_is_not_kept_for_its_auc(tmp_path, medmnist_dir,
+                                                                                    monkeypatch, capsys):
+    """A collapsed model can rank well; on a small split its AUC picked early, one-class epochs."""
+    from medscope import metrics as medscope_metrics
+    from medscope.train import experiment
+
+    calls = {"n": 0}
+
+    def epoch_one_collapsed(task, labels, probabilities):
+        calls["n"] += 1
+        verdict = medscope_metrics.collapse(task, labels, probabilities)
+        return dict(verdict, collapsed=calls["n"] == 1)  # the first validation is called collapsed
+
+    monkeypatch.setattr(experiment, "collapse", epoch_one_collapsed)
+    assert _train(tmp_path, medmnist_dir, "--epochs", "2") == 0
+    (run,) = (tmp_path / "results").iterdir()
+    rows = _csv(RunLayout(run).history_csv)
+    assert [r["val_collapsed"] for r in rows] == ["1", "0"]
+    assert json.loads(RunLayout(run).metrics_json.read_text())["best_epoch"] == 2  # whatever the AUCs

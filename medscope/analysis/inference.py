@@ -364,6 +364,14 @@ def output_dir(layout: RunLayout, split: str) -> Path:
     return layout.inference_dir if split == "test" else layout.inference_dir / split
 
 
+def other_splits_files(split: str):
+    """Which files of the previous :func:`output_dir` an analysis of ``split`` carries over when it replaces
+    the folder: for the test split (``inference/``), the train and val analyses in its subfolders; else none."""
+    if split != "test":
+        return None
+    return lambda relative: len(relative.parts) > 1 and relative.parts[0] in ("train", "val")
+
+
 def load_outputs(path: Path, info=None) -> dict:
     """Read ``inference_outputs.pt`` (:func:`medscope.analysis.outputs.read_outputs`, against the run's
     dataset ``info`` when given) and check that the analyses' parts fit together."""

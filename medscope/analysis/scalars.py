@@ -33,7 +33,7 @@ from typing import Sequence
 
 from medscope import atomic
 from medscope.errors import UsageError
-from medscope.runs import Run, list_runs
+from medscope.runs import DEFAULT_RUNS_DIR, Run, list_runs
 
 TIDY_COLUMNS = ("run", "tag", "step", "wall_time", "value")
 SCALARS_PLUGIN = "scalars"
@@ -162,20 +162,24 @@ def read_scalars(logdir: str | os.PathLike, run: str) -> list[ScalarPoint]:
     return sorted(points, key=lambda p: first_seen[p.tag])  # stable: logging order within a tag
 
 
-def tensorboard_logdir(run: Run, runs_dir: str | os.PathLike) -> Path:
+def tensorboard_logdir(run: Run, runs_dir: str | os.PathLike | None) -> Path:
     """The folder of ``run``'s event files.
 
     ``<runs_dir>/<run name>`` first; failing that, the folder ``train.py``
     recorded in run.json (so ``--runs-dir`` may be left out for a run trained
-    elsewhere). Raises UsageError when no candidate holds an event file.
+    elsewhere). ``runs_dir`` None (``--runs-dir`` left out): the recorded
+    folder first, then ``runs/<run name>``, which may hold another run of the
+    same name. Raises UsageError when no candidate holds an event file.
     """
-    candidates = [run.layout.tensorboard_dir(runs_dir)]
+    candidates = [run.layout.tensorboard_dir(runs_dir)] if runs_dir is not None else []
     info = run.info()
     if info.get("tensorboard_dir"):
         candidates.append(Path(info["tensorboard_dir"]))
     config_runs_dir = (info.get("config") or {}).get("runs_dir")
     if config_runs_dir:
         candidates.append(run.layout.tensorboard_dir(config_runs_dir))
+    if runs_dir is None:
+        candidates.append(run.layout.tensorboard_dir(DEFAULT_RUNS_DIR))
     for candidate in candidates:
         if event_dirs(candidate):
             return candidate
@@ -266,7 +270,8 @@ def read_all(results_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> Col
         points += run_points
         read.append(run.name)
     if not points:
-        raise UsageError(f"none of the {len(runs)} runs in {results_dir}/ has TensorBoard scalars in {runs_dir}/")
+        where = f" in {runs_dir}/" if runs_dir is not None else ""
+        raise UsageError(f"none of the {len(runs)} runs in {results_dir}/ has TensorBoard scalars{where}")
     return Collected(tuple(read), tuple(points), tuple(skipped))
 
 

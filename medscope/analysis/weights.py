@@ -435,18 +435,17 @@ def summary_record(result: RunResult) -> dict:
     }
 
 
-def write_run(result: RunResult) -> list[Path]:
-    """Write the run's ``complexity/`` folder (atomically): the per-tensor CSV, the
-    run-level summary (CSV + JSON with the settings) and the three figures.
+def write_run(result: RunResult, out: Path) -> list[Path]:
+    """Write the files of the run's ``complexity/`` folder into ``out`` (its staging folder): the per-tensor
+    CSV, the run-level summary (CSV + JSON with the settings) and the three figures.
     Returns the paths in the order they were written."""
     from medscope.analysis import complexity_plots
 
     plan, settings, rows = result.plan, result.settings, result.rows
-    layout = plan.run.layout
-    out = layout.complexity_dir
+    out = Path(out)
     title = f"{plan.run.name} ({plan.which}.pt" + (f", epoch {plan.epoch})" if plan.epoch is not None else ")")
     return [
-        atomic.write_csv(layout.complexity_results_csv, rows, COLUMNS),
+        atomic.write_csv(out / plan.run.layout.complexity_results_csv.name, rows, COLUMNS),
         atomic.write_csv(out / SUMMARY_CSV, result.summary, SUMMARY_COLUMNS),
         atomic.write_json(out / SUMMARY_JSON, summary_record(result)),
         complexity_plots.lmc_per_layer(out / complexity_plots.LMC_PER_LAYER, rows, title),

@@ -9,7 +9,8 @@ it opens the run, reads the test logits that ``train.py`` stored in
 of ``best.pt`` (cached in ``calibration/val_outputs.pt`` and reused while
 ``best.pt`` is unchanged), reads the per-image MC-dropout measures of
 ``uncertainty/`` when they belong to the test split of ``best.pt``, and then
-writes ``calibration/``, records the files in run.json and prints a summary.
+writes ``calibration/`` as a whole (staged, then swapped in), records its files in
+run.json and prints a summary.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medscope import atomic, checkpoints, data, runs, tasks
+from medscope import atomic, checkpoints, data, limits, runs, tasks
 from medscope.app import cli
 from medscope.calibration import analysis, plots, report
 from medscope.errors import UsageError
@@ -82,8 +83,8 @@ def _target(text: str) -> float:
 def add_arguments(parser) -> None:
     """The flags of ``explain.py calibrate``."""
     cli.add_common_args(parser, run_arg="one")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=256,
-                        help="images per batch of the validation pass (default: 256)")
+    parser.add_argument("--batch-size", type=cli.int_in_range(1, limits.BATCH_SIZE_MAX), default=256,
+                        help=f"images per batch of the validation pass, at most {limits.BATCH_SIZE_MAX} (default: 256)")
     parser.add_argument("--alpha", type=_open_unit, default=0.1,
                         help="conformal miscoverage: sets hold the true class for at least 1 - alpha of images "
                              "(default: 0.1)")
@@ -91,10 +92,12 @@ def add_arguments(parser) -> None:
                         help="target sensitivity of the screening threshold, chosen on validation (default: 0.9)")
     parser.add_argument("--specificity", type=_target, default=0.9,
                         help="target specificity of the confirmation threshold, chosen on validation (default: 0.9)")
-    parser.add_argument("--bins", type=cli.positive_int, default=15,
-                        help="confidence bins of the ECE and the reliability diagram (default: 15)")
-    parser.add_argument("--bootstrap", type=cli.positive_int, default=2000, metavar="N",
-                        help="bootstrap resamples of the test split behind every interval (default: 2000)")
+    parser.add_argument("--bins", type=cli.int_in_range(1, limits.BINS_MAX), default=15,
+                        help=f"confidence bins of the ECE and the reliability diagram, at most {limits.BINS_MAX} "
+                             "(default: 15)")
+    parser.add_argument("--bootstrap", type=cli.int_in_range(1, limits.RESAMPLES_MAX), default=2000, metavar="N",
+                        help=f"bootstrap resamples of the test split behind every interval, at most "
+                             f"{limits.RESAMPLES_MAX} (default: 2000)")
 
 
 def main(argv=None) -> int:
@@ -153,7 +156,8 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def validation_outputs(run: runs.Run, info: data.DatasetInfo, cfg: dict, args, device: torch.device) -> dict:
-    """Validation logits and labels of ``best.pt``: from the cache when its key matches, else one forward pass.
+    """Validation logits and labels of ``best.pt``: from the cache when its key matches, else one forward pass
+    (``"cache"`` then holds what to save as the new cache, with the rest of ``calibration/``).
 
     The key holds the checkpoint's size and SHA-256, the dataset file and its
     MD5, and the precision and device kind of the pass (those of the run's own
@@ -175,7 +179,8 @@ def validation_outputs(run: runs.Run, info: data.DatasetInfo, cfg: dict, args, d
     cached = _read_cache(cache)
     if cached is not None and cached["key"] == key:
         return {"logits": cached["logits"].double().numpy(), "labels": _labels(cached["labels"]),
-                "epoch": cached.get("epoch"), "reused": True, "seconds": 0.0, "key": key, "path": cache}
+                "epoch": cached.get("epoch"), "reused": True, "seconds": 0.0, "key": key, "path": cache,
+                "cache": None}
     start = time.perf_counter()
     model, checkpoint = checkpoints.load_run_model(run, "best", device)
     if settings["memory_format"] is not None:
@@ -186,10 +191,11 @@ def validation_outputs(run: runs.Run, info: data.DatasetInfo, cfg: dict, args, d
                               amp_dtype=settings["amp_dtype"], activations=False,
                               memory_format=settings["memory_format"])
     seconds = time.perf_counter() - start
-    atomic.save_torch(cache, {"key": key, "logits": outputs["logits"], "labels": outputs["labels"], "split": "val",
-                              "task": info.task, "epoch": checkpoint.get("epoch")})
+    record = {"key": key, "logits": outputs["logits"], "labels": outputs["labels"], "split": "val",
+              "task": info.task, "epoch": checkpoint.get("epoch")}
     return {"logits": outputs["logits"].double().numpy(), "labels": _labels(outputs["labels"]),
-            "epoch": checkpoint.get("epoch"), "reused": False, "seconds": seconds, "key": key, "path": cache}
+            "epoch": checkpoint.get("epoch"), "reused": False, "seconds": seconds, "key": key, "path": cache,
+            "cache": record}
 
 
 def _labels(labels: torch.Tensor) -> np.ndarray:
@@ -368,9 +374,9 @@ def temperature_record(result: dict, run: runs.Run, key: dict) -> dict:
             "run": run.name, "checkpoint_sha256": key["checkpoint"]["sha256"]}
 
 
-def write_outputs(run: runs.Run, result: dict, key: dict) -> list[Path]:
-    """Every file of calibration/ except the validation cache; returns the paths written."""
-    folder = run.layout.calibration_dir
+def write_outputs(run: runs.Run, folder: Path, result: dict, key: dict) -> list[Path]:
+    """Every file of calibration/ except the validation cache, into ``folder`` (its staging folder); returns the
+    paths written."""
     title = run.name
     written = []
     summary = {k: v for k, v in result.items() if k != "per_image"}
@@ -380,8 +386,6 @@ def write_outputs(run: runs.Run, result: dict, key: dict) -> list[Path]:
     written.append(atomic.write_json(folder / FILES["temperature"], temperature_record(result, run, key)))
     if result["thresholds"]["applicable"]:
         written.append(atomic.write_csv(folder / FILES["thresholds"], *threshold_rows(result)))
-    else:
-        run.remove_artifacts([folder / FILES["thresholds"]])  # a file of an older analysis would mislead
     rows, columns, per_class, per_class_columns = conformal_rows(result)
     written.append(atomic.write_csv(folder / FILES["conformal"], rows, columns))
     written.append(atomic.write_csv(folder / FILES["conformal_per_class"], per_class, per_class_columns))
@@ -401,8 +405,6 @@ def write_outputs(run: runs.Run, result: dict, key: dict) -> list[Path]:
 
 def run(args) -> int:
     """Open the run, analyse, write ``calibration/``, record the files and print a summary."""
-    if args.seed < 0:  # refused before the validation pass, like every other bad value
-        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     the_run = cli.resolve_run(args.results_dir, args.run)
     cfg = _config(the_run)
     info = data.dataset_info(cfg["dataset"], int(cfg.get("size", 28)))
@@ -431,9 +433,13 @@ def run(args) -> int:
     if test["tta"]:
         result["inputs"]["note"] = ("the run evaluates with test-time augmentation; calibration uses the plain "
                                     "(single-view) logits, so its numbers describe predictions without TTA")
-    written = [val["path"], *write_outputs(the_run, result, val["key"])]
-    the_run.add_artifacts([Path(p).resolve() for p in written], created_by=CREATED_BY)
-    _print_summary(the_run, result, val, device, written)
+    cache_name = FILES["val_outputs"]
+    keep = (lambda relative: relative.as_posix() == cache_name) if val["reused"] else None  # the cache it read
+    with the_run.staged_folder(the_run.layout.calibration_dir, created_by=CREATED_BY, keep=keep) as staged:
+        if val["cache"] is not None:
+            atomic.save_torch(staged.path / cache_name, val["cache"])
+        write_outputs(the_run, staged.path, result, val["key"])
+    _print_summary(the_run, result, val, device, staged.files)
     return 0
 
 

@@ -3,8 +3,8 @@
 The command layer: parse the flags, open the run, compute the maps with
 :mod:`medscope.explain` (:mod:`~medscope.explain.cam`,
 :mod:`~medscope.explain.saliency`, :mod:`~medscope.explain.maps`), then write
-the files of ``gradcam/`` or ``saliency/`` atomically, record them in run.json
-and print where they went.
+``gradcam/`` or ``saliency/`` as a whole (staged, then swapped in), record its
+files in run.json and print where they went.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medscope import atomic
+from medscope import atomic, limits
 from medscope.app import cli
 from medscope.app.run_context import RunContext, add_run_arguments, open_run_from_args
 from medscope.errors import UsageError
@@ -33,24 +33,26 @@ CREATED_BY = "explain.py"
 
 def _add_selection_arguments(parser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--n", type=cli.positive_int, default=16,
-                        help="images to explain, picked per true class, wrong and right, the most confident errors "
-                             "first (default: 16)")
+    group.add_argument("--n", type=cli.int_in_range(1, limits.IMAGES_MAX), default=16,
+                       help="images to explain, picked per true class, wrong and right, the most confident errors "
+                            f"first, at most {limits.IMAGES_MAX} (default: 16)")
     group.add_argument("--all", action="store_true", help="explain the whole split")
-    group.add_argument("--ids", type=int, nargs="+", default=None, metavar="ID",
+    group.add_argument("--ids", type=cli.int_in_range(0, limits.IMAGES_MAX), nargs="+", default=None, metavar="ID",
                        help="explain these images (indices in the split)")
     parser.add_argument("--class", dest="only_class", default=None, metavar="NAME|INDEX",
                         help="pick the --n images from this true class only")
     parser.add_argument("--target", default="pred",
                         help="class to explain: pred (default), true, or a class index or name")
-    parser.add_argument("--steps", type=cli.non_negative_int, default=20,
-                        help="steps of the deletion/insertion curves; 0 skips the faithfulness metrics (default: 20)")
+    parser.add_argument("--steps", type=cli.int_in_range(0, limits.STEPS_MAX), default=20,
+                        help=f"steps of the deletion/insertion curves, at most {limits.STEPS_MAX}; 0 skips the "
+                             "faithfulness metrics (default: 20)")
     parser.add_argument("--deletion-baseline", choices=("auto", *DELETION_BASELINES), default="auto",
                         help="what deleted pixels become: auto (default: the background where the images lie on a "
                              "flat one, else a blurred copy), background (the median border value of the split's "
                              "images), blur, or grey (mid-grey, which adds signal to images on a black background)")
-    parser.add_argument("--max-figures", type=int, default=64, metavar="N",
-                        help="draw figures for at most N images (maps and metrics cover all; default: 64)")
+    parser.add_argument("--max-figures", type=cli.int_in_range(0, limits.FIGURES_MAX), default=64, metavar="N",
+                        help=f"draw figures for at most N images, N up to {limits.FIGURES_MAX} (maps and metrics "
+                             "cover all; default: 64)")
 
 
 def add_gradcam_arguments(parser) -> None:
@@ -67,9 +69,11 @@ def add_saliency_arguments(parser) -> None:
     _add_selection_arguments(parser)
     parser.add_argument("--method", choices=saliency.SALIENCY_METHODS + ("both",), default="both",
                         help="vanilla, smoothgrad or both (default)")
-    parser.add_argument("--samples", type=cli.positive_int, default=25, help="SmoothGrad noisy copies (default: 25)")
-    parser.add_argument("--noise", type=cli.non_negative_float, default=0.15,
-                        help="SmoothGrad noise level: sigma as a fraction of the input range (default: 0.15)")
+    parser.add_argument("--samples", type=cli.int_in_range(1, limits.SAMPLES_MAX), default=25,
+                        help=f"SmoothGrad noisy copies of each image, at most {limits.SAMPLES_MAX} (default: 25)")
+    parser.add_argument("--noise", type=cli.float_in_range(0, limits.NOISE_MAX), default=0.15,
+                        help=f"SmoothGrad noise level: sigma as a fraction of the input range, in "
+                             f"[0, {limits.NOISE_MAX:g}] (default: 0.15)")
 
 
 # --------------------------------------------------------------------------- commands
@@ -113,14 +117,15 @@ def run_gradcam(args) -> int:
         explained = explain_split(cam, ctx.model, ctx.split, ids, ctx.task, ctx.device, batch_size=args.batch_size,
                                   target=target, steps=args.steps, seed=args.seed,
                                   deletion_baseline=args.deletion_baseline, progress=progress)
-    folder = ctx.run.layout.gradcam_dir
-    label = maps.METHOD_LABELS[args.method]
-    written = write_explanations(ctx, folder, maps.STEMS[args.method], explained, method_label=label, layer=layer,
-                                 target=target, max_figures=max(0, args.max_figures), extra={"picked": picked})
+    label, stem = maps.METHOD_LABELS[args.method], maps.STEMS[args.method]
+    with ctx.run.staged_folder(ctx.run.layout.gradcam_dir, created_by=CREATED_BY,
+                               keep=other_methods_files([stem])) as staged:
+        written = write_explanations(ctx, staged.path, stem, explained, method_label=label, layer=layer,
+                                     target=target, max_figures=max(0, args.max_figures), extra={"picked": picked})
     if explained.faithfulness is not None:
         print(faithfulness_text(label, explained.faithfulness))
-    _record(ctx, folder, written)
-    _log_first_figure(args, ctx, written, maps.STEMS[args.method])
+    print(f"wrote {len(staged.written)} files to {staged.final}")
+    _log_first_figure(args, ctx, [staged.final_path(p) for p in written], stem)
     return 0
 
 
@@ -128,28 +133,33 @@ def run_saliency(args) -> int:
     ctx = open_run_from_args(args)
     target, ids, picked = _target_and_ids(args, ctx)
     methods = saliency.SALIENCY_METHODS if args.method == "both" else (args.method,)
-    folder = ctx.run.layout.saliency_dir
-    written = []
-    for method in methods:
-        if method == "vanilla":
-            explain_batch, label, extra = partial(saliency.vanilla_gradient, ctx.model), "vanilla gradient", {}
-        else:
-            generator = torch.Generator(device=ctx.device).manual_seed(args.seed)
-            explain_batch = partial(saliency.smoothgrad, ctx.model, samples=args.samples, noise=args.noise,
-                                    generator=generator, chunk=2 * args.batch_size)
-            label = f"SmoothGrad (n={args.samples}, noise={args.noise:g})"
-            extra = {"samples": args.samples, "noise": args.noise, "sigma": 2.0 * args.noise}
-        print(f"{label} of {len(ids)} {ctx.split_name} images of {ctx.run.name} (target: {target}) on {ctx.device}")
-        explained = explain_split(explain_batch, ctx.model, ctx.split, ids, ctx.task, ctx.device,
-                                  batch_size=args.batch_size, target=target, steps=args.steps, seed=args.seed,
-                                  deletion_baseline=args.deletion_baseline, progress=progress)
-        written += write_explanations(ctx, folder, maps.STEMS[method], explained, method_label=label, layer=None,
-                                      target=target, max_figures=max(0, args.max_figures),
-                                      extra=dict(extra, picked=picked))
-        if explained.faithfulness is not None:
-            print(faithfulness_text(label, explained.faithfulness))
-    _record(ctx, folder, written)
+    stems = [maps.STEMS[method] for method in methods]
+    with ctx.run.staged_folder(ctx.run.layout.saliency_dir, created_by=CREATED_BY,
+                               keep=other_methods_files(stems)) as staged:
+        for method in methods:
+            _explain_saliency(args, ctx, staged.path, method, target, ids, picked)
+    print(f"wrote {len(staged.written)} files to {staged.final}")
     return 0
+
+
+def _explain_saliency(args, ctx: RunContext, folder: Path, method: str, target, ids, picked: str) -> None:
+    """One saliency method's maps of ``ids``, written into ``folder`` (the staging folder of ``saliency/``)."""
+    if method == "vanilla":
+        explain_batch, label, extra = partial(saliency.vanilla_gradient, ctx.model), "vanilla gradient", {}
+    else:
+        generator = torch.Generator(device=ctx.device).manual_seed(args.seed)
+        explain_batch = partial(saliency.smoothgrad, ctx.model, samples=args.samples, noise=args.noise,
+                                generator=generator, chunk=2 * args.batch_size)
+        label = f"SmoothGrad (n={args.samples}, noise={args.noise:g})"
+        extra = {"samples": args.samples, "noise": args.noise, "sigma": 2.0 * args.noise}
+    print(f"{label} of {len(ids)} {ctx.split_name} images of {ctx.run.name} (target: {target}) on {ctx.device}")
+    explained = explain_split(explain_batch, ctx.model, ctx.split, ids, ctx.task, ctx.device,
+                              batch_size=args.batch_size, target=target, steps=args.steps, seed=args.seed,
+                              deletion_baseline=args.deletion_baseline, progress=progress)
+    write_explanations(ctx, folder, maps.STEMS[method], explained, method_label=label, layer=None, target=target,
+                       max_figures=max(0, args.max_figures), extra=dict(extra, picked=picked))
+    if explained.faithfulness is not None:
+        print(faithfulness_text(label, explained.faithfulness))
 
 
 def _log_first_figure(args, ctx: RunContext, written: list[Path], stem: str) -> None:
@@ -158,7 +168,7 @@ def _log_first_figure(args, ctx: RunContext, written: list[Path], stem: str) -> 
 
     first = [p for p in written if maps.figure_pattern(stem).match(p.name) and p.suffix == ".png"
              and "faithfulness" not in p.name][:1]
-    warning = board.log_run_figures(ctx.run, args.runs_dir, first, script=f"explain_{stem}")
+    warning = board.log_run_figures(ctx.run, cli.given_runs_dir(args), first, script=f"explain_{stem}")
     if warning:
         print(warning, file=sys.stderr)
 
@@ -174,11 +184,9 @@ def save_npz(path, **arrays) -> Path:
 
 def write_explanations(ctx: RunContext, folder: Path, stem: str, explained: Explained, *, method_label: str,
                        layer: str | None, target, max_figures: int, extra: dict | None = None) -> list[Path]:
-    """The maps (npz), figures, faithfulness table and plot, and summary of one method; returns the paths.
-
-    Figures and tables an earlier call wrote under the same stem for other
-    images are removed (and dropped from run.json).
-    """
+    """The maps (npz), figures, faithfulness table and plot, and summary of one method, into ``folder``
+    (a staging folder: files an earlier call wrote under the same stem do not travel into it); returns
+    the paths."""
     task, names = ctx.task, ctx.info.class_names
     written = [save_npz(folder / maps.file_name("maps", stem),
                         **maps.map_arrays(explained, task, names, method_label=method_label,
@@ -210,12 +218,11 @@ def write_explanations(ctx: RunContext, folder: Path, stem: str, explained: Expl
     summary = maps.summary_record(explained, method_label=method_label, layer=layer, target=target,
                                   split_name=ctx.split_name, n_figures=len(images), extra=extra)
     written.append(atomic.write_json(folder / maps.file_name("summary", stem), summary))
-    keep = {Path(p).name for p in written}
-    pattern = maps.figure_pattern(stem)
-    ctx.run.remove_artifacts(p for p in folder.glob(f"{stem}_*") if pattern.match(p.name) and p.name not in keep)
     return written
 
 
-def _record(ctx: RunContext, folder: Path, written: list[Path]) -> None:
-    ctx.run.add_artifacts([Path(p).resolve() for p in written], created_by=CREATED_BY)
-    print(f"wrote {len(written)} files to {folder}")
+def other_methods_files(stems):
+    """Which files of the previous folder a call that writes ``stems`` carries over: the other methods'
+    (Grad-CAM and Grad-CAM++ share ``gradcam/``; each call replaces its own method's files as a whole)."""
+    prefixes = tuple(f"{stem}_" for stem in stems)
+    return lambda relative: not relative.name.startswith(prefixes)

@@ -2,8 +2,8 @@
 
 The command layer: parse the flags, open the run, call
 :func:`medscope.explain.robustness.run_sweep` with the run's own evaluation
-settings, condense it, then write the files of ``robustness/`` atomically,
-record them in run.json and print the headline numbers.
+settings, condense it, then write ``robustness/`` as a whole (staged, then swapped in),
+record its files in run.json and print the headline numbers.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from medscope import atomic
+from medscope import atomic, limits
 from medscope.app import cli
 from medscope.app.run_context import RunContext, add_run_arguments, open_run_from_args
 from medscope.errors import UsageError
@@ -50,16 +50,18 @@ def add_arguments(parser) -> None:
                         help="saliency map whose shift is measured: gradcam (default) or gradient (vanilla)")
     parser.add_argument("--layer", default=None, metavar="NAME",
                         help="Grad-CAM layer (default: the deepest block whose output is at least 7 pixels a side)")
-    parser.add_argument("--n-saliency", type=cli.non_negative_int, default=100, metavar="N",
-                        help="images (seeded) whose saliency shift is measured; 0 skips it (default: 100)")
-    parser.add_argument("--n-examples", type=cli.non_negative_int, default=3, metavar="N",
-                        help="images shown perturbed with their saliency at every severity (default: 3)")
+    parser.add_argument("--n-saliency", type=cli.int_in_range(0, limits.IMAGES_MAX), default=100, metavar="N",
+                        help=f"images (seeded) whose saliency shift is measured, at most {limits.IMAGES_MAX}; 0 skips "
+                             "it (default: 100)")
+    parser.add_argument("--n-examples", type=cli.int_in_range(0, limits.EXAMPLES_MAX), default=3, metavar="N",
+                        help=f"images shown perturbed with their saliency at every severity, at most "
+                             f"{limits.EXAMPLES_MAX} (default: 3)")
     parser.add_argument("--tolerance", type=cli.probability, default=0.05,
                         help="the report names the first severity where balanced accuracy is more than this "
                              "below clean (default: 0.05)")
-    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=2000, metavar="N",
+    parser.add_argument("--bootstrap", type=cli.int_in_range(0, limits.RESAMPLES_MAX), default=2000, metavar="N",
                         help="resamples for the 95%% intervals of every condition's AUC, ACC and balanced accuracy "
-                             "and of the flip AUROCs; 0: none (default: 2000)")
+                             f"and of the flip AUROCs, at most {limits.RESAMPLES_MAX}; 0: none (default: 2000)")
 
 
 def parse_perturbation_names(values) -> list[str] | None:
@@ -102,7 +104,8 @@ def run(args) -> int:
                                    checkpoint=args.checkpoint, tolerance=args.tolerance,
                                    run_metrics=_stored_metrics(ctx, args.checkpoint), seconds=seconds)
 
-    written = _write(ctx, sweep, summary_rows, info, method_label)
+    with ctx.run.staged_folder(ctx.run.layout.robustness_dir, created_by=CREATED_BY) as staged:
+        _write(staged.path, ctx, sweep, summary_rows, info, method_label)
     clean, overall = sweep.rows[0], (summary_rows[-1] if summary_rows else None)
     matches = info["clean_matches_run_metrics"]
     print(f"clean: balanced accuracy {_interval_text(clean, 'balanced_acc')}  AUC {_interval_text(clean, 'auc')}  "
@@ -117,7 +120,7 @@ def run(args) -> int:
               f"mCE {number_text(overall['mce'], 2)} "
               f"(1 = clean error), flip rate {percent_text(overall['mean_flip_rate'])}; "
               f"{len(chosen) * len(severities)} conditions in {seconds:.1f}s")
-    print(f"wrote {len(written)} files to {ctx.run.layout.robustness_dir}")
+    print(f"wrote {len(staged.files)} files to {staged.final}")
     return 0
 
 
@@ -128,34 +131,28 @@ def _interval_text(row: dict, key: str) -> str:
     return f"{row[key]:.3f}{bounds}"
 
 
-def _write(ctx: RunContext, sweep: robustness.Sweep, summary_rows: list[dict], info: dict,
-           method_label: str) -> list[Path]:
-    """Every file of the robustness folder; example figures of images no longer shown are removed."""
-    folder = ctx.run.layout.robustness_dir
+def _write(folder: Path, ctx: RunContext, sweep: robustness.Sweep, summary_rows: list[dict], info: dict,
+           method_label: str) -> None:
+    """Every file of the robustness folder, into ``folder`` (the staging folder of ``robustness/``)."""
     files = robustness.FILES
-    written = [atomic.write_csv(folder / files["results"], sweep.rows, robustness.RESULT_COLUMNS),
-               atomic.write_csv(folder / files["summary_csv"], summary_rows, robustness.SUMMARY_COLUMNS),
-               atomic.write_csv(folder / files["per_image"], sweep.per_image, robustness.PER_IMAGE_COLUMNS),
-               atomic.write_json(folder / files["summary"], info)]
+    atomic.write_csv(folder / files["results"], sweep.rows, robustness.RESULT_COLUMNS)
+    atomic.write_csv(folder / files["summary_csv"], summary_rows, robustness.SUMMARY_COLUMNS)
+    atomic.write_csv(folder / files["per_image"], sweep.per_image, robustness.PER_IMAGE_COLUMNS)
+    atomic.write_json(folder / files["summary"], info)
     tag = f"{ctx.run.name} ({ctx.split_name}), seed {sweep.seed}"
-    written.append(robustness_plots.measures_vs_severity(folder / files["measures"], sweep.rows,
-                                                         f"robustness — {tag}; saliency: {method_label}"))
-    written.append(robustness_plots.balanced_accuracy_heatmap(
+    robustness_plots.measures_vs_severity(folder / files["measures"], sweep.rows,
+                                          f"robustness — {tag}; saliency: {method_label}")
+    robustness_plots.balanced_accuracy_heatmap(
         folder / files["heatmap"], sweep.rows, f"balanced accuracy per perturbation and severity — {tag}",
-        info["chance_balanced_acc"]))
+        info["chance_balanced_acc"])
     for k, image_id in enumerate(sweep.example_ids):
         label = robustness.example_title(ctx.task, ctx.split.labels[image_id].numpy(), ctx.info.class_names)
-        written.append(robustness_plots.example_grid(
+        robustness_plots.example_grid(
             folder / files["examples"].format(id=int(image_id)), sweep.examples, k,
             [p.name for p in sweep.perturbations], sweep.severities,
             f"image {int(image_id)} (true: {label}) — {method_label} of the clean prediction — {tag}"
-            + ("\n3D: middle axial | coronal | sagittal slices" if sweep.spatial_dims == 3 else "")))
-    written.append(atomic.write_text(folder / files["report"], robustness.report_markdown(info, sweep.rows)))
-    keep = {Path(p).name for p in written}
-    ctx.run.remove_artifacts(p for p in folder.iterdir()
-                             if robustness.EXAMPLES_PATTERN.match(p.name) and p.name not in keep)
-    ctx.run.add_artifacts([Path(p).resolve() for p in written], created_by=CREATED_BY)
-    return written
+            + ("\n3D: middle axial | coronal | sagittal slices" if sweep.spatial_dims == 3 else ""))
+    atomic.write_text(folder / files["report"], robustness.report_markdown(info, sweep.rows))
 
 
 def _stored_metrics(ctx: RunContext, checkpoint: str) -> dict | None:
@@ -164,6 +161,10 @@ def _stored_metrics(ctx: RunContext, checkpoint: str) -> dict | None:
         return None
     try:
         metrics = json.loads(ctx.run.layout.metrics_json.read_text())[ctx.split_name]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
-    return {"auc": metrics.get("auc"), "acc": metrics.get("acc")}
+    stored = {"auc": metrics.get("auc"), "acc": metrics.get("acc")} if isinstance(metrics, dict) else {}
+    if not stored or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                             for v in stored.values()):
+        return None  # a damaged file (texts where numbers belong): nothing to compare with
+    return stored

@@ -2,17 +2,16 @@
 
 The command layer: parse the flags, open the run, check that there is dropout
 to sample, call :func:`medscope.explain.uncertainty.analyze_uncertainty`, then
-write the files of ``uncertainty/`` atomically, record them in run.json and
-print the headline numbers.
+write ``uncertainty/`` as a whole (staged, then swapped in), record its files in
+run.json and print the headline numbers.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
-from medscope import atomic
+from medscope import atomic, limits
 from medscope.app import cli
 from medscope.app.run_context import add_run_arguments, open_run_from_args
 from medscope.errors import UsageError
@@ -26,14 +25,15 @@ CREATED_BY = "explain.py"
 
 def add_arguments(parser) -> None:
     add_run_arguments(parser, batch_size=256)
-    parser.add_argument("--passes", type=cli.positive_int, default=20, help="stochastic passes T (default: 20)")
+    parser.add_argument("--passes", type=cli.int_in_range(1, limits.PASSES_MAX), default=20,
+                        help=f"stochastic passes T, at most {limits.PASSES_MAX} (default: 20)")
     parser.add_argument("--threshold", type=threshold_arg, default="auto",
                         help="flag images whose confidence (mean probability of the predicted class) is below "
                              "this; auto (default): the threshold of largest Youden's J for flagging wrong "
                              "predictions on the validation split (MC dropout there too)")
-    parser.add_argument("--bootstrap", type=cli.non_negative_int, default=2000, metavar="N",
-                        help="resamples for the 95%% intervals of the error-detection AUROCs; 0: none "
-                             "(default: 2000)")
+    parser.add_argument("--bootstrap", type=cli.int_in_range(0, limits.RESAMPLES_MAX), default=2000, metavar="N",
+                        help=f"resamples for the 95%% intervals of the error-detection AUROCs, at most "
+                             f"{limits.RESAMPLES_MAX}; 0: none (default: 2000)")
     parser.add_argument("--dropout-rate", type=cli.probability, default=None, metavar="P",
                         help="use dropout rate P at test time (needed when the model was trained without "
                              "dropout; results are labelled as such)")
@@ -85,22 +85,21 @@ def run(args) -> int:
     record = uncertainty.summary_record(result, run=ctx.run.name, split=ctx.split_name, checkpoint=args.checkpoint,
                                         threshold_choice=choice)
 
-    folder = ctx.run.layout.uncertainty_dir
-    files = {key: folder / name for key, name in uncertainty.FILES.items()}
-    written = [atomic.write_csv(files["per_image"], *uncertainty.per_image_table(result)),
-               atomic.write_json(files["cases"], uncertainty.uncertain_cases(result, record)),
-               atomic.write_json(files["summary"], record)]
-    tag = f"{ctx.run.name} ({ctx.split_name}), T={args.passes}, {result.dropout['text']}"
-    cov = record["accuracy_coverage"]
-    written.append(explain_plots.accuracy_coverage(
-        files["accuracy_coverage"], np.array(cov["coverage"]), np.array(cov["accuracy"]),
-        threshold_coverage=record["coverage"], threshold_accuracy=record["accuracy_confident"],
-        overall_accuracy=record["accuracy_all"], title=f"accuracy vs coverage\n{tag}"))
-    written.append(explain_plots.uncertainty_distributions(
-        files["distributions"], {name: result.stats[name] for name in uncertainty.MEASURES}, result.correct,
-        f"MC-dropout uncertainty, correct vs wrong predictions\n{tag}"))
-    written.append(atomic.write_text(files["report"], uncertainty.report_markdown(record)))
-    ctx.run.add_artifacts([Path(p).resolve() for p in written], created_by=CREATED_BY)
+    with ctx.run.staged_folder(ctx.run.layout.uncertainty_dir, created_by=CREATED_BY) as staged:
+        files = {key: staged.path / name for key, name in uncertainty.FILES.items()}
+        atomic.write_csv(files["per_image"], *uncertainty.per_image_table(result))
+        atomic.write_json(files["cases"], uncertainty.uncertain_cases(result, record))
+        atomic.write_json(files["summary"], record)
+        tag = f"{ctx.run.name} ({ctx.split_name}), T={args.passes}, {result.dropout['text']}"
+        cov = record["accuracy_coverage"]
+        explain_plots.accuracy_coverage(
+            files["accuracy_coverage"], np.array(cov["coverage"]), np.array(cov["accuracy"]),
+            threshold_coverage=record["coverage"], threshold_accuracy=record["accuracy_confident"],
+            overall_accuracy=record["accuracy_all"], title=f"accuracy vs coverage\n{tag}")
+        explain_plots.uncertainty_distributions(
+            files["distributions"], {name: result.stats[name] for name in uncertainty.MEASURES}, result.correct,
+            f"MC-dropout uncertainty, correct vs wrong predictions\n{tag}")
+        atomic.write_text(files["report"], uncertainty.report_markdown(record))
 
     print(f"MC dropout ({result.mc.path} path, T={args.passes}, {result.dropout['text']}) on {record['n']} "
           f"{ctx.split_name} images in {result.mc.seconds:.1f}s")
@@ -115,5 +114,5 @@ def run(args) -> int:
         ci = record["error_auroc_interval"][best]
         print(f"errors are best singled out by {best.replace('_', ' ')}: AUROC {record['error_auroc'][best]:.3f}"
               + (f" [{ci['low']:.3f}, {ci['high']:.3f}]" if not math.isnan(ci["low"]) else ""))
-    print(f"wrote {len(written)} files to {folder}")
+    print(f"wrote {len(staged.files)} files to {staged.final}")
     return 0

@@ -584,6 +584,23 @@ ITEMS = (
 PIPELINE_KEY = "8"
 TRAIN_KEY = "1"
 
+# run_tool.py --pipeline --quick: every step on a few images with few resamples, to see a setup work end
+# to end in minutes (its numbers are not for reading). Keyed as the pipeline table names its steps.
+QUICK_ARGS = {
+    "train": ("--bootstrap", "200"),
+    "analyze_inference": ("--tsne-points", "200"),
+    "explain gradcam": ("--n", "4", "--steps", "5", "--max-figures", "4"),
+    "explain saliency": ("--n", "4", "--steps", "5", "--max-figures", "4", "--samples", "5"),
+    "explain uncertainty": ("--passes", "5", "--bootstrap", "200"),
+    "explain robustness": ("--perturbations", "gaussian_noise", "--severities", "1", "--n-saliency", "8",
+                           "--n-examples", "1", "--bootstrap", "200"),
+    "explain calibrate": ("--bootstrap", "200"),
+    "quantize": ("--calib", "16", "--runs", "5", "--warmup", "1", "--throughput-runs", "1", "--batch-size", "8",
+                 "--test-subset", "32"),
+    "compare": ("--bootstrap", "200"),
+    "report": ("--bootstrap", "200"),
+}
+
 
 # --------------------------------------------------------------------------- running
 
@@ -608,6 +625,7 @@ class Session:
     echo: bool = False  # repeat answers read from a pipe, so the transcript reads like a terminal
     out: Callable[..., None] = print
     current_script: str | None = None
+    quick: bool = False  # the pipeline adds QUICK_ARGS to each step
     _modules: dict = field(default_factory=dict)
     _parsers: dict = field(default_factory=dict)
 
@@ -828,7 +846,8 @@ class Session:
         self.out("pipeline: train, then " + ", ".join(
             f"{i.script}{'' if self.available(i.script) else ' (not available yet)'}" for i in steps)
             + (" on each run, then compare them" if several else ""), flush=True)
-        result = self.call("train", self.argv_for("train", train_item.questions, train_answers), name="train")
+        train_argv = self.argv_for("train", train_item.questions, train_answers) + self.quick_args("train")
+        result = self.call("train", train_argv, name="train")
         results = [result]
         new_runs = sorted((r for r in list_runs(self.results_dir) if r.name not in names_before),
                           key=lambda r: r.name)
@@ -843,10 +862,10 @@ class Session:
                 try:
                     for answers in list(self.pipeline_answers(item, run.name)):
                         label = " ".join([item.script] + [str(answers[q.key]) for q in item.questions if q.positional])
+                        argv = self.argv_for(item.script, item.questions, answers) + self.quick_args(label)
                         if len(new_runs) > 1:
                             label = f"{run.name}: {label}"
-                        step = self.call(item.script, self.argv_for(item.script, item.questions, answers),
-                                         name=label, run=run.name)
+                        step = self.call(item.script, argv, name=label, run=run.name)
                         results.append(step)
                         if step.code == cli.EXIT_INTERRUPTED:
                             self.print_table(results, new_runs)
@@ -862,7 +881,8 @@ class Session:
                 if not self.available(script):
                     results.append(StepResult(script, "not available yet"))
                     continue
-                step = self.call(script, chosen + self.argv_for(script, (), {}), name=f"{script} {' '.join(chosen)}")
+                step = self.call(script, chosen + self.argv_for(script, (), {}) + self.quick_args(script),
+                                 name=f"{script} {' '.join(chosen)}")
                 results.append(step)
                 if step.code == cli.EXIT_INTERRUPTED:
                     break
@@ -870,6 +890,10 @@ class Session:
         if any(r.code == cli.EXIT_INTERRUPTED for r in results):
             return cli.EXIT_INTERRUPTED
         return cli.EXIT_OK if all(r.code == 0 or r.code is None for r in results) else cli.EXIT_FAILURE
+
+    def quick_args(self, step: str) -> list[str]:
+        """With --quick, the flags that make this pipeline step small (QUICK_ARGS); else none."""
+        return list(QUICK_ARGS.get(step, ())) if self.quick else []
 
     def study_names(self) -> list[str]:
         """The studies in the results folder (train.py --seeds writes one per dataset x model)."""
@@ -1373,13 +1397,15 @@ def main(args: argparse.Namespace, *, script_dir: Path = SCRIPT_DIR, input_fn=in
               if getattr(args, dest) != defaults[dest]}
     session = Session(results_dir=args.results_dir, common=common,
                       presets={"subset": args.subset, "seed": common.get("--seed")},
-                      script_dir=Path(script_dir), input_fn=input_fn)
+                      script_dir=Path(script_dir), input_fn=input_fn, quick=getattr(args, "quick", False))
     pipeline_only = {"dataset": args.dataset, "size": args.size, "model": args.model, "epochs": args.epochs,
                      "seeds": " ".join(map(str, args.seeds)) if args.seeds else None}
     if not args.pipeline:
         given = [f"--{k}" for k, v in pipeline_only.items() if v is not None]
         if given:
             raise cli.UsageError(f"{', '.join(given)}: only with --pipeline (the menu asks for these)")
+        if session.quick:
+            raise cli.UsageError("--quick: only with --pipeline (it makes the pipeline's steps small)")
         if input_fn is input:
             session.echo = not sys.stdin.isatty()
             if sys.stdin.isatty():

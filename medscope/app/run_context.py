@@ -87,6 +87,7 @@ def add_run_arguments(parser, *, batch_size: int, verb: str = "explain") -> None
     """The flags of a command that analyses one split of one run: the common ones, ``--split``,
     ``--checkpoint`` and ``--batch-size`` (default ``batch_size``); ``verb`` says what the command does
     in their help."""
+    from medscope import limits
     from medscope.app import cli
 
     cli.add_common_args(parser, run_arg="one")
@@ -94,8 +95,8 @@ def add_run_arguments(parser, *, batch_size: int, verb: str = "explain") -> None
                         help=f"which split to {verb} (default: test)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help=f"weights to {verb} (default: best)")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=batch_size,
-                        help=f"images per batch (default: {batch_size})")
+    parser.add_argument("--batch-size", type=cli.int_in_range(1, limits.BATCH_SIZE_MAX), default=batch_size,
+                        help=f"images per batch, at most {limits.BATCH_SIZE_MAX} (default: {batch_size})")
 
 
 def open_run_from_args(args) -> RunContext:

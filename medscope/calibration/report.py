@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from medscope.report_text import markdown_text
+
 RULE_NAMES = {"youden": "Youden", "sensitivity": "target sensitivity", "specificity": "target specificity",
               "medmnist": "MedMNIST (0.5)"}
 METHOD_NAMES = {"lac": "LAC", "aps": "APS", "lac_class_conditional": "LAC, class-conditional",
@@ -68,17 +70,17 @@ def report_markdown(result: dict, *, run_name: str | None = None) -> str:
     """The calibration report of one analysis result, in plain words."""
     r = result
     boot = r["bootstrap"]
-    title = f"# Calibration, thresholds and prediction sets — {run_name}" if run_name else \
+    title = f"# Calibration, thresholds and prediction sets — {markdown_text(run_name)}" if run_name else \
         "# Calibration, thresholds and prediction sets"
     lines = [title, "",
              f"The temperature, the decision thresholds and the conformal sets were fitted on the "
              f"{r['n_validation']} validation images and judged on the {r['n_test']} test images "
-             f"({r['task']} task). Every number comes with its {100 * boot['level']:g}% interval: a "
+             f"({markdown_text(r['task'])} task). Every number comes with its {100 * boot['level']:g}% interval: a "
              f"{boot['method']} ({boot['n_resamples']} resamples, seed {boot['seed']}); the temperature, "
              "thresholds and conformal quantiles stay as fitted on validation.", ""]
     note = (r.get("inputs") or {}).get("note")
     if note:
-        lines += [f"**Note:** {note[0].upper()}{note[1:]}.", ""]
+        lines += [f"**Note:** {markdown_text(note[0].upper() + note[1:])}.", ""]
     lines += ["## In short", ""] + _short_summary(r) + [""]
     lines += _temperature_section(r) + [""]
     lines += _thresholds_section(r) + [""]
@@ -136,9 +138,9 @@ def _short_summary(r: dict) -> list[str]:
                 parts.append(f"to raise few false alarms (confirmation), {threshold_text(e['threshold'])} (test "
                              f"specificity {interval_text(e['test']['specificity'])})")
             if parts:
-                out.append(f"- **Threshold for {problem['label']}:** " + "; ".join(parts) + ".")
+                out.append(f"- **Threshold for {markdown_text(problem['label'])}:** " + "; ".join(parts) + ".")
     else:
-        out.append(f"- **Thresholds:** not applicable: {thr['reason']}.")
+        out.append(f"- **Thresholds:** not applicable: {markdown_text(thr['reason'])}.")
     cp = r["conformal"]
     lac = next(m for m in cp["methods"] if m["name"] == "lac")
     target = f"{100 * cp['target_coverage']:g}%"
@@ -159,7 +161,7 @@ def _best_sentence(r: dict) -> str:
     sel = r["selective"]
     best = sel["best"]
     if not best["applicable"]:
-        return f"- **Ranking errors:** not possible: {best['reason']}."
+        return f"- **Ranking errors:** not possible: {markdown_text(best['reason'])}."
     others = [e for e in sel["scores"] if e["name"] != best["name"]]
     clear = [e["description"] for e in others
              if not _missing(e["augrc_minus_best"]["low"]) and e["augrc_minus_best"]["low"] > 0]
@@ -188,7 +190,8 @@ def _temperature_section(r: dict) -> list[str]:
              ""]
     if t["kind"] == "per label":
         lines += _table(["label", "T", "validation NLL before", "after"],
-                        [[e["label"], f"{e['temperature']:.3f}" + (" (at bound)" if e["at_bound"] else ""),
+                        [[markdown_text(e["label"]),
+                          f"{e['temperature']:.3f}" + (" (at bound)" if e["at_bound"] else ""),
                           f"{e['nll_validation_before']:.4f}", f"{e['nll_validation_after']:.4f}"]
                          for e in t["per_label"]]) + [""]
     names = {"ece": f"ECE ({cal['n_bins']} equal-width bins)", "adaptive_ece": f"adaptive ECE ({cal['n_bins']} "
@@ -208,7 +211,7 @@ def _thresholds_section(r: dict) -> list[str]:
     thr = r["thresholds"]
     lines = ["## 2. Decision thresholds", ""]
     if not thr["applicable"]:
-        return lines + [f"Not applicable: {thr['reason']}."]
+        return lines + [f"Not applicable: {markdown_text(thr['reason'])}."]
     s = r["settings"]
     lines += [f"Each threshold was chosen on validation ({thr['score']}; {thr['rule']}) and is judged on test. "
               f"Youden's J balances sensitivity and specificity; the target-sensitivity rule (at least "
@@ -217,13 +220,13 @@ def _thresholds_section(r: dict) -> list[str]:
               "alarm costs most. MedMNIST's fixed 0.5 is kept for comparison with published numbers. The "
               "thresholds apply to probabilities after temperature scaling (`temperature.json`).", ""]
     for problem in thr["problems"]:
-        lines += [f"### {problem['label']}", "",
+        lines += [f"### {markdown_text(problem['label'])}", "",
                   f"Validation: {problem['n_validation_positive']} positive and "
                   f"{problem['n_validation_negative']} negative images.", ""]
         rows = []
         for e in problem["rules"]:
             if not e["applicable"]:
-                rows.append([RULE_NAMES[e["rule"]], "—", e["reason"], "", "", "", "", ""])
+                rows.append([RULE_NAMES[e["rule"]], "—", markdown_text(e["reason"]), "", "", "", "", ""])
                 continue
             test = e["test"]
             shown = "> 0.5" if e["rule"] == "medmnist" else threshold_text(e["threshold"])
@@ -274,7 +277,7 @@ def _conformal_section(r: dict) -> list[str]:
               ""]
     lines += _table([("label" if per_label else "class"), *[METHOD_NAMES.get(m["name"], m["name"])
                                                             for m in cp["methods"]]],
-                    [[name, *[interval_text(m["test"][key][name], percent=True) for m in cp["methods"]]]
+                    [[markdown_text(name), *[interval_text(m["test"][key][name], percent=True) for m in cp["methods"]]]
                      for name in r["class_names"]])
     if per_label:
         lines += ["", "Multi-label sets are calibrated label by label: all labels of an image are covered at "
@@ -295,9 +298,9 @@ def _selective_section(r: dict) -> list[str]:
              "that of a perfect ranking. Lower is better for all three. The best possible ranking has AUGRC "
              f"{interval_text(sel['augrc_optimal'], 4)}.", ""]
     if not mc["used"]:
-        lines += [f"MC-dropout measures are not included: {mc['reason']}.", ""]
+        lines += [f"MC-dropout measures are not included: {markdown_text(mc['reason'])}.", ""]
     elif mc.get("source"):
-        lines += [f"MC-dropout measures come from {mc['source']}.", ""]
+        lines += [f"MC-dropout measures come from {markdown_text(mc['source'])}.", ""]
     has_difference = sel["best"]["applicable"]
     header = ["score", "AURC", "e-AURC", "AUGRC"] + (["AUGRC − best"] if has_difference else [])
     rows = []

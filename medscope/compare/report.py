@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 
 from medscope import baselines as published
+from medscope.report_text import markdown_code, markdown_text
 
-from .tables import BETWEEN_RUNS, METRIC_NAMES, METRICS, PUBLISHED_METRICS, Comparison, SplitTable
+from .tables import METRIC_NAMES, METRICS, PUBLISHED_METRICS, Comparison, SplitTable
 
 SEPARATOR = ";"
 COLUMNS = (["kind", "dataset", "size", "name", "model", "seed", "runs", "status", "task", "n"]
@@ -135,47 +136,50 @@ def short_method(method: str) -> str:
     return next((short for start, short in _SHORT_METHODS if method.startswith(start)), method)
 
 
-def _code(name: str) -> str:
-    return f"`{name}`"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+def _row(cells) -> str:
+    """A table row; the cells are Markdown already (every interpolated value through :func:`markdown_text`)."""
+    return "| " + " | ".join(cells) + " |"
 
 
 def markdown(comparison: Comparison, *, title: str = "Comparison", figure: str | None = None) -> str:
-    """The comparison as a Markdown page: per split, runs, seed groups, baselines and tests; then methods."""
+    """The comparison as a Markdown page: per split, runs, seed groups, baselines and tests; then methods.
+
+    Run, group and class names come from run folders that may come from someone else: each goes through
+    :func:`markdown_text` (plain text, also in table cells) or :func:`markdown_code`, so it shows literally.
+    """
+    md = markdown_text
     s = comparison.settings
     level = f"{s.level:.0%}"
-    lines = [f"# {title}", ""]
+    lines = [f"# {md(title)}", ""]
     boot = f"{s.n_resamples} stratified bootstrap resamples (seed {s.seed})" if s.n_resamples else "no bootstrap"
-    lines += [f"{s.split} split; tests on {METRIC_NAMES[s.metric]}; {level} intervals; {boot}"
-              + (f"; every run tested against `{s.baseline}`" if s.baseline else "") + ".", ""]
+    lines += [f"{md(s.split)} split; tests on {METRIC_NAMES[s.metric]}; {level} intervals; {boot}"
+              + (f"; every run tested against {markdown_code(s.baseline)}" if s.baseline else "") + ".", ""]
     if figure:
         lines += [f"![forest plot of {METRIC_NAMES[s.metric]}]({figure})", ""]
     for table in comparison.tables:
         lines += _split_section(table, s, level)
     if comparison.notes:
-        lines += ["## Notes", ""] + [f"- {_cell(n)}" for n in comparison.notes] + [""]
+        lines += ["## Notes", ""] + [f"- {md(n)}" for n in comparison.notes] + [""]
     lines += _methods(comparison, level)
     return "\n".join(lines).rstrip() + "\n"
 
 
 def _split_section(table: SplitTable, s, level: str) -> list[str]:
+    md = markdown_text
     counts = ", ".join(f"{n} of class {k}" for k, n in table.class_counts.items())
-    lines = [f"## {table.label} ({table.task}, {s.split} split: {table.n} images; {counts})", ""]
+    lines = [f"## {md(table.label)} ({md(table.task)}, {md(s.split)} split: {table.n} images; {md(counts)})", ""]
     delong = any(r.delong for r in table.runs)
     header = ["run", "model", "seed", "status", f"AUC [{level} bootstrap]"] + (["AUC [DeLong]"] if delong else []) \
         + ["ACC", "balanced accuracy"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [_row(header), "|" + "---|" * len(header)]
     for r in table.runs:
-        cells = [_code(r.name), r.model, "-" if r.seed is None else str(r.seed), r.status]
+        cells = [md(r.name), md(r.model), "-" if r.seed is None else md(r.seed), md(r.status)]
         for m in METRICS:
             cells.append(f"{number(r.estimates[m])} {interval(*r.bootstrap[m])}" if r.bootstrap
                          else number(r.estimates[m]))
             if m == "auc" and delong:
                 cells.append(interval(*r.delong) if r.delong else "-")
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append(_row(cells))
     lines.append("")
     if table.groups:
         lines += [f"Seed groups: mean ± sd across seeds, the {level} t-interval of the mean (training randomness) "
@@ -185,14 +189,14 @@ def _split_section(table: SplitTable, s, level: str) -> list[str]:
             for m in METRICS:
                 x = g.summary[m]
                 pooled = interval(*g.pooled[m]) if g.pooled else "-"
-                cells = [g.label, ", ".join(_code(n) for n in g.runs), METRIC_NAMES[m],
+                cells = [md(g.label), ", ".join(md(n) for n in g.runs), METRIC_NAMES[m],
                          f"{number(x['mean'])} ± {number(x['sd'])}", interval(x["low"], x["high"]), pooled]
-                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+                lines.append(_row(cells))
         lines.append("")
     if table.baselines:
         lines += ["Published (MedMNIST v2, test split):", "", "| method | AUC | ACC | source |", "|---|---|---|---|"]
         for b in table.baselines:
-            lines.append(f"| {b.method} | {number(b.auc)} | {number(b.acc)} | {b.source} |")
+            lines.append(_row([md(b.method), number(b.auc), number(b.acc), md(b.source)]))
         lines.append("")
     if table.tests:
         lines += [f"Tests of {METRIC_NAMES[s.metric]} (difference = a - b, two-sided; Holm over all "
@@ -200,12 +204,10 @@ def _split_section(table: SplitTable, s, level: str) -> list[str]:
                   "| a | b | test | value a | value b | a - b | interval | p | p (Holm) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for t in table.tests:
-            a = _code(t.a) if t.between == BETWEEN_RUNS else t.a
-            b = _code(t.b) if t.between == BETWEEN_RUNS else t.b
-            cells = [a, b, t.method, number(t.estimate_a), number(t.estimate_b), f"{t.difference:+.3f}"
-                     if math.isfinite(t.difference) else "-", interval(t.low, t.high), p_text(t.p_value),
-                     p_text(t.p_holm)]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+            cells = [md(t.a), md(t.b), md(t.method), number(t.estimate_a), number(t.estimate_b),
+                     f"{t.difference:+.3f}" if math.isfinite(t.difference) else "-", interval(t.low, t.high),
+                     p_text(t.p_value), p_text(t.p_holm)]
+            lines.append(_row(cells))
         lines.append("")
     return lines
 

@@ -202,7 +202,7 @@ def _recorded_metrics(path, split: str) -> dict:
     """metrics.json's entry for ``split`` ({} when absent or unreadable: the scores are what count)."""
     try:
         entry = json.loads(path.read_text()).get(split)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return {}
     if not isinstance(entry, dict):
         return {}

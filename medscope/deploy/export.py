@@ -43,6 +43,7 @@ from medscope import atomic, checkpoints, data, metrics, tasks
 from medscope.activations import collect_outputs
 from medscope.devices import resolve_device
 from medscope.errors import RunFailed, UsageError
+from medscope.report_text import markdown_code, markdown_text
 from medscope.runs import Run, data_dir_for, now_iso
 from medscope.train.loop import memory_format_for
 
@@ -54,6 +55,7 @@ FALLBACK_OPSET = 17
 FP32_FILE, STATIC_FILE, DYNAMIC_FILE = "model_fp32.onnx", "model_int8_static.onnx", "model_int8_dynamic.onnx"
 REPORT_JSON, REPORT_MD, PREDICT_SCRIPT, EXAMPLE_INPUT = ("export_report.json", "export_report.md",
                                                          "predict_onnx.py", "example_input.npy")
+CREATED_BY = "quantize.py"  # the script run.json names as the writer of export/
 WORK_PREFIX = ".export."  # the temporary folder inside the run where everything is built before it moves to export/
 # (named .export.<pid>.<random>.tmp, so a later run removes one that a killed process left)
 
@@ -628,9 +630,10 @@ def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], 
     """Export, verify, quantize, evaluate and benchmark one run; write ``<run>/export/``.
 
     Bad input (no run, no weights, no data) raises UsageError before anything
-    is written; everything is built in a temporary folder inside the run and
-    moved into ``export/`` only when all of it succeeded. ``log`` receives one
-    line per finished stage. The caller records the files in run.json.
+    is written; everything is built in a temporary folder inside the run, and
+    ``export/`` is replaced as a whole only when all of it succeeded
+    (:meth:`medscope.runs.Run.staged_folder`, which also makes run.json record
+    exactly its files). ``log`` receives one line per finished stage.
     """
     info_json = run.info()
     model, checkpoint = checkpoints.load_run_model(run, options.checkpoint, "cpu")
@@ -687,9 +690,9 @@ def export_run(run: Run, data_dir, options: ExportOptions, log: Callable[[str], 
             "timings": timings, "environment": _environment(threads),
         }
         report["targets"] = check_targets(report)
-        files = _publish(job.work, run.layout.export_dir, report, info, test,
-                         run.layout.calibration_dir / TEMPERATURE_FILE)
-    return Exported(report, files)
+        with run.staged_folder(run.layout.export_dir, created_by=CREATED_BY) as staged:
+            _publish(job.work, staged.path, report, info, test, run.layout.calibration_dir / TEMPERATURE_FILE)
+    return Exported(report, staged.files)
 
 
 # ------------------------------------------------------------------ targets and report
@@ -797,10 +800,11 @@ def report_markdown(report: dict) -> str:
     bsz = lat["batch_size"]
     in_shape = " x ".join(map(str, onnx_info["input"]["shape"]))
     lines = [
-        f"# Export report: {report['run']}",
+        f"# Export report: {markdown_text(report['run'])}",
         "",
-        f"{ds['flag']} ({ds['task']}, {ds['size']} px {ds['spatial_dims']}D), {spec['name']}, "
-        f"`{report['checkpoint']}` weights. Exporter: {report['exporter']} (torch {report['torch']}, "
+        f"{markdown_text(ds['flag'])} ({markdown_text(ds['task'])}, {ds['size']} px {ds['spatial_dims']}D), "
+        f"{markdown_text(spec['name'])}, {markdown_code(report['checkpoint'])} weights. Exporter: "
+        f"{report['exporter']} (torch {report['torch']}, "
         f"opset {onnx_info['opset']}).",
         "",
         f"Input `{onnx_info['input']['name']}`: float32 {in_shape} ({onnx_info['input']['layout']}), raw pixels "
@@ -821,7 +825,8 @@ def report_markdown(report: dict) -> str:
     lines += [
         "",
         f"AUC/ACC as medmnist.Evaluator; agreement = share of test predictions equal to PyTorch FP32's. "
-        f"Latency: {env['cpu']}, {lat['threads']} intra-op thread(s), batch 1 over {lat['runs']} runs after "
+        f"Latency: {markdown_text(env['cpu'])}, {lat['threads']} intra-op thread(s), batch 1 over {lat['runs']} "
+        f"runs after "
         f"{lat['warmup']} warm-up calls, throughput at batch {bsz} over {lat['throughput_runs']} runs; models "
         f"{lat['order']}. Load average {lat['load_average_before'][0]:.1f} before / "
         f"{lat['load_average_after'][0]:.1f} after on {env['logical_cpus']} logical CPUs"
@@ -829,9 +834,9 @@ def report_markdown(report: dict) -> str:
         "",
     ]
     if "cuda" in lat:
-        lines += [f"## GPU latency ({lat['gpu']})", "", *gpu_table(report), ""]
+        lines += [f"## GPU latency ({markdown_text(lat['gpu'])})", "", *gpu_table(report), ""]
     else:
-        lines += [f"GPU: {lat['gpu']}.", ""]
+        lines += [f"GPU: {markdown_text(lat['gpu'])}.", ""]
     q = report["quantization"]
     st, dy = q["static"], q["dynamic"]
     lines += [
@@ -855,7 +860,7 @@ def report_markdown(report: dict) -> str:
         *targets_table(report),
         "",
     ]
-    lines += [f"- {note}" for note in tg["notes"]] + ([""] if tg["notes"] else [])
+    lines += [f"- {markdown_text(note)}" for note in tg["notes"]] + ([""] if tg["notes"] else [])
     lines += ["## Use it", "", "```bash", f"python {PREDICT_SCRIPT} {EXAMPLE_INPUT}",
               f"python {PREDICT_SCRIPT} image.png --model {STATIC_FILE}", "```", ""]
     return "\n".join(lines)
@@ -885,9 +890,8 @@ def _save_npy(path, array: np.ndarray) -> None:
 
 def _publish(work: Path, export_dir: Path, report: dict, info: data.DatasetInfo, test: data.Split,
              calibration: Path | None = None) -> list[Path]:
-    """Move the ONNX files into ``export/`` (atomic renames) and write the rest; the JSON report last.
-    Returns every file of ``export/``."""
-    export_dir.mkdir(parents=True, exist_ok=True)
+    """Move the ONNX files into ``export_dir`` (the staging folder of ``export/``) and write the rest; the JSON
+    report last. Returns every file written."""
     for name in MODEL_FILES.values():
         os.replace(work / name, export_dir / name)
     example = test.images[0].contiguous().numpy()

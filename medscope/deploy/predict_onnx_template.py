@@ -41,11 +41,14 @@ class InputError(Exception):
 
 
 def as_batch(array: np.ndarray) -> np.ndarray:
-    """Any accepted layout -> float32 (N, C, *spatial) pixels in 0..255."""
+    """Any accepted layout -> float32 (N, C, *spatial) pixels in 0..255, every one finite.
+
+    Pixels are integers or real floats: a complex array would lose its imaginary part, a bool
+    or object array is no image, and a NaN or infinite pixel would give a NaN probability."""
     spatial = (SIZE,) * SPATIAL_DIMS
     a = np.asarray(array)
-    if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
-        raise InputError(f"expected numeric pixels, got dtype {a.dtype}")
+    if a.dtype.kind not in "iuf":  # signed and unsigned integers, real floats
+        raise InputError(f"expected integer or real pixel values, got dtype {a.dtype}")
     if a.shape[-SPATIAL_DIMS:] == spatial:  # channels first, or no channel axis
         lead = a.shape[:-SPATIAL_DIMS]
         if lead in ((), (1,)) and IN_CHANNELS == 1:
@@ -64,11 +67,15 @@ def as_batch(array: np.ndarray) -> np.ndarray:
         shape = " x ".join(map(str, spatial))
         raise InputError(f"array of shape {np.shape(array)} is not a {IN_CHANNELS}-channel {shape} "
                          f"{'volume' if SPATIAL_DIMS == 3 else 'image'} (or a batch of them)")
-    a = a.astype(np.float32)
     if a.size == 0:
         raise InputError("the array holds no images")
+    finite = np.isfinite(a)  # checked in the file's own type: a cast would first turn 1e300 into inf
+    if not finite.all():
+        raise InputError(f"{a.size - int(finite.sum())} pixel value(s) are not finite numbers (NaN or infinite); "
+                         "expected raw pixels in 0..255")
     if a.min() < PIXEL_MIN or a.max() > PIXEL_MAX:
         raise InputError(f"pixel values span {a.min():g}..{a.max():g}; expected raw pixels in 0..255")
+    a = a.astype(np.float32)
     if not np.issubdtype(np.asarray(array).dtype, np.integer) and a.max() <= 1.0:
         print("note: values are all <= 1; this model expects 0..255 pixels, not 0..1", file=sys.stderr)
     return a
@@ -79,9 +86,10 @@ def load_input(path: Path) -> np.ndarray:
         raise InputError(f"{path} not found")
     if path.suffix.lower() == ".npy":
         try:
-            return as_batch(np.load(path, allow_pickle=False))
-        except ValueError as exc:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:  # an object array, a damaged or truncated file
             raise InputError(f"{path} is not a readable .npy file ({exc})") from None
+        return as_batch(array)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if SPATIAL_DIMS == 3:
             raise InputError("this is a 3D model: give the volume as a .npy file")
@@ -106,9 +114,13 @@ def load_temperature(path: Path):
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    if record.get("task") != TASK:
-        raise InputError(f"{path} is for a {record.get('task')} task, not {TASK}")
-    return np.asarray(record["temperature"], dtype=np.float64)
+    if not isinstance(record, dict) or record.get("task") != TASK:
+        raise InputError(f"{path} is for a {record.get('task') if isinstance(record, dict) else '?'} task, "
+                         f"not {TASK}")
+    temperature = np.asarray(record["temperature"], dtype=np.float64)
+    if not (np.isfinite(temperature).all() and (temperature > 0).all()):
+        raise InputError(f"{path}: the temperature must be a finite number > 0, got {record['temperature']}")
+    return temperature
 
 
 def scores(logits: np.ndarray, temperature=None) -> np.ndarray:
@@ -144,7 +156,7 @@ def main(argv=None) -> int:
 
     try:
         temperature = None if args.no_temperature else load_temperature(args.model.parent / TEMPERATURE_FILE)
-    except (InputError, ValueError, KeyError) as exc:
+    except (InputError, ValueError, KeyError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -45,14 +45,16 @@ from medscope.explain.cam import GradCAM, auto_layer, select_targets
 from medscope.explain.maps import choose_ids
 from medscope.explain.saliency import vanilla_gradient
 from medscope.metrics import (
+    COLLAPSE_SHARE,
     acc_score,
     auc_score,
     balanced_accuracy,
     error_auroc,
     error_auroc_interval,
     majority_accuracy,
+    top_class_share,
 )
-from medscope.report_text import number_text, percent_text
+from medscope.report_text import markdown_text, number_text, percent_text
 from medscope.runs import RunLayout
 from medscope.tasks import Task
 from medscope.tasks import task as as_task
@@ -78,7 +80,6 @@ SHIFT_MEASURES = {  # name -> column of its mean in the results
     "pearson": "saliency_pearson",
     "iou": "saliency_iou",
 }
-COLLAPSE_SHARE = 0.95  # predictions this concentrated on one class, while the truth is not: "collapsed"
 INTERVAL_METRICS = ("auc", "acc", "balanced_acc")  # each row's metrics with a 95% bootstrap interval
 SALIENCY_METHODS = ("gradcam", "gradient")
 SALIENCY_LABELS = {"gradcam": "Grad-CAM", "gradient": "vanilla gradient"}
@@ -346,23 +347,6 @@ def condition_row(name: str, severity: int, parameter, task: str | Task, labels:
     row["top_class_share"] = top_class_share(task, pred)
     row["collapsed"] = bool(row["top_class_share"] >= COLLAPSE_SHARE > row["majority_rate"])
     return row
-
-
-def top_class_share(task: str | Task, predictions: np.ndarray) -> float:
-    """Share of the most common prediction (multi-label: mean over labels of the larger side).
-
-    >>> top_class_share("binary-class", np.array([[1], [1], [1], [0]]))
-    0.75
-    """
-    task = as_task(task)
-    pred = np.asarray(predictions)
-    if not len(pred):
-        return float("nan")
-    if task.is_multilabel:
-        positive = pred.astype(bool).mean(axis=0)
-        return float(np.mean(np.maximum(positive, 1 - positive)))
-    _, counts = np.unique(pred.reshape(-1), return_counts=True)
-    return float(counts.max() / counts.sum())
 
 
 def run_sweep(model, split: Split, task: str | Task, class_names: list[str], device, perturbations: list,
@@ -693,8 +677,9 @@ def report_markdown(info: dict, rows: list[dict]) -> str:
     overall = next((s for s in info["summary"] if s["perturbation"] == "overall"), None)
     sal = info["saliency"]
     chance = info.get("chance_balanced_acc", float("nan"))
-    lines = [f"# How robust is the model? — {info['run']}", "",
-             f"{info['n_images']} {info['split']} images ({info['task']}), each perturbed in "
+    lines = [f"# How robust is the model? — {markdown_text(info['run'])}", "",
+             f"{info['n_images']} {markdown_text(info['split'])} images ({markdown_text(info['task'])}), each "
+             "perturbed in "
              f"{len(summary)} ways at severities {', '.join(map(str, info['severities']))} (seed {info['seed']}). "
              f"The perturbed images went through the same evaluation as the run's own test metrics. "
              f"Verdicts use balanced accuracy (chance: {number_text(chance)}); brackets are 95% intervals.", ""]
@@ -787,7 +772,8 @@ def report_markdown(info: dict, rows: list[dict]) -> str:
               "`analyze_inference.py` (0 = perfectly calibrated).",
               "- **flips**: the share of images whose " + info["flip_definition"] + ".",
               "- **mCE** (mean corruption error): " + info["mce_definition"] + ". 1 means no worse than clean.",
-              f"- **saliency shift** ({sal['method']}{' at ' + sal['layer'] if sal['layer'] else ''}, on "
+              f"- **saliency shift** ({sal['method']}"
+              f"{' at ' + markdown_text(sal['layer']) if sal['layer'] else ''}, on "
               f"{sal['n_images']} seeded images, explaining {sal['target']}): RMSE between the clean and perturbed "
               "maps (each scaled to [0, 1]; 0 = unchanged), Pearson correlation (1 = same pattern) and the overlap "
               f"(IoU) of the {int(100 * sal['top_fraction'])}% most salient pixels (1 = same hot spot).",

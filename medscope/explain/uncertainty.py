@@ -31,7 +31,7 @@ from scipy.special import entr
 
 from medscope.data import batches, gather, normalize
 from medscope.errors import UsageError
-from medscope.report_text import number_text, percent_text
+from medscope.report_text import markdown_text, number_text, percent_text
 from medscope.tasks import Task
 from medscope.tasks import task as as_task
 
@@ -589,13 +589,13 @@ def report_markdown(summary: dict) -> str:
     s = summary
     how = ("the image features were computed once and only the classifier head was sampled"
            if s["path"] == "cached" else "every pass ran the whole network")
-    lines = [f"# How sure is the model? — {s['run']}", "",
-             f"{s['n']} {s['split']} images, each seen {s['passes']} times with dropout switched on "
-             f"({s['dropout']['text']}); normalization layers used their training statistics. "
+    lines = [f"# How sure is the model? — {markdown_text(s['run'])}", "",
+             f"{s['n']} {markdown_text(s['split'])} images, each seen {s['passes']} times with dropout switched on "
+             f"({markdown_text(s['dropout']['text'])}); normalization layers used their training statistics. "
              f"Seed {s['seed']}; {how}. **Confidence** is the mean probability of the predicted class.", ""]
     if s["dropout"]["source"] != "trained":
-        lines += [f"**Note:** {s['dropout']['text']}. These numbers describe that test-time setting, "
-                  "not the model as it was trained.", ""]
+        lines += [f"**Note:** {markdown_text(s['dropout']['text'])}. These numbers describe that test-time "
+                  "setting, not the model as it was trained.", ""]
     plain = ""
     if "accuracy_deterministic" in s:
         plain = (f" (one ordinary pass without dropout: {percent_text(s['accuracy_deterministic'])}; the two agree on "
@@ -608,7 +608,8 @@ def report_markdown(summary: dict) -> str:
               f"on the {s['n_confident']} others, {percent_text(s['accuracy_confident'])}.",
               f"- {_threshold_sentence(s)}",
               "- Flagged per class: " + "; ".join(
-                  f"{row['name']} {row.get('n_flagged', '?')} of {row['n']} ({percent_text(row['fraction_uncertain'])})"
+                  f"{markdown_text(row['name'])} {row.get('n_flagged', '?')} of {row['n']} "
+                  f"({percent_text(row['fraction_uncertain'])})"
                   for row in s["per_class"]) + ".",
               f"- {s['n_errors']} predictions were wrong."]
     aurocs = {k: v for k, v in s["error_auroc"].items() if _defined(v)}
@@ -641,7 +642,8 @@ def report_markdown(summary: dict) -> str:
               "| class | images | accuracy | mean confidence | mean entropy | mean mutual information | flagged |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in s["per_class"]:
-        lines.append(f"| {row['name']} | {row['n']} | {number_text(row['accuracy'])} | {number_text(row['mean_confidence'])} | "
+        lines.append(f"| {markdown_text(row['name'])} | {row['n']} | {number_text(row['accuracy'])} | "
+                     f"{number_text(row['mean_confidence'])} | "
                      f"{number_text(row['mean_predictive_entropy'])} | {number_text(row['mean_mutual_information'])} | "
                      f"{row.get('n_flagged', '')} ({percent_text(row['fraction_uncertain'])}) |")
     lines += ["", "## What the numbers mean", "",

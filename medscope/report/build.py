@@ -88,22 +88,68 @@ class RunReport:
 # --------------------------------------------------------------------------- reading files
 
 class _Reader:
-    """Reads the run's files; remembers what it could not read, per section."""
+    """Reads the run's files; remembers what it could not read, per section.
 
-    def __init__(self):
+    Inside the analysis folders it sees only the files run.json records: each
+    analysis records exactly the files of its folder once the folder is
+    complete, so a file no call recorded is not a result of this run. train.py's
+    own files at the top of the run folder are read as they are (it records them
+    only when training completes, and an unfinished run still gets a page).
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.recorded: set[str] | None = None  # run.json's artifact paths, once it is read
         self.notes: list[str] = []
 
-    def json(self, path: Path):
+    def record(self, info: dict) -> None:
+        """Take the artifact records of run.json (``info``)."""
+        artifacts = info.get("artifacts") if isinstance(info.get("artifacts"), list) else []
+        self.recorded = {a["path"] for a in artifacts if isinstance(a, dict) and isinstance(a.get("path"), str)}
+
+    def has(self, path: Path) -> bool:
+        """Whether ``path`` is a file of the run the report may show."""
         if not path.is_file():
+            return False
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            return False
+        return len(relative.parts) == 1 or self.recorded is None or relative.as_posix() in self.recorded
+
+    def figure(self, path: Path, title: str, caption: str) -> list[Figure]:
+        return [Figure(path, title, caption)] if self.has(path) else []
+
+    def glob(self, pattern: Path) -> list[Path]:
+        return [path for path in sorted(pattern.parent.glob(pattern.name)) if self.has(path)]
+
+    def json(self, path: Path):
+        if not self.has(path):
             return None
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             self.notes.append(f"could not read {path.name}: {exc}")
             return None
+        except RecursionError:  # thousands of nested brackets: not a file medscope wrote
+            self.notes.append(f"could not read {path.name}: its JSON is nested too deeply")
+            return None
+
+    def metrics(self, path: Path) -> dict | None:
+        """metrics.json, or None (with a note) when it is absent, unreadable or not as train.py writes it."""
+        from medscope.runs import check_metrics
+
+        metrics = self.json(path)
+        if metrics is None:
+            return None
+        try:
+            return check_metrics(metrics, path)
+        except UsageError as exc:
+            self.notes.append(f"could not read {path.name}: {str(exc).removeprefix(f'{path}: ')}")
+            return None
 
     def csv(self, path: Path) -> list[dict] | None:
-        if not path.is_file():
+        if not self.has(path):
             return None
         try:
             with open(path, newline="", encoding="utf-8") as fh:
@@ -113,7 +159,7 @@ class _Reader:
             return None
 
     def npz(self, path: Path) -> dict | None:
-        if not path.is_file():
+        if not self.has(path):
             return None
         try:
             with np.load(path, allow_pickle=False) as archive:
@@ -123,7 +169,7 @@ class _Reader:
             return None
 
     def text(self, path: Path) -> str | None:
-        if not path.is_file():
+        if not self.has(path):
             return None
         try:
             return path.read_text(encoding="utf-8")
@@ -145,14 +191,6 @@ def _cell(text: str | None):
     except ValueError:
         return {"True": True, "False": False}.get(text, text)
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-
-
-def _figure(path: Path, title: str, caption: str) -> list[Figure]:
-    return [Figure(path, title, caption)] if path.is_file() else []
-
-
-def _glob(pattern: Path) -> list[Path]:
-    return sorted(pattern.parent.glob(pattern.name))
 
 
 def _finite(value) -> bool:
@@ -252,14 +290,17 @@ def build_run_report(path, *, results_dir: str | None = None) -> RunReport:
     if not layout.run_json.is_file():
         raise UsageError(f"{layout.root} is not a run folder (no {layout.run_json.name}); "
                          "train one with: python train.py --dataset breastmnist")
-    reader = _Reader()
+    reader = _Reader(layout.root)
     info = reader.json(layout.run_json)
     if not isinstance(info, dict):
         raise UsageError(f"{layout.run_json} is not valid JSON: {'; '.join(reader.take_notes())}")
+    from medscope.runs import check_run_record
+
+    check_run_record(info, layout.run_json)  # the types the page relies on, as every script checks them
+    reader.record(info)
     name = info.get("name") or layout.root.name
     commands = Commands(name, results_dir)
-    metrics = reader.json(layout.metrics_json)
-    metrics = metrics if isinstance(metrics, dict) else None
+    metrics = reader.metrics(layout.metrics_json)
     warnings = _run_warnings(info, metrics, reader.take_notes(), commands)
 
     sections = [
@@ -273,7 +314,7 @@ def build_run_report(path, *, results_dir: str | None = None) -> RunReport:
         _inside(layout, reader, commands),
         _export(layout, reader, commands),
     ]
-    others = _other_figures(layout, {f.path for s in sections for f in s.figures})
+    others = _other_figures(layout, {f.path for s in sections for f in s.figures}, reader)
     if others.figures:
         sections.append(others)
     return RunReport(name=name, path=layout.root, layout=layout, info=info, metrics=metrics, sections=sections,
@@ -373,10 +414,10 @@ def _training(layout: RunLayout, info: dict, metrics: dict | None, reader: _Read
         "command_as_run": cfg.get("command"),
         "tensorboard_dir": info.get("tensorboard_dir"),
     }
-    figures = _figure(layout.training_curves_png, "Training curves",
-                      "Loss, AUC and accuracy per epoch on the training and validation splits, and the learning "
-                      "rate. Look for validation curves that turn away from the training ones (overfitting) and "
-                      "for the epoch whose weights were kept.")
+    figures = reader.figure(layout.training_curves_png, "Training curves",
+                            "Loss, AUC and accuracy per epoch on the training and validation splits, and the learning "
+                            "rate. Look for validation curves that turn away from the training ones (overfitting) and "
+                            "for the epoch whose weights were kept.")
     return Section("training", "Training", data=data, figures=figures, notes=reader.take_notes())
 
 
@@ -394,16 +435,17 @@ def _classes(layout: RunLayout, info: dict, metrics: dict | None, reader: _Reade
     elif isinstance(matrix, dict):  # multi-label: one 2x2 [[TN, FP], [FN, TP]] per label
         data["label_matrices"] = [{"name": k, "tn": m[0][0], "fp": m[0][1], "fn": m[1][0], "tp": m[1][1]}
                                   for k, m in matrix.items()]
-    figures = _figure(layout.confusion_matrix_png, "Confusion matrix (test)",
-                      "Rows are the true classes, columns the predicted ones; the diagonal holds the right answers. "
-                      "Look for a class the model rarely predicts, or two classes it confuses.")
-    figures += _figure(analysis_file(layout, "inference_dir", "roc_pr_png"), "ROC and precision–recall curves (test)",
-                       "Each class against the rest; the dot is where the model's own decision sits. The "
-                       "precision–recall panel is the one to read for a rare class: its dotted line is the "
-                       "precision of a random model (the prevalence).")
-    figures += _figure(layout.sample_predictions_png, "Sample test predictions",
-                       "An evenly spaced sample of test images with the true label, the prediction and its "
-                       "confidence; wrong predictions are marked. Look at what the wrong ones have in common.")
+    figures = reader.figure(layout.confusion_matrix_png, "Confusion matrix (test)",
+                            "Rows are the true classes, columns the predicted ones; the diagonal holds the right "
+                            "answers. Look for a class the model rarely predicts, or two classes it confuses.")
+    figures += reader.figure(analysis_file(layout, "inference_dir", "roc_pr_png"),
+                             "ROC and precision–recall curves (test)",
+                             "Each class against the rest; the dot is where the model's own decision sits. The "
+                             "precision–recall panel is the one to read for a rare class: its dotted line is the "
+                             "precision of a random model (the prevalence).")
+    figures += reader.figure(layout.sample_predictions_png, "Sample test predictions",
+                             "An evenly spaced sample of test images with the true label, the prediction and its "
+                             "confidence; wrong predictions are marked. Look at what the wrong ones have in common.")
     return Section("classes", "Per class", data=data, figures=figures, notes=reader.take_notes())
 
 
@@ -416,7 +458,7 @@ def _calibration(layout: RunLayout, reader: _Reader, commands: Commands) -> Sect
             "scalars": _scalars(summary) if isinstance(summary, dict) else [],
             "report_md": reader.text(analysis_file(layout, "calibration_dir", "report_md")),
         }
-        for path in _glob(layout.calibration_dir / files["figures_glob"]):
+        for path in reader.glob(layout.calibration_dir / files["figures_glob"]):
             section.figures.append(Figure(path, path.stem.replace("_", " ").capitalize(),
                                           "From explain.py calibrate. Look at how far the curve strays from the "
                                           "diagonal: there, the stated confidence is not the observed accuracy."))
@@ -427,10 +469,11 @@ def _calibration(layout: RunLayout, reader: _Reader, commands: Commands) -> Sect
         if isinstance(record, dict):
             section.data["inference"] = {k: record.get(k) for k in ("split", "n", "accuracy", "ece", "brier",
                                                                    "n_bins")}
-        section.figures += _figure(analysis_file(layout, "inference_dir", "reliability_png"), "Reliability diagram",
-                                   "Accuracy against confidence in equal-width bins, as the model came out of "
-                                   "training. Bars below the diagonal mean over-confidence; the gap, weighted by "
-                                   "how many images fall in each bin, is the ECE.")
+        section.figures += reader.figure(analysis_file(layout, "inference_dir", "reliability_png"),
+                                         "Reliability diagram",
+                                         "Accuracy against confidence in equal-width bins, as the model came out of "
+                                         "training. Bars below the diagonal mean over-confidence; the gap, weighted "
+                                         "by how many images fall in each bin, is the ECE.")
     else:
         section.pending.append(commands.pending("ECE, Brier score and the reliability diagram",
                                                 "analyze_inference.py"))
@@ -464,9 +507,10 @@ def _explanations(layout: RunLayout, info: dict, reader: _Reader, commands: Comm
     for method in methods:
         section.figures += method["gallery"] + ([method["faithfulness_figure"]] if method["faithfulness_figure"] else [])
     if layout.inference_dir.is_dir():
-        errors = _figure(analysis_file(layout, "inference_dir", "confident_errors_png"), "The most confident errors",
-                         "Test images the model got wrong with the highest confidence. Look for a pattern: a "
-                         "label that may be wrong, an artefact, a kind of image the training split lacks.")
+        errors = reader.figure(analysis_file(layout, "inference_dir", "confident_errors_png"),
+                               "The most confident errors",
+                               "Test images the model got wrong with the highest confidence. Look for a pattern: a "
+                               "label that may be wrong, an artefact, a kind of image the training split lacks.")
         section.figures += errors
         section.data["confident_errors"] = errors[0] if errors else None
     else:
@@ -478,8 +522,8 @@ def _explanations(layout: RunLayout, info: dict, reader: _Reader, commands: Comm
 def _explanation_method(layout: RunLayout, folder: str, stem: str, reader: _Reader) -> dict | None:
     """One method's summary and figures; gallery figures with confident errors first."""
     summary = reader.json(explanation_file(layout, folder, "summary_json", stem))
-    pages = _glob(explanation_file(layout, folder, "pages_glob", stem))
-    volumes = _glob(explanation_file(layout, folder, "volumes_glob", stem))
+    pages = reader.glob(explanation_file(layout, folder, "pages_glob", stem))
+    volumes = reader.glob(explanation_file(layout, folder, "volumes_glob", stem))
     if summary is None and not pages and not volumes:
         return None
     summary = summary if isinstance(summary, dict) else {}
@@ -499,10 +543,10 @@ def _explanation_method(layout: RunLayout, folder: str, stem: str, reader: _Read
             gallery.append(_gallery_entry(path, shown, f"{label}, volume {image_id}"))
     # confident errors first, then the other figures in their own order
     gallery.sort(key=lambda g: (-(g["top_error"] if g["top_error"] is not None else -1.0)))
-    faithfulness = _figure(explanation_file(layout, folder, "faithfulness_png", stem), f"{label}: faithfulness",
-                           "Deletion (left): the score of the explained class as the most salient pixels are "
-                           "removed first; insertion (right): as they are added back. A faithful map falls faster "
-                           "and rises faster than the random order drawn beside it.")
+    faithfulness = reader.figure(explanation_file(layout, folder, "faithfulness_png", stem), f"{label}: faithfulness",
+                                 "Deletion (left): the score of the explained class as the most salient pixels are "
+                                 "removed first; insertion (right): as they are added back. A faithful map falls "
+                                 "faster and rises faster than the random order drawn beside it.")
     return {"stem": stem, "label": label, "summary": summary, "faithfulness": summary.get("faithfulness"),
             "n_wrong": int(sum(1 for e in errors if e[0])) if errors is not None else None,
             "ordered_by_errors": errors is not None, "primary": folder == "gradcam_dir",
@@ -557,15 +601,15 @@ def _uncertainty(layout: RunLayout, reader: _Reader, commands: Commands) -> Sect
             "best_measure": max(finite, key=finite.get) if finite else None,
             "per_class": summary.get("per_class") or [],
         }
-    section.figures += _figure(analysis_file(layout, "uncertainty_dir", "accuracy_coverage_png"),
-                               "Accuracy against coverage",
-                               "Accuracy on the most confident share of images, as less confident ones are set "
-                               "aside. A curve that rises as coverage falls means the confidence is worth "
-                               "trusting; a flat one means it is not.")
-    section.figures += _figure(analysis_file(layout, "uncertainty_dir", "distributions_png"),
-                               "Uncertainty of right and wrong predictions",
-                               "Each measure's distribution for right and for wrong predictions. The more the two "
-                               "separate, the better that measure flags the mistakes.")
+    section.figures += reader.figure(analysis_file(layout, "uncertainty_dir", "accuracy_coverage_png"),
+                                     "Accuracy against coverage",
+                                     "Accuracy on the most confident share of images, as less confident ones are set "
+                                     "aside. A curve that rises as coverage falls means the confidence is worth "
+                                     "trusting; a flat one means it is not.")
+    section.figures += reader.figure(analysis_file(layout, "uncertainty_dir", "distributions_png"),
+                                     "Uncertainty of right and wrong predictions",
+                                     "Each measure's distribution for right and for wrong predictions. The more the "
+                                     "two separate, the better that measure flags the mistakes.")
     section.notes += reader.take_notes()
     return section
 
@@ -591,18 +635,18 @@ def _robustness(layout: RunLayout, reader: _Reader, commands: Commands) -> Secti
                     "n_images": info.get("n_images"), "severities": info.get("severities"),
                     "clean_matches_run_metrics": info.get("clean_matches_run_metrics"),
                     "descriptions": {k: v.get("description") for k, v in (info.get("perturbations") or {}).items()}}
-    section.figures += _figure(analysis_file(layout, "robustness_dir", "heatmap_png"),
-                               "Balanced accuracy per perturbation and severity",
-                               "Each row a perturbation, each column a severity (1 mild to 5 strong); the colour scale "
-                               "starts at chance, so a model answering one class everywhere is dark (†: collapsed). "
-                               "Look for rows that darken early: the model fails there at perturbations a scanner "
-                               "could produce.")
-    section.figures += _figure(analysis_file(layout, "robustness_dir", "measures_png"),
-                               "Every measure against severity",
-                               "AUC, accuracy, calibration error, prediction flips and saliency shift as each "
-                               "perturbation grows. Steep curves are the fragile directions.")
+    section.figures += reader.figure(analysis_file(layout, "robustness_dir", "heatmap_png"),
+                                     "Balanced accuracy per perturbation and severity",
+                                     "Each row a perturbation, each column a severity (1 mild to 5 strong); the "
+                                     "colour scale starts at chance, so a model answering one class everywhere is "
+                                     "dark (†: collapsed). Look for rows that darken early: the model fails there at "
+                                     "perturbations a scanner could produce.")
+    section.figures += reader.figure(analysis_file(layout, "robustness_dir", "measures_png"),
+                                     "Every measure against severity",
+                                     "AUC, accuracy, calibration error, prediction flips and saliency shift as each "
+                                     "perturbation grows. Steep curves are the fragile directions.")
     examples = []
-    for path in _glob(analysis_file(layout, "robustness_dir", "examples_glob")):
+    for path in reader.glob(analysis_file(layout, "robustness_dir", "examples_glob")):
         image_id = path.stem.rsplit("_", 1)[-1].lstrip("0") or "0"
         examples.append(Figure(path, f"Image {image_id} at every severity",
                                "One test image under each perturbation from mild to strong, with its saliency. Look "
@@ -629,7 +673,7 @@ def _inside(layout: RunLayout, reader: _Reader, commands: Commands) -> Section:
                 ("neuron_samples_png", "Last block's channels per image",
                  "Per-image activations of the last block's channels, images grouped by class. Banded "
                  "structure means class-specific channels.")):
-            section.figures += _figure(analysis_file(layout, "inference_dir", key), title, caption)
+            section.figures += reader.figure(analysis_file(layout, "inference_dir", key), title, caption)
     else:
         section.pending.append(commands.pending("activations and embeddings", "analyze_inference.py"))
     if layout.complexity_dir.is_dir():
@@ -649,7 +693,7 @@ def _inside(layout: RunLayout, reader: _Reader, commands: Commands) -> Section:
                  "structure; training usually lowers it from the random start."),
                 ("lmc_by_type_png", "LMC complexity by layer type",
                  "The same complexity grouped by convolution, linear and normalization weights.")):
-            section.figures += _figure(analysis_file(layout, "complexity_dir", key), title, caption)
+            section.figures += reader.figure(analysis_file(layout, "complexity_dir", key), title, caption)
     else:
         section.pending.append(commands.pending("weight complexity (LMC, Sample Entropy)", "analyze_complexity.py"))
     section.notes += reader.take_notes()
@@ -689,12 +733,12 @@ def _export(layout: RunLayout, reader: _Reader, commands: Commands) -> Section:
     return section
 
 
-def _other_figures(layout: RunLayout, shown: set[Path]) -> Section:
+def _other_figures(layout: RunLayout, shown: set[Path], reader: _Reader) -> Section:
     """Figures in the run folder that no section above places (e.g. an analysis of another split)."""
     section = Section("more", "More figures")
     for path in sorted(layout.root.rglob("*.png")):
         relative = path.relative_to(layout.root)
-        if path in shown or any(part.startswith(".") for part in relative.parts):
+        if path in shown or any(part.startswith(".") for part in relative.parts) or not reader.has(path):
             continue
         section.figures.append(Figure(path, relative.as_posix(),
                                       "A figure of the run folder that the sections above do not discuss; see the "

@@ -6,6 +6,7 @@ are renderings of it, so the three always say the same thing.
 """
 from __future__ import annotations
 
+from ..report_text import markdown_code, markdown_code_block, markdown_text
 from .build import IMBALANCE_SHARE, SMALL_TEST_SPLIT, Commands, RunReport
 from .text import (
     interval_text,
@@ -246,23 +247,29 @@ def _small_test_text(verdict: dict, n_test: int) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 def model_card_markdown(card: dict) -> str:
-    """``model_card.md``: the card dict in Markdown, section by section."""
+    """``model_card.md``: the card dict in Markdown, section by section.
+
+    Every value goes through :func:`markdown_text` (or :func:`markdown_code` for commands): run and class
+    names, paths and config strings come from run.json, which may come from someone else, and must show
+    literally in a Markdown viewer.
+    """
+    md = markdown_text
     d, m = card["model_details"], card["metrics"]
-    lines = [f"# {card['title']}", "",
-             f"After {card['framework']['citation']} {card['framework']['doi']}", "",
+    lines = [f"# {md(card['title'])}", "",
+             f"After {md(card['framework']['citation'])} {md(card['framework']['doi'])}", "",
              "## Model details", ""]
-    lines += [f"- **{title_text(k)}**: {_md_value(v)}" for k, v in d.items()]
+    lines += [f"- **{md(title_text(k))}**: {_md_value(v)}" for k, v in d.items()]
     iu = card["intended_use"]
-    lines += ["", "## Intended use", "", "Primary uses:", ""] + [f"- {u}" for u in iu["primary_uses"]]
-    lines += ["", f"Primary users: {iu['primary_users']}", "", "Out of scope:", ""]
-    lines += [f"- {u}" for u in iu["out_of_scope"]]
-    lines += ["", "## Factors", ""] + [f"- {f}" for f in card["factors"]]
-    lines += ["", "## Metrics", "", f"Test split, {m['n_test']} images; {m['definitions']}", ""]
-    lines += [f"- **{r['metric']}**: {r['text']}" for r in m["test"]]
-    lines.append(f"- **model selection**: {m['model_selection']}")
+    lines += ["", "## Intended use", "", "Primary uses:", ""] + [f"- {md(u)}" for u in iu["primary_uses"]]
+    lines += ["", f"Primary users: {md(iu['primary_users'])}", "", "Out of scope:", ""]
+    lines += [f"- {md(u)}" for u in iu["out_of_scope"]]
+    lines += ["", "## Factors", ""] + [f"- {md(f)}" for f in card["factors"]]
+    lines += ["", "## Metrics", "", f"Test split, {md(m['n_test'])} images; {md(m['definitions'])}", ""]
+    lines += [f"- **{md(r['metric'])}**: {md(r['text'])}" for r in m["test"]]
+    lines.append(f"- **model selection**: {md(m['model_selection'])}")
     if m["baseline"]:
         b = m["baseline"]
-        lines.append(f"- **published baseline** ({b['method']}, {b['source']}): AUC {number_text(b['auc'])}, "
+        lines.append(f"- **published baseline** ({md(b['method'])}, {md(b['source'])}): AUC {number_text(b['auc'])}, "
                      f"ACC {number_text(b['acc'])}")
     if m["per_class"]:
         columns = [c for c in ("name", "support", "precision", "recall", "specificity", "f1", "auc")
@@ -270,50 +277,52 @@ def model_card_markdown(card: dict) -> str:
         lines += ["", "Per class (test):", "", "| " + " | ".join(columns) + " |",
                   "| --- |" + " ---: |" * (len(columns) - 1)]
         for r in m["per_class"]:
-            cells = [str(r.get(c)) if c in ("name", "support") else number_text(r.get(c)) for c in columns]
+            cells = [md(r.get(c)) if c in ("name", "support") else number_text(r.get(c)) for c in columns]
             lines.append("| " + " | ".join(cells) + " |")
     t = card["training_data"]
     splits = ", ".join(f"{k} {v}" for k, v in (t["splits"] or {}).items())
     lines += ["", "## Training data", "",
-              f"- **dataset**: MedMNIST `{t['dataset']}` at {t['size']} px ({splits})",
-              f"- **license**: {t['license']}", f"- **citation**: {t['citation']} {t['doi']}"]
+              f"- **dataset**: MedMNIST {markdown_code(t['dataset'])} at {md(t['size'])} px ({md(splits)})",
+              f"- **license**: {md(t['license'])}", f"- **citation**: {md(t['citation'])} {md(t['doi'])}"]
     if t["file"]:
-        lines.append(f"- **file**: {t['file']} (MD5 {t['md5']})")
-    lines.append(f"- **preprocessing**: {t['preprocessing']}")
+        lines.append(f"- **file**: {md(t['file'])} (MD5 {md(t['md5'])})")
+    lines.append(f"- **preprocessing**: {md(t['preprocessing'])}")
     if t["subset"]:
-        lines.append(f"- **subset**: a random {t['subset']} of the training images")
+        lines.append(f"- **subset**: a random {md(t['subset'])} of the training images")
     e = card["evaluation_data"]
     counts = ", ".join(f"{k}: {v}" for k, v in e["test"]["class_counts"].items())
-    lines += ["", "## Evaluation data", "", f"- **test split**: {e['test']['n']} images ({counts})",
-              f"- **validation split**: {e['selection']['n']} images; {e['selection']['use']}"]
+    lines += ["", "## Evaluation data", "", f"- **test split**: {md(e['test']['n'])} images ({md(counts)})",
+              f"- **validation split**: {md(e['selection']['n'])} images; {md(e['selection']['use'])}"]
     c = card["calibration"]
     lines += ["", "## Calibration", ""]
     if "uncalibrated" in c:
-        lines.append(f"- as trained: {c['uncalibrated']['text']}")
+        lines.append(f"- as trained: {md(c['uncalibrated']['text'])}")
     for k, v in (c.get("recalibration") or {}).items():
-        lines.append(f"- {title_text(k)}: {_md_value(v)}")
-    lines += [f"- not run yet ({p['what']}): `{p['command']}`" for p in c["not_run"]]
+        lines.append(f"- {md(title_text(k))}: {_md_value(v)}")
+    lines += [f"- not run yet ({md(p['what'])}): {markdown_code(p['command'])}" for p in c["not_run"]]
     r = card["robustness"]
     lines += ["", "## Robustness", ""]
     if "not_run" in r:
-        lines += [f"- not run yet ({p['what']}): `{p['command']}`" for p in r["not_run"]]
+        lines += [f"- not run yet ({md(p['what'])}): {markdown_code(p['command'])}" for p in r["not_run"]]
     else:
         severities = ", ".join(str(v) for v in r["severities"] or [])
-        lines.append(f"{r['n_images']} test images, severities {severities}. The most harmful perturbations:")
-        lines += [""] + [f"- {s}" for s in r["limits"]]
-    lines += ["", "## Ethical considerations", ""] + [f"- {x}" for x in card["ethical_considerations"]]
-    lines += ["", "## Caveats and recommendations", ""] + [f"- {x}" for x in card["caveats"]]
+        lines.append(f"{md(r['n_images'])} test images, severities {md(severities)}. The most harmful perturbations:")
+        lines += [""] + [f"- {md(s)}" for s in r["limits"]]
+    lines += ["", "## Ethical considerations", ""] + [f"- {md(x)}" for x in card["ethical_considerations"]]
+    lines += ["", "## Caveats and recommendations", ""] + [f"- {md(x)}" for x in card["caveats"]]
     rep = card["reproduce"]
-    lines += ["", "## Reproduce", "", "```bash", rep["command"] or "# the run records no configuration", "```",
-              "", rep["note"]]
+    lines += ["", "## Reproduce", "", *markdown_code_block(rep["command"] or "# the run records no configuration",
+                                                         "bash"),
+              "", md(rep["note"])]
     if rep["as_run"]:
-        lines += ["", f"The command as it was typed: `{rep['as_run']}`"]
+        lines += ["", f"The command as it was typed: {markdown_code(rep['as_run'])}"]
     return "\n".join(lines) + "\n"
 
 
 def _md_value(value) -> str:
+    """A model-details value as Markdown text (see :func:`model_card_markdown`)."""
     if isinstance(value, list):  # class names may hold commas ("normal, benign"): quote each
-        return ", ".join(f'"{v}"' for v in value)
+        return ", ".join(f'"{markdown_text(v)}"' for v in value)
     if isinstance(value, float):
         return number_text(value)
-    return "n/a" if value is None else str(value)
+    return markdown_text("n/a" if value is None else value)

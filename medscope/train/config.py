@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from medscope import limits
 from medscope.errors import UsageError
 from medscope.models import MODELS
 from medscope.train import recipes
@@ -63,7 +64,7 @@ class TrainConfig:
     >>> TrainConfig(dataset="breastmnist", lr=float("nan"))
     Traceback (most recent call last):
     ...
-    medscope.errors.UsageError: --lr nan: expected a finite number >= 0
+    medscope.errors.UsageError: --lr nan: expected a finite number in (0, 10]
     """
 
     dataset: str
@@ -242,18 +243,18 @@ def _check(config: TrainConfig) -> None:
     _text(config, "dataset")
     _integer(config, "size", 1)
     _choice(config, "model", MODELS)
-    _integer(config, "epochs", 1, optional=True)
-    _integer(config, "batch_size", 1, optional=True)
+    _integer(config, "epochs", 1, limits.EPOCHS_MAX, optional=True)
+    _integer(config, "batch_size", 1, limits.BATCH_SIZE_MAX, optional=True)
     _choice(config, "optimizer", OPTIMIZERS)
-    _number(config, "lr", optional=True)
-    _number(config, "weight_decay")
+    _number(config, "lr", maximum=limits.LR_MAX, positive=True, optional=True)
+    _number(config, "weight_decay", maximum=limits.WEIGHT_DECAY_MAX)
     _choice(config, "schedule", SCHEDULES)
-    _number(config, "warmup_epochs")
+    _number(config, "warmup_epochs", maximum=limits.EPOCHS_MAX)
     _number(config, "label_smoothing", below=1.0, optional=True)
-    _number(config, "mixup")
-    _number(config, "clip_grad")
+    _number(config, "mixup", maximum=limits.MIXUP_MAX)
+    _number(config, "clip_grad", maximum=limits.CLIP_GRAD_MAX)
     _number(config, "dropout", below=1.0)
-    _integer(config, "patience", 0)
+    _integer(config, "patience", 0, limits.EPOCHS_MAX)
     _choice(config, "select", SELECTIONS, optional=True)
     _choice(config, "augment", LEVELS, optional=True)
     _choice(config, "recipe", RECIPE_CHOICES, optional=True)
@@ -261,16 +262,16 @@ def _check(config: TrainConfig) -> None:
         if not isinstance(getattr(config, name), bool):
             raise UsageError(f"{_flag(name)}: expected true or false, got {getattr(config, name)!r}")
     _path(config, "weights")
-    _integer(config, "subset", 1, optional=True)
-    _integer(config, "seed", None)
-    _integer(config, "bootstrap", 0)
+    _integer(config, "subset", 1, limits.IMAGES_MAX, optional=True)
+    _integer(config, "seed", 0, limits.SEED_MAX)
+    _integer(config, "bootstrap", 0, limits.RESAMPLES_MAX)
     _text(config, "device")
     for name in ("data_dir", "results_dir", "runs_dir"):
         _path(config, name, optional=name == "data_dir")
     for name in ("run_name", "command"):
         _text(config, name, optional=True)
     _integer(config, "world_size", 1)
-    _integer(config, "workers", 0)
+    _integer(config, "workers", 0, limits.WORKERS_MAX)
     _choice(config, "memmap", MEMMAP)
     if config.pretrained and config.model != "resnet18":
         raise UsageError("--pretrained is for resnet18 only; the plain CNN has no pretrained weights")
@@ -280,25 +281,32 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _number(config, name: str, *, below: float | None = None, optional: bool = False) -> None:
-    """A finite float >= 0 (and < ``below``); an int is taken as the same float."""
+def _number(config, name: str, *, below: float | None = None, maximum: float | None = None,
+            positive: bool = False, optional: bool = False) -> None:
+    """A finite float >= 0 (> 0 if ``positive``; < ``below``, <= ``maximum``); an int is taken as the same float."""
     value = getattr(config, name)
     if value is None and optional:
         return
-    expected = f"a finite number in [0, {below:g})" if below is not None else "a finite number >= 0"
+    start = "(0" if positive else "[0"
+    expected = (f"a finite number in {start}, {below:g})" if below is not None else
+                f"a finite number in {start}, {maximum:g}]" if maximum is not None else "a finite number >= 0")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"{_flag(name)} {value!r}: expected {expected}")
-    if not (math.isfinite(value) and value >= 0 and (below is None or value < below)):
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0) and (below is None or value < below)
+            and (maximum is None or value <= maximum)):
         raise UsageError(f"{_flag(name)} {value}: expected {expected}")
     object.__setattr__(config, name, float(value))  # frozen: set once, while the config is made
 
 
-def _integer(config, name: str, minimum: int | None, *, optional: bool = False) -> None:
+def _integer(config, name: str, minimum: int | None, maximum: int | None = None, *, optional: bool = False) -> None:
+    """An int >= ``minimum`` and <= ``maximum`` (the bounds of medscope/limits.py)."""
     value = getattr(config, name)
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) \
+            or (maximum is not None and value > maximum):
         expected = "an integer" if minimum is None else f"an integer >= {minimum}"
+        expected += f" and <= {maximum}" if maximum is not None else ""
         raise UsageError(f"{_flag(name)} {value!r}: expected {expected}")
 
 
@@ -313,8 +321,10 @@ def _choice(config, name: str, choices: Sequence[str], *, optional: bool = False
 def _path(config, name: str, *, optional: bool = True) -> None:
     """A folder or file: text, or a path object taken as its text."""
     value = getattr(config, name)
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and type(value) is not str):
+        # plain text, also for a str subclass such as cli.LeftOut: checkpoints hold the config and
+        # torch.load(..., weights_only=True) takes no class of ours
+        value = str(os.fspath(value))
         object.__setattr__(config, name, value)
     _text(config, name, optional=optional)
 

@@ -12,6 +12,7 @@ those of a single process given the same best checkpoint).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import platform
 import sys
@@ -28,7 +29,7 @@ from medscope.activations import collect_outputs
 from medscope.baselines import reference_baseline
 from medscope.data import DatasetInfo, Split, load_dataset, subset
 from medscope.errors import RunFailed, UsageError
-from medscope.metrics import evaluate
+from medscope.metrics import collapse, evaluate
 from medscope.models import (
     build_model,
     imagenet_state_dict,
@@ -39,12 +40,13 @@ from medscope.runs import Run, now_iso
 from medscope.stats.bootstrap import metric_intervals
 from medscope.stats.delong import delong_interval
 from medscope.tasks import task
-from medscope.train import augment, distributed
+from medscope.train import augment, distributed, precision
 from medscope.train.config import TrainConfig, memory_mapped
 from medscope.train.distributed import SINGLE, DistContext
 from medscope.train.loop import (
     EpochConfig,
     NonFiniteLoss,
+    UnstableEpoch,
     evaluate_split,
     evaluation_settings,
     make_optimizer,
@@ -56,14 +58,21 @@ from medscope.train.loop import (
 )
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_auc", "train_acc", "val_loss", "val_auc", "val_acc", "lr",
-                   "images_per_s", "epoch_seconds"]
+                   "images_per_s", "epoch_seconds", "skipped_steps", "val_collapsed"]
+# An epoch with too many non-finite steps, or a non-finite validation, goes back to the last good
+# epoch's weights and optimizer with the learning rate times ROLLBACK_LR_FACTOR, at most
+# MAX_ROLLBACKS times in a run; only then does the run end "failed".
+MAX_ROLLBACKS = 3
+ROLLBACK_LR_FACTOR = 0.5
 # --select: which epoch's weights become the run's model (best.pt) and give its test metrics
-SELECTED_BY = {"best": "highest validation AUC", "last": "last epoch"}
+SELECTED_BY = {"best": "highest validation AUC among epochs whose validation predictions are not one class",
+               "last": "last epoch"}
 SUMMARY_COLUMNS = ["run", "dataset", "size", "model", "task", "epochs_run", "best_epoch", "val_auc", "val_acc",
                    "test_auc", "test_acc", "test_macro_f1", "wall_seconds", "device", "amp", "seed",
                    "test_auc_low", "test_auc_high", "test_acc_low", "test_acc_high", "test_balanced_acc",
                    "test_balanced_acc_low", "test_balanced_acc_high", "test_majority_acc", "interval_method",
-                   "paper_method", "paper_auc", "paper_acc"]
+                   "paper_method", "paper_auc", "paper_acc", "collapsed", "test_top_class_share", "test_top_class",
+                   "skipped_steps", "rollbacks"]
 
 
 def environment(device: torch.device, amp_dtype, dist: DistContext = SINGLE) -> dict:
@@ -105,6 +114,14 @@ class TrainState:
     stale_epochs: int = 0
     history: list = field(default_factory=list)
     wall_seconds: float = 0.0
+    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient, in epochs kept
+    rollbacks: list = field(default_factory=list)  # {"epoch", "to_epoch", "lr_scale", "reason"}
+    lr_scale: float = 1.0  # product of the rollbacks' learning-rate factors
+    best_collapsed: bool = False  # the kept epoch's validation predictions are one class
+
+    def stability(self) -> dict:
+        """What run.json says of non-finite steps and rollbacks."""
+        return {"skipped_steps": self.skipped_steps, "rollbacks": self.rollbacks, "lr_scale": self.lr_scale}
 
 
 def _checkpoint(model, spec, config: TrainConfig, state: TrainState, optimizer, scheduler, scaler) -> dict:
@@ -113,8 +130,29 @@ def _checkpoint(model, spec, config: TrainConfig, state: TrainState, optimizer, 
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "best_auc": state.best_auc, "best_epoch": state.best_epoch, "stale_epochs": state.stale_epochs,
-        "history": state.history, "wall_seconds": state.wall_seconds,
+        "history": state.history, "wall_seconds": state.wall_seconds, "stability": state.stability(),
+        "best_collapsed": state.best_collapsed,
     }
+
+
+def _snapshot(model, optimizer, scheduler, scaler) -> dict:
+    """An in-memory copy of what an epoch changes, to roll back to (every rank keeps its own)."""
+    return copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(),
+                          "scaler": scaler.state_dict() if scaler is not None else None})
+
+
+def _roll_back(snapshot: dict, model, optimizer, scheduler, scaler, factor: float) -> None:
+    """Restore ``snapshot`` and multiply the learning rate (peak and current) by ``factor``."""
+    model.load_state_dict(snapshot["model"])
+    optimizer.load_state_dict(snapshot["optimizer"])
+    scheduler.load_state_dict(snapshot["scheduler"])
+    if scaler is not None and snapshot["scaler"] is not None:
+        scaler.load_state_dict(snapshot["scaler"])
+    scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+    for group in optimizer.param_groups:
+        group["initial_lr"] *= factor
+        group["lr"] *= factor
 
 
 def load_data(info: DatasetInfo, data_dir, config: TrainConfig, *, memmap: str | None = None,
@@ -170,6 +208,13 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
     model = model.to(device)
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
+    # layers whose bf16 (fp16) kernels give wrong results on this machine train in float32
+    checked_precision = precision.keep_wrong_layers_in_float32(
+        model, (info.n_channels, *(info.size,) * info.spatial_dims), amp_dtype, device, memory_format=memory_format)
+    if checked_precision["float32_layers"]:
+        log(f"  {len(checked_precision['float32_layers'])} layer(s) train in float32: their "
+            f"{str(amp_dtype).replace('torch.', '')} kernels give wrong gradients on this machine "
+            f"({', '.join(checked_precision['float32_layers'])})")
 
     n_train = len(data["train"])
     steps_per_epoch = max(1, n_train // config.batch_size) if n_train > config.batch_size else 1
@@ -185,8 +230,13 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
         scheduler.load_state_dict(resume["scheduler"])
         if scaler is not None and resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
+        stability = resume.get("stability") or {}
         state = TrainState(resume["epoch"], resume["best_auc"], resume["best_epoch"], resume["stale_epochs"],
-                           list(resume["history"]), resume["wall_seconds"])
+                           list(resume["history"]), resume["wall_seconds"],
+                           skipped_steps=int(stability.get("skipped_steps", 0)),
+                           rollbacks=list(stability.get("rollbacks", [])),
+                           lr_scale=float(stability.get("lr_scale", 1.0)),
+                           best_collapsed=bool(resume.get("best_collapsed", False)))
     # DDP trains; the bare module is evaluated and saved, so checkpoints load in single-process tools
     trained = model
     if dist.distributed:
@@ -204,50 +254,77 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
         amp_dtype=amp_dtype, memory_format=memory_format, workers=config.workers if workers is None else workers)
 
     writer = None
-    if main:
-        env = environment(device, amp_dtype, dist)
-        if resume is None:
-            run.update(name=run.name, created=now_iso(), status="running", config=config.to_dict(), environment=env,
-                       model=spec, dataset=_dataset_record(info, data), artifacts=[])
-        else:
-            run.update(status="running", resumed=now_iso(), environment=env)
-
-        from torch.utils.tensorboard import (
-            SummaryWriter,  # imported late: it is slow to import
-        )
-
-        tb_dir = run.layout.tensorboard_dir(config.runs_dir)
-        writer = SummaryWriter(log_dir=str(tb_dir), purge_step=state.epoch + 1 if resume is not None else None)
     stopped_early = False
-    try:
+    good = None  # the last good epoch's weights and optimizer, to roll back to
+    try:  # from the moment run.json may say "running", every way out says how training stopped
+        if main:
+            env = environment(device, amp_dtype, dist)
+            tb_dir = run.layout.tensorboard_dir(config.runs_dir)
+            env["precision_check"] = checked_precision
+            if resume is None:
+                run.update(name=run.name, created=now_iso(), status="running", config=config.to_dict(),
+                           environment=env, model=spec, dataset=_dataset_record(info, data), artifacts=[])
+            else:  # the config as resumed: its epochs and folders may differ from the start's
+                run.update(status="running", resumed=now_iso(), environment=env, config=config.to_dict(),
+                           tensorboard_dir=str(tb_dir))
+
+            from torch.utils.tensorboard import (
+                SummaryWriter,  # imported late: it is slow to import
+            )
+
+            writer = SummaryWriter(log_dir=str(tb_dir), purge_step=state.epoch + 1 if resume is not None else None)
         while state.epoch < config.epochs:
             epoch = state.epoch + 1
             generator = seed_epoch(config.seed, epoch)
             augment_generator = seed_rank(config.seed, epoch, dist.rank)
             started = time.perf_counter()
-            train = train_one_epoch(trained, data["train"], epoch_cfg, optimizer, scheduler, scaler, device,
-                                    generator, description=f"epoch {epoch}/{config.epochs}", dist=dist,
-                                    augment_generator=augment_generator)
-            distributed.broadcast_buffers(dist, model)
-            if config.precise_bn:  # every rank reads the same images: the statistics stay equal
-                recompute_batchnorm(model, data["train"], epoch_cfg, device)
-            val = evaluate_split(model, data["val"], epoch_cfg, device, dist=dist)
+            if good is None:
+                good = _snapshot(model, optimizer, scheduler, scaler)
+            try:
+                train = train_one_epoch(trained, data["train"], epoch_cfg, optimizer, scheduler, scaler, device,
+                                        generator, description=f"epoch {epoch}/{config.epochs}", dist=dist,
+                                        augment_generator=augment_generator)
+                distributed.broadcast_buffers(dist, model)
+                if config.precise_bn:  # every rank reads the same images: the statistics stay equal
+                    recompute_batchnorm(model, data["train"], epoch_cfg, device)
+                val = evaluate_split(model, data["val"], epoch_cfg, device, dist=dist)
+            except NonFiniteLoss as exc:  # every rank sees the same reduced values: all roll back alike
+                if len(state.rollbacks) >= MAX_ROLLBACKS:
+                    raise NonFiniteLoss(f"{exc} after {MAX_ROLLBACKS} rollbacks with a lower learning rate") from None
+                _roll_back(good, model, optimizer, scheduler, scaler, ROLLBACK_LR_FACTOR)
+                state.lr_scale *= ROLLBACK_LR_FACTOR
+                state.rollbacks.append({"epoch": epoch, "to_epoch": state.epoch, "lr_scale": state.lr_scale,
+                                        "reason": str(exc)})
+                log(f"epoch {epoch:3d}/{config.epochs}  {exc}: back to the weights of epoch {state.epoch} with "
+                    f"the learning rate x{state.lr_scale:g} (rollback {len(state.rollbacks)} of at most "
+                    f"{MAX_ROLLBACKS})")
+                if main:
+                    run.update(stability=state.stability())
+                    writer.add_scalar("stability/rollbacks", len(state.rollbacks), epoch)
+                continue
             seconds = time.perf_counter() - started
+            state.skipped_steps += train["skipped_steps"]
             row = {"epoch": epoch, "train_loss": train["loss"], "train_auc": train["auc"], "train_acc": train["acc"],
                    "val_loss": val["loss"], "val_auc": val["auc"], "val_acc": val["acc"],
                    "lr": optimizer.param_groups[0]["lr"], "images_per_s": train["images_per_s"],
-                   "epoch_seconds": seconds}
+                   "epoch_seconds": seconds, "skipped_steps": train["skipped_steps"]}
             state.epoch, state.wall_seconds = epoch, state.wall_seconds + seconds
             state.history.append(row)
+            good = None  # this epoch is good: the next one starts from a copy of it
             # every rank holds the same gathered validation scores, so every rank decides alike
-            improved = val["auc"] > state.best_auc or state.best_epoch == 0
+            # an epoch whose validation predictions are one class is kept only while every epoch is
+            # (a collapsed model can still rank well: AUC alone picked such epochs on small splits)
+            collapsed = collapse(info.task, data["val"].labels.numpy(), val["scores"])["collapsed"]
+            row["val_collapsed"] = int(collapsed)
+            improved = (state.best_epoch == 0 or (state.best_collapsed and not collapsed)
+                        or (val["auc"] > state.best_auc and (state.best_collapsed or not collapsed)))
             if improved:
                 state.best_auc, state.stale_epochs = val["auc"], 0
             else:
                 state.stale_epochs += 1
             kept = improved or config.select == "last"
             if kept:
-                state.best_epoch = epoch
+                state.best_epoch, state.best_collapsed = epoch, collapsed
             if main:
                 _log_epoch(writer, row)
                 if kept:
@@ -260,7 +337,8 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
                 atomic.write_csv(run.layout.history_csv, state.history, HISTORY_COLUMNS)
             log(f"epoch {epoch:3d}/{config.epochs}  train loss {train['loss']:.4f} auc {train['auc']:.3f}  "
                 f"val loss {val['loss']:.4f} auc {val['auc']:.3f} acc {val['acc']:.3f}  "
-                f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s{'  *' if kept else ''}")
+                f"{train['images_per_s']:.0f} img/s  {seconds:.1f}s{'  *' if kept else ''}"
+                + (f"  ({train['skipped_steps']} non-finite step(s) skipped)" if train["skipped_steps"] else ""))
             if config.patience and state.stale_epochs >= config.patience:
                 log(f"early stop: validation AUC has not improved for {config.patience} epochs")
                 stopped_early = True
@@ -310,12 +388,19 @@ def train_run(run: Run, config: TrainConfig, info: DatasetInfo, data: dict[str, 
     return result
 
 
+def _class_name(names, index) -> str | None:
+    if index is None:
+        return None
+    return str(names[index]) if 0 <= index < len(names) else str(index)
+
+
 def _record_stop(run: Run, writer, state: TrainState, **fields) -> None:
     """Close the event file and say in run.json how and where training stopped (best effort: on a
     full disk the error that stopped training is the one to report)."""
-    with contextlib.suppress(OSError):
-        writer.close()
-    with contextlib.suppress(OSError):
+    if writer is not None:
+        with contextlib.suppress(OSError):
+            writer.close()
+    with contextlib.suppress(OSError):  # run.update writes in place when the disk is full
         run.update(epochs_completed=state.epoch, **fields)
 
 
@@ -357,6 +442,7 @@ def _log_epoch(writer, row: dict) -> None:
         writer.add_scalar(f"{key}/train", row[f"train_{key}"], step)
         writer.add_scalar(f"{key}/val", row[f"val_{key}"], step)
     writer.add_scalar("lr", row["lr"], step)
+    writer.add_scalar("stability/skipped_steps", row.get("skipped_steps", 0), step)
     writer.add_scalar("speed/images_per_s", row["images_per_s"], step)
     writer.flush()
 
@@ -378,8 +464,11 @@ def _finish(run, config: TrainConfig, info, data, device, spec, state, writer, s
     for split_metrics, out in ((val_metrics, val_out), (test_metrics, test_out)):
         split_metrics["intervals"] = intervals(info.task, out["labels"].numpy(), out["probabilities"].numpy(),
                                                names, config.bootstrap, config.seed)
+    for split_metrics, out in ((val_metrics, val_out), (test_metrics, test_out)):
+        split_metrics["collapse"] = collapse(info.task, out["labels"].numpy(), out["probabilities"].numpy())
     baseline = reference_baseline(info.flag, info.size, config.model)
     metrics = {"val": val_metrics, "test": test_metrics, "best_epoch": state.best_epoch,
+               "collapsed": test_metrics["collapse"]["collapsed"], "stability": state.stability(),
                "selected_by": SELECTED_BY[config.select],
                "epochs_run": state.epoch, "stopped_early": stopped_early, "tta": config.tta,
                "task": info.task, "class_names": names,
@@ -399,7 +488,10 @@ def _finish(run, config: TrainConfig, info, data, device, spec, state, writer, s
                "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
                "seed": config.seed, **_interval_columns(test_metrics),
                "paper_method": baseline.method if baseline else None, "paper_auc": baseline.auc if baseline else None,
-               "paper_acc": baseline.acc if baseline else None}
+               "paper_acc": baseline.acc if baseline else None, "collapsed": test_metrics["collapse"]["collapsed"],
+               "test_top_class_share": test_metrics["collapse"]["top_class_share"],
+               "test_top_class": _class_name(names, test_metrics["collapse"]["top_class"]),
+               "skipped_steps": state.skipped_steps, "rollbacks": len(state.rollbacks)}
     written.append(atomic.write_csv(layout.summary_csv, [summary], SUMMARY_COLUMNS))
 
     title = f"{run.name}"
@@ -419,10 +511,11 @@ def _finish(run, config: TrainConfig, info, data, device, spec, state, writer, s
     writer.add_text(board.METRICS_TAG, board.metrics_table(test_metrics, metrics["baseline"]), state.epoch)
     _log_final(writer, config, summary, model)
     written += [layout.history_csv, layout.best_pt, layout.last_pt]
-    run.update(status="completed", finished=now_iso(), epochs_completed=state.epoch,
+    run.update(status="completed", finished=now_iso(), epochs_completed=state.epoch, stability=state.stability(),
                metrics={"val_auc": val_metrics["auc"], "val_acc": val_metrics["acc"],
                         "test_auc": test_metrics["auc"], "test_acc": test_metrics["acc"],
-                        "best_epoch": state.best_epoch, "wall_seconds": round(state.wall_seconds, 2)},
+                        "best_epoch": state.best_epoch, "wall_seconds": round(state.wall_seconds, 2),
+                        "collapsed": test_metrics["collapse"]["collapsed"]},
                tensorboard_dir=str(layout.tensorboard_dir(config.runs_dir)))
     run.add_artifacts([Path(p).name for p in written], created_by=created_by)
     return summary
