@@ -481,3 +481,24 @@ def test_an_epoch_whose_validation_predictions_are_one_class_is_not_kept_for_its
     rows = _csv(RunLayout(run).history_csv)
     assert [r["val_collapsed"] for r in rows] == ["1", "0"]
     assert json.loads(RunLayout(run).metrics_json.read_text())["best_epoch"] == 2  # whatever the AUCs
+
+
+def test_a_short_3d_run_under_forced_bf16_autocast_finishes_with_finite_metrics(tmp_path, medmnist_dir, monkeypatch):
+    """bf16 autocast forced on whatever CPU runs the suite (emulated where it has no native bf16):
+    the 3D ResNet-18's layers are probed, wrong ones train in float32, and the run completes."""
+    import math
+
+    monkeypatch.setattr(loop, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setenv("MEDSCOPE_CACHE", str(tmp_path / "cache"))
+    run = train_run(tmp_path, medmnist_dir, "--dataset", "adrenalmnist3d", "--model", "resnet18", "--subset", "64",
+                    "--epochs", "2", "--batch-size", "32", "--bootstrap", "0", "--device", "cpu")
+    record = json.loads(RunLayout(run).run_json.read_text())
+    assert record["status"] == "completed" and record["environment"]["amp_dtype"] == "bfloat16"
+    checked = record["environment"]["precision_check"]
+    assert checked["probed"] >= 10 and all(name.startswith("backbone.") for name in checked["float32_layers"])
+    metrics = json.loads(RunLayout(run).metrics_json.read_text())
+    assert all(math.isfinite(metrics[split][key]) for split in ("val", "test") for key in ("auc", "acc"))
+    assert all(math.isfinite(float(row["train_loss"])) for row in _csv(RunLayout(run).history_csv))
+    if loop._cpu_flags() and "avx512_bf16" in loop._cpu_flags():  # native bf16: the wrong kernel is found
+        assert set(checked["float32_layers"]) == {"backbone.layer3.0.conv2.0", "backbone.layer3.1.conv1.0",
+                                                  "backbone.layer3.1.conv2.0"}
