@@ -35,7 +35,6 @@ from medscope import data  # noqa: E402
 from medscope.models import build_model, model_spec  # noqa: E402
 from medscope.runs import default_data_dir  # noqa: E402
 from medscope.train import augment, loop, precision  # noqa: E402
-from medscope.train.experiment import _cpu_name  # noqa: E402
 
 CASES = {"3d": ("adrenalmnist3d", 64), "2d": ("breastmnist", 64)}
 
@@ -98,7 +97,7 @@ def train_steps(model, memory_format, info, split, batch_size, steps, dtype, see
 
 
 def main(args) -> dict:
-    result = {"cpu": _cpu_name(), "native_bf16": loop.cpu_supports_bf16(), "threads": torch.get_num_threads(),
+    result = {"cpu": loop.cpu_name(), "native_bf16": loop.cpu_supports_bf16(), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "cases": {}}
     for case in args.cases:
         flag, batch_size = CASES[case]

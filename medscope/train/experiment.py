@@ -47,6 +47,7 @@ from medscope.train.loop import (
     EpochConfig,
     NonFiniteLoss,
     UnstableEpoch,
+    cpu_name,
     evaluate_split,
     evaluation_settings,
     make_optimizer,
@@ -84,24 +85,13 @@ def environment(device: torch.device, amp_dtype, dist: DistContext = SINGLE) -> 
         "torchvision": torchvision.__version__, "numpy": np.__version__,
         "medmnist": getattr(medmnist, "__version__", "unknown"), "device": str(device),
         "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
-        "threads": torch.get_num_threads(), "cpu": _cpu_name(), "hostname": platform.node(),
+        "threads": torch.get_num_threads(), "cpu": cpu_name(), "hostname": platform.node(),
         **dist.record(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
     return env
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 @dataclass

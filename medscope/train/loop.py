@@ -81,6 +81,20 @@ def cpu_supports_bf16() -> bool:
     return supported and (flags is None or bool(flags & {"avx512_bf16", "amx_bf16"}))
 
 
+def cpu_name() -> str:
+    """The CPU's model name (recorded beside every figure and in run.json)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def _cpu_flags() -> set[str] | None:
     """The CPU's feature flags from /proc/cpuinfo, or None where there is no such file."""
     try:
@@ -338,7 +352,7 @@ def _backward_and_step(model, loss, optimizer, scaler, clip_grad: float) -> bool
     3D ResNet-18 on a CPU); DDP has already averaged them, so every rank decides alike.
     With fp16's GradScaler the scaler skips the step itself and lowers its scale.
     """
-    params = [p for p in model.parameters() if p.grad is not None or p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     if scaler is not None:
         scale = scaler.get_scale()
         scaler.scale(loss).backward()

@@ -135,21 +135,15 @@ def layer_key(layer: nn.Module, input_shape: tuple[int, ...], dtype, memory_form
 
 
 def _machine_key(device) -> str:
-    from medscope.train.loop import _cpu_flags
+    from medscope.train.loop import _cpu_flags, cpu_name
 
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda {torch.cuda.get_device_name(device)} torch {torch.__version__}"
     flags = sorted((_cpu_flags() or set()) & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx512_fp16"})
     onednn = getattr(torch.backends.mkldnn, "version", lambda: None)
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((line.partition(":")[2].strip() for line in fh if line.startswith("model name")), "")
-    except OSError:
-        pass
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
-    return f"cpu {model} {' '.join(flags)} isa={isa} torch {torch.__version__} onednn {onednn() if callable(onednn) else ''}"
+    return f"cpu {cpu_name()} {' '.join(flags)} isa={isa} torch {torch.__version__} onednn {onednn() if callable(onednn) else ''}"
 
 
 def _cache_file():
